@@ -1,0 +1,79 @@
+//! The store's error type.
+
+use francis_core::ActorRef;
+
+use crate::provider::ClaimRefusal;
+
+/// Everything a [`crate::Provider`] operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another live host is registered with this address.
+    #[error("address {address} is already used by live host {host_id}")]
+    AddressInUse {
+        /// The contested address.
+        address: String,
+        /// The live host holding it.
+        host_id: String,
+    },
+    /// The host is not registered (it was removed, e.g. after its lease expired).
+    #[error("host {0} is not registered")]
+    HostNotFound(String),
+    /// A claim for a candidate host was refused.
+    #[error("cannot place {actor} on host {candidate}: {reason}")]
+    ClaimRefused {
+        /// The actor.
+        actor: ActorRef,
+        /// The candidate host.
+        candidate: String,
+        /// Why.
+        reason: ClaimRefusal,
+    },
+    /// A fenced write presented a stale epoch.
+    #[error("write for {actor} fenced: epoch {epoch} is not the current placement")]
+    Fenced {
+        /// The actor.
+        actor: ActorRef,
+        /// The epoch presented.
+        epoch: u64,
+    },
+    /// The database was written by a newer version of Francis.
+    #[error(
+        "database schema version {found} is newer than this build supports ({supported}); upgrade Francis"
+    )]
+    SchemaTooNew {
+        /// Version found in the database.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// The store cannot reach a quorum of its replicas.
+    #[error("no quorum: cannot reach {}", .unreachable.join(", "))]
+    NoQuorum {
+        /// The unreachable peers.
+        unreachable: Vec<String>,
+    },
+    /// The store is temporarily unavailable (connection lost, overloaded...); retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored row could not be read back (corruption or a foreign database).
+    #[error("corrupt store data: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<StoreError> for francis_core::Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Fenced { actor, epoch } => francis_core::Error::Fenced { actor, epoch },
+            StoreError::NoQuorum { unreachable } => francis_core::Error::NoQuorum { unreachable },
+            StoreError::Unavailable(m) => francis_core::Error::HostUnavailable(m),
+            other => francis_core::Error::store(other),
+        }
+    }
+}
