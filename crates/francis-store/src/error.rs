@@ -53,6 +53,10 @@ pub enum StoreError {
         /// The unreachable peers.
         unreachable: Vec<String>,
     },
+    /// An argument cannot be stored as given (an empty host id, an actor type listed twice, a
+    /// zero page size, a value outside what the store can represent); nothing was changed.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// The store is temporarily unavailable (connection lost, overloaded...); retry later.
     #[error("store unavailable: {0}")]
     Unavailable(String),

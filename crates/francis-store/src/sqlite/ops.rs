@@ -1,0 +1,809 @@
+//! The SQL of every provider operation. Writes take the writer's connection (they run inside
+//! its batch transaction and savepoint); reads take the read pool.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use francis_core::{ActorRef, AlarmProperties, Envelope, Interval};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+use crate::error::StoreError;
+use crate::policy::{self, CandidateView, add_millis, live_cutoff, millis};
+use crate::provider::{
+    ActorTypeSpec, AlarmLease, AlarmOutcome, ClaimRefusal, Fence, HostRecord, HostRegistration,
+    LeaseRequest, LeasedAlarm, Placement, StateListItem, StateListPage, StateRecord, StoreResult,
+};
+
+// ---------------------------------------------------------------------------------------------
+// conversions
+
+fn time_from_ms(what: &str, ms: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("{what} {ms} ms is not a valid time")))
+}
+
+fn actor_from_row(actor_type: String, actor_id: String) -> StoreResult<ActorRef> {
+    ActorRef::new(actor_type, actor_id)
+        .map_err(|e| StoreError::Corrupt(format!("stored actor reference is invalid: {e}")))
+}
+
+fn epoch_to_sql(epoch: u64) -> Option<i64> {
+    i64::try_from(epoch).ok()
+}
+
+fn epoch_from_sql(epoch: i64) -> StoreResult<u64> {
+    u64::try_from(epoch).map_err(|_| StoreError::Corrupt(format!("negative epoch {epoch}")))
+}
+
+/// Repeat intervals are stored as exact nanoseconds.
+pub(crate) fn interval_to_ns(interval: Interval) -> StoreResult<i64> {
+    i64::try_from(interval.as_duration().as_nanos()).map_err(|_| {
+        StoreError::InvalidArgument(format!(
+            "alarm interval {interval} is longer than the store can hold (about 292 years)"
+        ))
+    })
+}
+
+pub(crate) fn interval_from_ns(ns: i64) -> StoreResult<Interval> {
+    let ns = u64::try_from(ns)
+        .map_err(|_| StoreError::Corrupt(format!("negative alarm interval {ns} ns")))?;
+    Interval::new(Duration::from_nanos(ns))
+        .map_err(|e| StoreError::Corrupt(format!("alarm interval {ns} ns: {e}")))
+}
+
+fn envelope_from_row(bytes: Vec<u8>) -> StoreResult<Envelope> {
+    Envelope::from_json(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("stored alarm data is not JSON: {e}")))
+}
+
+fn capacity_to_sql(max_active: Option<u32>) -> Option<i64> {
+    max_active.map(i64::from)
+}
+
+fn capacity_from_sql(v: Option<i64>) -> StoreResult<Option<u32>> {
+    v.map(|n| {
+        u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("host capacity {n} out of range")))
+    })
+    .transpose()
+}
+
+fn count_from_sql(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// fencing
+
+/// Refuses the write unless the actor's current placement has exactly the presented epoch.
+async fn check_fence(c: &mut SqliteConnection, actor: &ActorRef, fence: Fence) -> StoreResult<()> {
+    let Fence::Epoch(epoch) = fence else {
+        return Ok(());
+    };
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT epoch FROM placements WHERE actor_type = ?1 AND actor_id = ?2")
+            .bind(actor.actor_type())
+            .bind(actor.actor_id())
+            .fetch_optional(&mut *c)
+            .await?;
+    match (current, epoch_to_sql(epoch)) {
+        (Some(cur), Some(e)) if cur == e => Ok(()),
+        _ => Err(StoreError::Fenced {
+            actor: actor.clone(),
+            epoch,
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// hosts
+
+/// Refuses registrations the store cannot represent faithfully.
+pub(crate) fn validate_registration(reg: &HostRegistration) -> StoreResult<()> {
+    if reg.host_id.is_empty() {
+        return Err(StoreError::InvalidArgument("host id is empty".into()));
+    }
+    if reg.address.is_empty() {
+        return Err(StoreError::InvalidArgument(format!(
+            "host {} has an empty address",
+            reg.host_id
+        )));
+    }
+    let mut seen = HashSet::new();
+    for t in &reg.actor_types {
+        if t.actor_type.is_empty() {
+            return Err(StoreError::InvalidArgument(format!(
+                "host {} lists an empty actor type",
+                reg.host_id
+            )));
+        }
+        if !seen.insert(t.actor_type.as_str()) {
+            return Err(StoreError::InvalidArgument(format!(
+                "host {} lists actor type {} twice",
+                reg.host_id, t.actor_type
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn remove_host(c: &mut SqliteConnection, host_id: &str) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE alarms SET lease_id = NULL, lease_host = NULL, lease_expires_ms = NULL
+         WHERE lease_host = ?1",
+    )
+    .bind(host_id)
+    .execute(&mut *c)
+    .await?;
+    // placements and host_types go with it (ON DELETE CASCADE)
+    sqlx::query("DELETE FROM hosts WHERE host_id = ?1")
+        .bind(host_id)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn register_host(
+    c: &mut SqliteConnection,
+    reg: HostRegistration,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> StoreResult<()> {
+    let others: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT host_id, last_heartbeat_ms FROM hosts
+         WHERE address = ?1 AND host_id <> ?2 ORDER BY host_id",
+    )
+    .bind(&reg.address)
+    .bind(&reg.host_id)
+    .fetch_all(&mut *c)
+    .await?;
+    if let Some((live, _)) = others
+        .iter()
+        .find(|(_, hb)| policy::is_live(*hb, now_ms, ttl_ms))
+    {
+        return Err(StoreError::AddressInUse {
+            address: reg.address,
+            host_id: live.clone(),
+        });
+    }
+    for (dead, _) in &others {
+        remove_host(c, dead).await?;
+    }
+    sqlx::query(
+        "INSERT INTO hosts (host_id, address, last_heartbeat_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (host_id) DO UPDATE SET
+             address = excluded.address,
+             last_heartbeat_ms = MAX(last_heartbeat_ms, excluded.last_heartbeat_ms)",
+    )
+    .bind(&reg.host_id)
+    .bind(&reg.address)
+    .bind(now_ms)
+    .execute(&mut *c)
+    .await?;
+    sqlx::query("DELETE FROM host_types WHERE host_id = ?1")
+        .bind(&reg.host_id)
+        .execute(&mut *c)
+        .await?;
+    for (ord, t) in reg.actor_types.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO host_types (host_id, actor_type, ord, max_active) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(&reg.host_id)
+        .bind(&t.actor_type)
+        .bind(ord as i64)
+        .bind(capacity_to_sql(t.max_active))
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn heartbeat(
+    c: &mut SqliteConnection,
+    host_id: String,
+    now_ms: i64,
+) -> StoreResult<()> {
+    let done = sqlx::query(
+        "UPDATE hosts SET last_heartbeat_ms = MAX(last_heartbeat_ms, ?2) WHERE host_id = ?1",
+    )
+    .bind(&host_id)
+    .bind(now_ms)
+    .execute(&mut *c)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::HostNotFound(host_id));
+    }
+    Ok(())
+}
+
+pub(crate) async fn unregister_host(c: &mut SqliteConnection, host_id: String) -> StoreResult<()> {
+    remove_host(c, &host_id).await
+}
+
+pub(crate) async fn live_hosts(
+    pool: &SqlitePool,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> StoreResult<Vec<HostRecord>> {
+    let rows = sqlx::query(
+        "SELECT h.host_id, h.address, h.last_heartbeat_ms, t.actor_type, t.max_active
+         FROM hosts h LEFT JOIN host_types t ON t.host_id = h.host_id
+         WHERE h.last_heartbeat_ms > ?1
+         ORDER BY h.host_id, t.ord",
+    )
+    .bind(live_cutoff(now_ms, ttl_ms))
+    .fetch_all(pool)
+    .await?;
+    let mut hosts: Vec<HostRecord> = Vec::new();
+    for row in rows {
+        let host_id: String = row.try_get(0)?;
+        if hosts.last().is_none_or(|h| h.host_id != host_id) {
+            hosts.push(HostRecord {
+                host_id,
+                address: row.try_get(1)?,
+                actor_types: Vec::new(),
+                last_heartbeat: time_from_ms("heartbeat", row.try_get(2)?)?,
+            });
+        }
+        let actor_type: Option<String> = row.try_get(3)?;
+        if let (Some(actor_type), Some(host)) = (actor_type, hosts.last_mut()) {
+            host.actor_types.push(ActorTypeSpec {
+                actor_type,
+                max_active: capacity_from_sql(row.try_get(4)?)?,
+            });
+        }
+    }
+    Ok(hosts)
+}
+
+// ---------------------------------------------------------------------------------------------
+// placement
+
+async fn placement_row(
+    c: &mut SqliteConnection,
+    actor: &ActorRef,
+) -> StoreResult<Option<(String, i64, String, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT p.host_id, p.epoch, h.address, h.last_heartbeat_ms
+         FROM placements p JOIN hosts h ON h.host_id = p.host_id
+         WHERE p.actor_type = ?1 AND p.actor_id = ?2",
+    )
+    .bind(actor.actor_type())
+    .bind(actor.actor_id())
+    .fetch_optional(&mut *c)
+    .await?)
+}
+
+pub(crate) async fn claim(
+    c: &mut SqliteConnection,
+    actor: ActorRef,
+    candidate: String,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> StoreResult<Placement> {
+    if let Some((host_id, epoch, address, hb)) = placement_row(c, &actor).await? {
+        if policy::is_live(hb, now_ms, ttl_ms) {
+            return Ok(Placement {
+                actor,
+                host_id,
+                address,
+                epoch: epoch_from_sql(epoch)?,
+            });
+        }
+    }
+    let host: Option<(String, i64)> =
+        sqlx::query_as("SELECT address, last_heartbeat_ms FROM hosts WHERE host_id = ?1")
+            .bind(&candidate)
+            .fetch_optional(&mut *c)
+            .await?;
+    let live = host
+        .as_ref()
+        .is_some_and(|(_, hb)| policy::is_live(*hb, now_ms, ttl_ms));
+    let capacity = if live {
+        let served: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT max_active FROM host_types WHERE host_id = ?1 AND actor_type = ?2",
+        )
+        .bind(&candidate)
+        .bind(actor.actor_type())
+        .fetch_optional(&mut *c)
+        .await?;
+        served.map(capacity_from_sql).transpose()?
+    } else {
+        None
+    };
+    let placed = if let Some(Some(_)) = capacity {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM placements WHERE host_id = ?1 AND actor_type = ?2",
+        )
+        .bind(&candidate)
+        .bind(actor.actor_type())
+        .fetch_one(&mut *c)
+        .await?;
+        count_from_sql(n)
+    } else {
+        0
+    };
+    if let Err(reason) = policy::check_candidate(CandidateView {
+        live,
+        capacity,
+        placed,
+    }) {
+        return Err(StoreError::ClaimRefused {
+            actor,
+            candidate,
+            reason,
+        });
+    }
+    let Some((address, _)) = host else {
+        // check_candidate refuses hosts that are not registered
+        return Err(StoreError::ClaimRefused {
+            actor,
+            candidate,
+            reason: ClaimRefusal::CandidateNotLive,
+        });
+    };
+    let epoch: i64 = sqlx::query_scalar(
+        "UPDATE counters SET value = value + 1 WHERE name = 'epoch' RETURNING value",
+    )
+    .fetch_one(&mut *c)
+    .await?;
+    sqlx::query(
+        "INSERT INTO placements (actor_type, actor_id, host_id, epoch) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (actor_type, actor_id) DO UPDATE SET
+             host_id = excluded.host_id, epoch = excluded.epoch",
+    )
+    .bind(actor.actor_type())
+    .bind(actor.actor_id())
+    .bind(&candidate)
+    .bind(epoch)
+    .execute(&mut *c)
+    .await?;
+    Ok(Placement {
+        actor,
+        host_id: candidate,
+        address,
+        epoch: epoch_from_sql(epoch)?,
+    })
+}
+
+pub(crate) async fn lookup(
+    pool: &SqlitePool,
+    actor: &ActorRef,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> StoreResult<Option<Placement>> {
+    let row: Option<(String, i64, String)> = sqlx::query_as(
+        "SELECT p.host_id, p.epoch, h.address
+         FROM placements p JOIN hosts h ON h.host_id = p.host_id
+         WHERE p.actor_type = ?1 AND p.actor_id = ?2 AND h.last_heartbeat_ms > ?3",
+    )
+    .bind(actor.actor_type())
+    .bind(actor.actor_id())
+    .bind(live_cutoff(now_ms, ttl_ms))
+    .fetch_optional(pool)
+    .await?;
+    row.map(|(host_id, epoch, address)| {
+        Ok(Placement {
+            actor: actor.clone(),
+            host_id,
+            address,
+            epoch: epoch_from_sql(epoch)?,
+        })
+    })
+    .transpose()
+}
+
+pub(crate) async fn release(
+    c: &mut SqliteConnection,
+    actor: ActorRef,
+    host_id: String,
+    epoch: u64,
+) -> StoreResult<bool> {
+    let Some(epoch) = epoch_to_sql(epoch) else {
+        return Ok(false);
+    };
+    let done = sqlx::query(
+        "DELETE FROM placements
+         WHERE actor_type = ?1 AND actor_id = ?2 AND host_id = ?3 AND epoch = ?4",
+    )
+    .bind(actor.actor_type())
+    .bind(actor.actor_id())
+    .bind(&host_id)
+    .bind(epoch)
+    .execute(&mut *c)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub(crate) async fn count_placements(
+    pool: &SqlitePool,
+    host_id: &str,
+    actor_type: &str,
+) -> StoreResult<u64> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM placements WHERE host_id = ?1 AND actor_type = ?2",
+    )
+    .bind(host_id)
+    .bind(actor_type)
+    .fetch_one(pool)
+    .await?;
+    Ok(count_from_sql(n))
+}
+
+// ---------------------------------------------------------------------------------------------
+// state
+
+pub(crate) async fn get_state(
+    pool: &SqlitePool,
+    actor: &ActorRef,
+    now_ms: i64,
+) -> StoreResult<Option<StateRecord>> {
+    let row: Option<(Vec<u8>, Option<i64>)> = sqlx::query_as(
+        "SELECT data, expires_ms FROM state
+         WHERE actor_type = ?1 AND actor_id = ?2 AND (expires_ms IS NULL OR expires_ms > ?3)",
+    )
+    .bind(actor.actor_type())
+    .bind(actor.actor_id())
+    .bind(now_ms)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|(data, expires)| {
+        Ok(StateRecord {
+            data,
+            expires_at: expires
+                .map(|ms| time_from_ms("state expiry", ms))
+                .transpose()?,
+        })
+    })
+    .transpose()
+}
+
+pub(crate) async fn set_state(
+    c: &mut SqliteConnection,
+    actor: ActorRef,
+    data: Vec<u8>,
+    expires_ms: Option<i64>,
+    fence: Fence,
+) -> StoreResult<()> {
+    check_fence(c, &actor, fence).await?;
+    sqlx::query(
+        "INSERT INTO state (actor_type, actor_id, data, expires_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (actor_type, actor_id) DO UPDATE SET
+             data = excluded.data, expires_ms = excluded.expires_ms",
+    )
+    .bind(actor.actor_type())
+    .bind(actor.actor_id())
+    .bind(data)
+    .bind(expires_ms)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_state(
+    c: &mut SqliteConnection,
+    actor: ActorRef,
+    fence: Fence,
+) -> StoreResult<bool> {
+    check_fence(c, &actor, fence).await?;
+    let done = sqlx::query("DELETE FROM state WHERE actor_type = ?1 AND actor_id = ?2")
+        .bind(actor.actor_type())
+        .bind(actor.actor_id())
+        .execute(&mut *c)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub(crate) async fn list_states(
+    pool: &SqlitePool,
+    actor_type: &str,
+    after: Option<&str>,
+    limit: u32,
+    include_data: bool,
+    now_ms: i64,
+) -> StoreResult<StateListPage> {
+    if limit == 0 {
+        return Err(StoreError::InvalidArgument(
+            "a state listing needs a limit of at least 1".into(),
+        ));
+    }
+    // One row more than asked tells whether another page follows. Actor ids are never empty,
+    // so "after the empty string" is "from the start".
+    let rows: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT actor_id, CASE WHEN ?5 THEN data ELSE NULL END FROM state
+         WHERE actor_type = ?1 AND actor_id > ?2
+           AND (expires_ms IS NULL OR expires_ms > ?3)
+         ORDER BY actor_id LIMIT ?4",
+    )
+    .bind(actor_type)
+    .bind(after.unwrap_or(""))
+    .bind(now_ms)
+    .bind(i64::from(limit) + 1)
+    .bind(include_data)
+    .fetch_all(pool)
+    .await?;
+    let more = rows.len() > limit as usize;
+    let items: Vec<StateListItem> = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(|(actor_id, data)| StateListItem { actor_id, data })
+        .collect();
+    let next = if more {
+        items.last().map(|i| i.actor_id.clone())
+    } else {
+        None
+    };
+    Ok(StateListPage { items, next })
+}
+
+pub(crate) async fn delete_expired_state(
+    c: &mut SqliteConnection,
+    now_ms: i64,
+) -> StoreResult<u64> {
+    let done = sqlx::query("DELETE FROM state WHERE expires_ms IS NOT NULL AND expires_ms <= ?1")
+        .bind(now_ms)
+        .execute(&mut *c)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+// ---------------------------------------------------------------------------------------------
+// alarms
+
+/// An alarm as stored, in SQL types.
+#[derive(Debug, Clone)]
+pub(crate) struct AlarmRow {
+    pub due_ms: i64,
+    pub interval_ns: Option<i64>,
+    pub ttl_ms: Option<i64>,
+    pub data: Option<Vec<u8>>,
+}
+
+impl AlarmRow {
+    /// Checks and converts properties for storage.
+    pub(crate) fn from_properties(p: &AlarmProperties) -> StoreResult<Self> {
+        p.validate()
+            .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+        Ok(AlarmRow {
+            due_ms: millis(p.due_time),
+            interval_ns: p.interval.map(interval_to_ns).transpose()?,
+            ttl_ms: p.ttl.map(millis),
+            data: p.data.as_ref().map(|d| d.as_bytes().to_vec()),
+        })
+    }
+
+    fn into_properties(self) -> StoreResult<AlarmProperties> {
+        Ok(AlarmProperties {
+            due_time: time_from_ms("alarm due time", self.due_ms)?,
+            interval: self.interval_ns.map(interval_from_ns).transpose()?,
+            ttl: self
+                .ttl_ms
+                .map(|ms| time_from_ms("alarm ttl", ms))
+                .transpose()?,
+            data: self.data.map(envelope_from_row).transpose()?,
+        })
+    }
+
+    fn from_sql(row: &SqliteRow, first: usize) -> StoreResult<Self> {
+        Ok(AlarmRow {
+            due_ms: row.try_get(first)?,
+            interval_ns: row.try_get(first + 1)?,
+            ttl_ms: row.try_get(first + 2)?,
+            data: row.try_get(first + 3)?,
+        })
+    }
+}
+
+pub(crate) async fn set_alarm(
+    c: &mut SqliteConnection,
+    actor: ActorRef,
+    name: String,
+    alarm: AlarmRow,
+    fence: Fence,
+) -> StoreResult<()> {
+    check_fence(c, &actor, fence).await?;
+    sqlx::query(
+        "INSERT INTO alarms (actor_type, actor_id, name, due_ms, interval_ns, ttl_ms, data,
+                             attempts, lease_id, lease_host, lease_expires_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, NULL, NULL, NULL)
+         ON CONFLICT (actor_type, actor_id, name) DO UPDATE SET
+             due_ms = excluded.due_ms, interval_ns = excluded.interval_ns,
+             ttl_ms = excluded.ttl_ms, data = excluded.data, attempts = 0,
+             lease_id = NULL, lease_host = NULL, lease_expires_ms = NULL",
+    )
+    .bind(actor.actor_type())
+    .bind(actor.actor_id())
+    .bind(&name)
+    .bind(alarm.due_ms)
+    .bind(alarm.interval_ns)
+    .bind(alarm.ttl_ms)
+    .bind(alarm.data)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn get_alarm(
+    pool: &SqlitePool,
+    actor: &ActorRef,
+    name: &str,
+) -> StoreResult<Option<AlarmProperties>> {
+    let row = sqlx::query(
+        "SELECT due_ms, interval_ns, ttl_ms, data FROM alarms
+         WHERE actor_type = ?1 AND actor_id = ?2 AND name = ?3",
+    )
+    .bind(actor.actor_type())
+    .bind(actor.actor_id())
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| AlarmRow::from_sql(&r, 0)?.into_properties())
+        .transpose()
+}
+
+pub(crate) async fn delete_alarm(
+    c: &mut SqliteConnection,
+    actor: ActorRef,
+    name: String,
+    fence: Fence,
+) -> StoreResult<bool> {
+    check_fence(c, &actor, fence).await?;
+    let done =
+        sqlx::query("DELETE FROM alarms WHERE actor_type = ?1 AND actor_id = ?2 AND name = ?3")
+            .bind(actor.actor_type())
+            .bind(actor.actor_id())
+            .bind(&name)
+            .execute(&mut *c)
+            .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub(crate) async fn lease_alarms(
+    c: &mut SqliteConnection,
+    request: LeaseRequest,
+    now_ms: i64,
+) -> StoreResult<Vec<LeasedAlarm>> {
+    if request.actor_types.is_empty() || request.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let types = serde_json::to_string(&request.actor_types)
+        .map_err(|e| StoreError::InvalidArgument(format!("actor types: {e}")))?;
+    let rows = sqlx::query(
+        "SELECT a.actor_type, a.actor_id, a.name, a.attempts,
+                a.due_ms, a.interval_ns, a.ttl_ms, a.data
+         FROM alarms a
+         LEFT JOIN placements p ON p.actor_type = a.actor_type AND p.actor_id = a.actor_id
+         WHERE a.actor_type IN (SELECT value FROM json_each(?1))
+           AND a.due_ms <= ?2
+           AND (a.lease_id IS NULL OR a.lease_expires_ms <= ?3)
+         ORDER BY CASE WHEN p.host_id = ?4 THEN 0 ELSE 1 END,
+                  a.due_ms, a.actor_type, a.actor_id, a.name
+         LIMIT ?5",
+    )
+    .bind(types)
+    .bind(millis(request.horizon))
+    .bind(now_ms)
+    .bind(&request.host_id)
+    .bind(i64::from(request.limit))
+    .fetch_all(&mut *c)
+    .await?;
+    let expires_ms = add_millis(now_ms, request.lease_duration);
+    let lease_expires_at = time_from_ms("lease expiry", expires_ms)
+        .map_err(|_| StoreError::InvalidArgument("lease duration is too long".into()))?;
+    let mut leased = Vec::with_capacity(rows.len());
+    for row in rows {
+        let actor_type: String = row.try_get(0)?;
+        let actor_id: String = row.try_get(1)?;
+        let name: String = row.try_get(2)?;
+        let attempts: i64 = row.try_get(3)?;
+        let properties = AlarmRow::from_sql(&row, 4)?.into_properties()?;
+        sqlx::query(
+            "UPDATE alarms SET lease_id = ?4, lease_host = ?5, lease_expires_ms = ?6
+             WHERE actor_type = ?1 AND actor_id = ?2 AND name = ?3",
+        )
+        .bind(&actor_type)
+        .bind(&actor_id)
+        .bind(&name)
+        .bind(&request.lease_id)
+        .bind(&request.host_id)
+        .bind(expires_ms)
+        .execute(&mut *c)
+        .await?;
+        leased.push(LeasedAlarm {
+            lease: AlarmLease {
+                actor: actor_from_row(actor_type, actor_id)?,
+                name,
+                lease_id: request.lease_id.clone(),
+            },
+            properties,
+            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            lease_expires_at,
+        });
+    }
+    Ok(leased)
+}
+
+pub(crate) async fn renew_alarm_leases(
+    c: &mut SqliteConnection,
+    host_id: String,
+    leases: Vec<AlarmLease>,
+    now_ms: i64,
+    lease_duration: Duration,
+) -> StoreResult<Vec<AlarmLease>> {
+    let expires_ms = add_millis(now_ms, lease_duration);
+    let mut held = Vec::with_capacity(leases.len());
+    for lease in leases {
+        let done = sqlx::query(
+            "UPDATE alarms SET lease_expires_ms = ?6
+             WHERE actor_type = ?1 AND actor_id = ?2 AND name = ?3
+               AND lease_id = ?4 AND lease_host = ?5",
+        )
+        .bind(lease.actor.actor_type())
+        .bind(lease.actor.actor_id())
+        .bind(&lease.name)
+        .bind(&lease.lease_id)
+        .bind(&host_id)
+        .bind(expires_ms)
+        .execute(&mut *c)
+        .await?;
+        if done.rows_affected() > 0 {
+            held.push(lease);
+        }
+    }
+    Ok(held)
+}
+
+pub(crate) async fn complete_alarm(
+    c: &mut SqliteConnection,
+    lease: AlarmLease,
+    outcome: AlarmOutcome,
+) -> StoreResult<bool> {
+    let done = match outcome {
+        AlarmOutcome::Delete => {
+            sqlx::query(
+                "DELETE FROM alarms
+                 WHERE actor_type = ?1 AND actor_id = ?2 AND name = ?3 AND lease_id = ?4",
+            )
+            .bind(lease.actor.actor_type())
+            .bind(lease.actor.actor_id())
+            .bind(&lease.name)
+            .bind(&lease.lease_id)
+            .execute(&mut *c)
+            .await?
+        }
+        AlarmOutcome::Reschedule { due, attempts } => {
+            sqlx::query(
+                "UPDATE alarms SET due_ms = ?5, attempts = ?6,
+                     lease_id = NULL, lease_host = NULL, lease_expires_ms = NULL
+                 WHERE actor_type = ?1 AND actor_id = ?2 AND name = ?3 AND lease_id = ?4",
+            )
+            .bind(lease.actor.actor_type())
+            .bind(lease.actor.actor_id())
+            .bind(&lease.name)
+            .bind(&lease.lease_id)
+            .bind(millis(due))
+            .bind(i64::from(attempts))
+            .execute(&mut *c)
+            .await?
+        }
+    };
+    Ok(done.rows_affected() > 0)
+}
+
+pub(crate) async fn release_alarm(
+    c: &mut SqliteConnection,
+    lease: AlarmLease,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE alarms SET lease_id = NULL, lease_host = NULL, lease_expires_ms = NULL
+         WHERE actor_type = ?1 AND actor_id = ?2 AND name = ?3 AND lease_id = ?4",
+    )
+    .bind(lease.actor.actor_type())
+    .bind(lease.actor.actor_id())
+    .bind(&lease.name)
+    .bind(&lease.lease_id)
+    .execute(&mut *c)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
