@@ -1,0 +1,247 @@
+//! The alarm engine: leases due alarms from the store, fires each at its time on the actor's
+//! turn, and records the outcome (delete, reschedule, retry, drop).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use francis_core::{Error, ErrorKind};
+use francis_store::{AlarmLease, LeaseRequest, LeasedAlarm};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::events::HostEvent;
+use crate::policy::{AlarmDecision, alarm_outcome, retry_delay};
+use crate::runtime::{HostInner, Op};
+
+type InFlight = Arc<Mutex<HashSet<AlarmLease>>>;
+
+/// Runs until `stop` fires; then releases the leases of alarms that have not started.
+pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
+    let timings = inner.timings.clone();
+    let mut poll = tokio::time::interval(timings.alarm_poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let in_flight: InFlight = Arc::default();
+    let mut tasks = JoinSet::new();
+    let mut last_renewal = Instant::now();
+    let types: Vec<String> = inner.types.read().expect("types lock").keys().cloned().collect();
+    if types.is_empty() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = poll.tick() => {}
+        }
+        while tasks.try_join_next().is_some() {}
+        if last_renewal.elapsed() >= timings.alarm_lease / 3 {
+            renew(&inner, &in_flight).await;
+            last_renewal = Instant::now();
+        }
+        // Backpressure: do not lease more than a few batches ahead of what is running.
+        let running = in_flight.lock().expect("in-flight lock").len();
+        if running >= 4 * timings.alarm_batch_size as usize {
+            continue;
+        }
+        let now = inner.store.clock.now();
+        let request = LeaseRequest {
+            host_id: inner.host_id(),
+            actor_types: types.clone(),
+            horizon: now
+                + chrono::Duration::from_std(timings.alarm_fetch_ahead).unwrap_or_default(),
+            limit: timings.alarm_batch_size,
+            lease_duration: timings.alarm_lease,
+            lease_id: uuid::Uuid::new_v4().to_string(),
+        };
+        let leased = match inner
+            .store
+            .call(inner.store.provider.lease_alarms(&request, now))
+            .await
+        {
+            Ok(leased) => leased,
+            Err(e) => {
+                warn!(host = %inner.address, "could not lease alarms: {e}");
+                continue;
+            }
+        };
+        for alarm in leased {
+            in_flight
+                .lock()
+                .expect("in-flight lock")
+                .insert(alarm.lease.clone());
+            tasks.spawn(fire(inner.clone(), alarm, in_flight.clone(), stop.clone()));
+        }
+    }
+    // Alarms waiting for their time give their leases back; running ones finish their turn.
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn renew(inner: &HostInner, in_flight: &InFlight) {
+    let leases: Vec<AlarmLease> = in_flight
+        .lock()
+        .expect("in-flight lock")
+        .iter()
+        .cloned()
+        .collect();
+    if leases.is_empty() {
+        return;
+    }
+    let store = &inner.store;
+    match store
+        .call(store.provider.renew_alarm_leases(
+            &inner.host_id(),
+            &leases,
+            store.clock.now(),
+            inner.timings.alarm_lease,
+        ))
+        .await
+    {
+        Ok(held) => {
+            let held: HashSet<_> = held.into_iter().collect();
+            let lost = leases.iter().filter(|l| !held.contains(*l)).count();
+            if lost > 0 {
+                debug!(host = %inner.address, lost, "alarm leases lost (alarms replaced or deleted)");
+            }
+        }
+        Err(e) => warn!(host = %inner.address, "could not renew alarm leases: {e}"),
+    }
+}
+
+async fn fire(inner: Arc<HostInner>, alarm: LeasedAlarm, in_flight: InFlight, stop: CancellationToken) {
+    let lease = alarm.lease.clone();
+    fire_inner(&inner, alarm, &stop).await;
+    in_flight.lock().expect("in-flight lock").remove(&lease);
+}
+
+async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &CancellationToken) {
+    let store = &inner.store;
+    let LeasedAlarm {
+        lease,
+        properties,
+        attempts,
+        ..
+    } = alarm;
+    let wait = (properties.due_time - store.clock.now())
+        .to_std()
+        .unwrap_or_default();
+    tokio::select! {
+        _ = stop.cancelled() => {
+            let _ = store.call(store.provider.release_alarm(&lease)).await;
+            return;
+        }
+        _ = tokio::time::sleep(wait) => {}
+    }
+    // The alarm may have been replaced or deleted while we waited: check the lease is ours.
+    let held = store
+        .call(store.provider.renew_alarm_leases(
+            &inner.host_id(),
+            std::slice::from_ref(&lease),
+            store.clock.now(),
+            inner.timings.alarm_lease,
+        ))
+        .await;
+    match held {
+        Ok(held) if held.contains(&lease) => {}
+        Ok(_) => {
+            debug!(actor = %lease.actor, alarm = %lease.name, host = %inner.address,
+                   "alarm was replaced or deleted before it fired");
+            return;
+        }
+        Err(e) => {
+            warn!(actor = %lease.actor, alarm = %lease.name, host = %inner.address,
+                  "could not confirm alarm lease, leaving it to expire: {e}");
+            return;
+        }
+    }
+    let actor = lease.actor.clone();
+    let ty = match inner.type_entry(actor.actor_type()) {
+        Ok(ty) => ty,
+        Err(_) => {
+            let _ = store.call(store.provider.release_alarm(&lease)).await;
+            return;
+        }
+    };
+    let result = inner
+        .call(
+            &actor,
+            Op::Alarm {
+                name: lease.name.clone(),
+                data: properties.data.clone(),
+            },
+            format!("alarm-{}-{}", lease.name, properties.due_time.timestamp_millis()),
+        )
+        .await;
+    if let Err(e) = &result {
+        if matches!(
+            e.kind(),
+            ErrorKind::ShuttingDown | ErrorKind::HostUnavailable | ErrorKind::ActorNotHosted
+        ) {
+            // Not the actor's failure: hand the alarm back for another attempt or host.
+            let _ = store.call(store.provider.release_alarm(&lease)).await;
+            return;
+        }
+    }
+    let succeeded = result.is_ok();
+    let now = store.clock.now();
+    let options = &ty.options;
+    let delay = retry_delay(
+        attempts + 1,
+        options.initial_retry_delay,
+        inner.timings.alarm_retry_cap,
+        rand::random::<f64>(),
+    );
+    let (outcome, decision) = alarm_outcome(
+        &properties,
+        attempts,
+        succeeded,
+        options.max_attempts,
+        now,
+        delay,
+    );
+    log_decision(inner, &lease, decision, attempts, result.err());
+    inner.emit(HostEvent::AlarmFired {
+        actor: actor.clone(),
+        name: lease.name.clone(),
+        succeeded,
+    });
+    match store
+        .call(store.provider.complete_alarm(&lease, outcome))
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => debug!(actor = %actor, alarm = %lease.name, host = %inner.address,
+                            "alarm changed while it ran; keeping the new version"),
+        Err(e) => warn!(actor = %actor, alarm = %lease.name, host = %inner.address,
+                        "could not record alarm outcome (the lease will expire and it may fire again): {e}"),
+    }
+}
+
+fn log_decision(
+    inner: &HostInner,
+    lease: &AlarmLease,
+    decision: AlarmDecision,
+    attempts: u32,
+    error: Option<Error>,
+) {
+    let (ty, id, name, host) = (
+        lease.actor.actor_type(),
+        lease.actor.actor_id(),
+        lease.name.as_str(),
+        inner.address.as_str(),
+    );
+    match (decision, error) {
+        (AlarmDecision::Finished | AlarmDecision::Repeats, _) => {
+            info!(actor_type = ty, actor_id = id, alarm = name, host, "alarm fired")
+        }
+        (AlarmDecision::Retry, e) => warn!(
+            actor_type = ty, actor_id = id, alarm = name, host, attempt = attempts + 1,
+            "alarm failed, will retry: {}", e.map(|e| e.to_string()).unwrap_or_default()
+        ),
+        (AlarmDecision::GiveUp, e) => error!(
+            actor_type = ty, actor_id = id, alarm = name, host, attempts = attempts + 1,
+            "alarm failed on its last attempt and was dropped: {}",
+            e.map(|e| e.to_string()).unwrap_or_default()
+        ),
+    }
+}

@@ -1,0 +1,27 @@
+//! The host's own error type (set-up and lifecycle); calls return `francis_core::Error`.
+
+use francis_store::StoreError;
+
+/// What setting up or running a host can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// The builder was given an invalid setting.
+    #[error("invalid host configuration: {0}")]
+    InvalidConfig(String),
+    /// An actor type was registered twice.
+    #[error("actor type {0:?} is already registered")]
+    DuplicateActorType(String),
+    /// An actor type name breaks the rules or is reserved.
+    #[error("cannot register actor type: {0}")]
+    InvalidActorType(#[source] francis_core::Error),
+    /// Actors must be registered before `run`.
+    #[error("actor types must be registered before the host runs")]
+    AlreadyRunning,
+    /// The store failed during start-up or shutdown.
+    #[error("store error: {0}")]
+    Store(#[from] StoreError),
+    /// The store did not answer in time during start-up or shutdown.
+    #[error("store did not answer within {0:?}")]
+    StoreTimeout(std::time::Duration),
+}

@@ -1,0 +1,477 @@
+//! `LocalHost`: the builder, registration of actor types, and the host's lifecycle.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use francis_core::{Actor, ActorInit, ActorRef, RESERVED_PREFIX, validate_name};
+use francis_store::{ActorTypeSpec, HostRegistration, Provider, StoreError};
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ActorOptions, HostTimings};
+use crate::error::HostError;
+use crate::events::{DeactivationReason, HostEvent};
+use crate::policy::{heartbeat_budget, must_fence, should_deactivate_idle};
+use crate::runtime::{Health, HostInner, TypeEntry};
+use crate::service::HostService;
+use crate::state::StoreAccess;
+
+enum StoreChoice {
+    None,
+    Sqlite(PathBuf),
+    Provider(Arc<dyn Provider>),
+}
+
+/// Builds a [`LocalHost`]; mirrors the seed's `local.NewHost(...)` options.
+pub struct LocalHostBuilder {
+    address: Option<String>,
+    store: StoreChoice,
+    psks: Vec<Vec<u8>>,
+    timings: HostTimings,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for LocalHostBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalHostBuilder")
+            .field("address", &self.address)
+            .field("timings", &self.timings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalHostBuilder {
+    /// The peer address this host advertises to other hosts (`WithAddress`). Required.
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.address = Some(address.into());
+        self
+    }
+
+    /// Use an SQLite database file (created if missing) as the store (`WithSQLiteProvider`).
+    pub fn sqlite(mut self, path: impl Into<PathBuf>) -> Self {
+        self.store = StoreChoice::Sqlite(path.into());
+        self
+    }
+
+    /// Use an already-built provider as the store.
+    pub fn provider(mut self, provider: Arc<dyn Provider>) -> Self {
+        self.store = StoreChoice::Provider(provider);
+        self
+    }
+
+    /// The cluster keys from which the hosts' mutual-TLS CA is derived (`WithRuntimePSKs`).
+    /// The first signs this host's certificate; certificates from any are trusted.
+    pub fn runtime_psks<I, K>(mut self, psks: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: AsRef<[u8]>,
+    {
+        self.psks = psks.into_iter().map(|k| k.as_ref().to_vec()).collect();
+        self
+    }
+
+    /// How long running turns may take to finish on shutdown (`WithShutdownGracePeriod`).
+    pub fn shutdown_grace_period(mut self, grace: Duration) -> Self {
+        self.timings.shutdown_grace_period = grace;
+        self
+    }
+
+    /// Health-check deadline: liveness window of a heartbeat, and the self-fencing deadline.
+    pub fn health_deadline(mut self, deadline: Duration) -> Self {
+        self.timings.health_deadline = deadline;
+        self
+    }
+
+    /// All timings at once.
+    pub fn timings(mut self, timings: HostTimings) -> Self {
+        self.timings = timings;
+        self
+    }
+
+    /// Edits the timings in place: `.with_timings(|t| t.alarm_poll_interval = ms(100))`.
+    pub fn with_timings(mut self, edit: impl FnOnce(&mut HostTimings)) -> Self {
+        edit(&mut self.timings);
+        self
+    }
+
+    /// The wall clock (tests use [`crate::TokioClock`] with paused time).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Opens the store and builds the host; nothing is served until [`LocalHost::run`].
+    pub async fn build(self) -> Result<LocalHost, HostError> {
+        let address = self
+            .address
+            .filter(|a| !a.trim().is_empty())
+            .ok_or_else(|| HostError::InvalidConfig("an advertised address is required".into()))?;
+        self.timings.validate().map_err(HostError::InvalidConfig)?;
+        let provider: Arc<dyn Provider> = match self.store {
+            StoreChoice::None => {
+                return Err(HostError::InvalidConfig(
+                    "a store is required: call .sqlite(path) or .provider(..)".into(),
+                ));
+            }
+            StoreChoice::Provider(p) => p,
+            StoreChoice::Sqlite(path) => Arc::new(
+                francis_store::SqliteProvider::open(&path, francis_store::SqliteOptions::default())
+                    .await?,
+            ),
+        };
+        let store = StoreAccess {
+            provider,
+            clock: self.clock,
+            timeout: self.timings.store_timeout,
+        };
+        let inner = HostInner::new(
+            address,
+            new_host_id(),
+            self.timings,
+            store,
+            self.psks,
+        );
+        Ok(LocalHost {
+            inner: Arc::new(inner),
+        })
+    }
+}
+
+fn new_host_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// An actor host: activates registered actor types on demand, runs their turns, fires their
+/// alarms, and keeps its registration alive in the store.
+///
+/// Register actor types, take the [`HostService`] with [`LocalHost::service`], then call
+/// [`LocalHost::run`] until shutdown.
+pub struct LocalHost {
+    inner: Arc<HostInner>,
+}
+
+impl std::fmt::Debug for LocalHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalHost")
+            .field("address", &self.inner.address)
+            .field("host_id", &self.inner.host_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalHost {
+    /// A builder with the documented defaults.
+    pub fn builder() -> LocalHostBuilder {
+        LocalHostBuilder {
+            address: None,
+            store: StoreChoice::None,
+            psks: Vec::new(),
+            timings: HostTimings::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Registers an actor type served by this host. Must happen before [`LocalHost::run`];
+    /// a duplicate, malformed or reserved type is an error.
+    pub fn register_actor<F, A>(
+        &self,
+        actor_type: &str,
+        factory: F,
+        options: ActorOptions,
+    ) -> Result<(), HostError>
+    where
+        F: Fn(ActorInit) -> A + Send + Sync + 'static,
+        A: Actor,
+    {
+        validate_name("actor type", actor_type).map_err(HostError::InvalidActorType)?;
+        if actor_type.starts_with(RESERVED_PREFIX) {
+            return Err(HostError::InvalidActorType(
+                francis_core::Error::ActorTypeReserved(actor_type.to_owned()),
+            ));
+        }
+        options.validate().map_err(HostError::InvalidConfig)?;
+        if self.inner.running.load(Ordering::Acquire) {
+            return Err(HostError::AlreadyRunning);
+        }
+        let mut types = self.inner.types.write().expect("types lock");
+        if types.contains_key(actor_type) {
+            return Err(HostError::DuplicateActorType(actor_type.to_owned()));
+        }
+        types.insert(
+            actor_type.to_owned(),
+            Arc::new(TypeEntry {
+                factory: Arc::new(move |init| Box::new(factory(init)) as Box<dyn Actor>),
+                options,
+            }),
+        );
+        Ok(())
+    }
+
+    /// The service handle, to invoke actors and manage state and alarms.
+    pub fn service(&self) -> HostService {
+        HostService::new(self.inner.clone())
+    }
+
+    /// The advertised address.
+    pub fn address(&self) -> &str {
+        &self.inner.address
+    }
+
+    /// The current host id (a new one after self-fencing).
+    pub fn host_id(&self) -> String {
+        self.inner.host_id()
+    }
+
+    /// Whether the host serves calls now.
+    pub fn health(&self) -> Health {
+        self.inner.health.borrow().clone()
+    }
+
+    /// Watches the host's health (e.g. to wait until it serves).
+    pub fn health_watch(&self) -> watch::Receiver<Health> {
+        self.inner.health.subscribe()
+    }
+
+    /// Lifecycle events from now on (activations, deactivations, alarms, fencing).
+    pub fn events(&self) -> broadcast::Receiver<HostEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The actors active on this host.
+    pub fn active_actors(&self) -> Vec<ActorRef> {
+        self.service().active_actors()
+    }
+
+    /// Registers the host, serves until `shutdown` fires, then shuts down gracefully: new calls
+    /// are refused, running turns get the grace period to finish (then are cancelled), every
+    /// actor is deactivated and its placement released, and the registration is removed.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), HostError> {
+        if self.inner.running.swap(true, Ordering::AcqRel) {
+            return Err(HostError::AlreadyRunning);
+        }
+        let inner = &self.inner;
+        register(inner).await?;
+        let types: Vec<String> = inner.types.read().expect("types lock").keys().cloned().collect();
+        info!(host = %inner.address, host_id = %inner.host_id(), actor_types = ?types, "host started");
+        inner.health.send_replace(Health::Serving);
+
+        let stop = CancellationToken::new();
+        let background = [
+            tokio::spawn(crate::alarms::run(inner.clone(), stop.clone())),
+            tokio::spawn(heartbeat_loop(inner.clone(), stop.clone())),
+            tokio::spawn(idle_reaper(inner.clone(), stop.clone())),
+            tokio::spawn(state_cleanup(inner.clone(), stop.clone())),
+        ];
+
+        shutdown.cancelled().await;
+        info!(host = %inner.address, "host shutting down");
+        inner.health.send_replace(Health::Draining);
+        stop.cancel();
+        let grace = inner.timings.shutdown_grace_period;
+        let deadline = Instant::now() + grace;
+        // New activations are refused now; sweep until nothing is left.
+        for _ in 0..3 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !inner.deactivate_all(DeactivationReason::Shutdown, left).await {
+                warn!(host = %inner.address, "turns still running after the {grace:?} grace period; cancelling them");
+                inner.cancel_all_turns();
+                let bound = inner.timings.store_timeout + Duration::from_secs(5);
+                inner.deactivate_all(DeactivationReason::Shutdown, bound).await;
+            }
+            if inner.table.is_empty() {
+                break;
+            }
+        }
+        for task in background {
+            let _ = task.await;
+        }
+        let store = &inner.store;
+        if let Err(e) = store
+            .call(store.provider.unregister_host(&inner.host_id()))
+            .await
+        {
+            warn!(host = %inner.address, "could not unregister host: {e}");
+        }
+        inner.health.send_replace(Health::Stopped);
+        info!(host = %inner.address, "host stopped");
+        Ok(())
+    }
+}
+
+fn registration(inner: &HostInner, host_id: String) -> HostRegistration {
+    let types = inner.types.read().expect("types lock");
+    let mut actor_types: Vec<ActorTypeSpec> = types
+        .iter()
+        .map(|(name, entry)| ActorTypeSpec {
+            actor_type: name.clone(),
+            max_active: entry.options.concurrency_limit,
+        })
+        .collect();
+    actor_types.sort_by(|a, b| a.actor_type.cmp(&b.actor_type));
+    HostRegistration {
+        host_id,
+        address: inner.address.clone(),
+        actor_types,
+    }
+}
+
+/// Registers the host. An earlier process on the same address whose lease has not expired yet
+/// (it crashed moments ago) is taken over: only one process can serve an address at a time.
+async fn register(inner: &HostInner) -> Result<(), HostError> {
+    let store = &inner.store;
+    let reg = registration(inner, inner.host_id());
+    let deadline = inner.timings.health_deadline;
+    let attempt = |reg: HostRegistration| async move {
+        match tokio::time::timeout(
+            store.timeout,
+            store.provider.register_host(&reg, store.clock.now(), deadline),
+        )
+        .await
+        {
+            Ok(r) => r.map_err(HostError::from),
+            Err(_) => Err(HostError::StoreTimeout(store.timeout)),
+        }
+    };
+    match attempt(reg.clone()).await {
+        Err(HostError::Store(StoreError::AddressInUse { host_id, .. })) => {
+            warn!(host = %inner.address, previous_host_id = %host_id,
+                  "address still registered to an earlier host whose lease has not expired; taking over");
+            store
+                .call(store.provider.unregister_host(&host_id))
+                .await
+                .map_err(|e| HostError::InvalidConfig(format!("cannot take over address: {e}")))?;
+            attempt(reg).await?;
+        }
+        other => other?,
+    }
+    inner.emit(HostEvent::Registered {
+        host_id: inner.host_id(),
+    });
+    Ok(())
+}
+
+/// Heartbeats; fences the host when a heartbeat cannot complete within the deadline.
+async fn heartbeat_loop(inner: Arc<HostInner>, stop: CancellationToken) {
+    let timings = inner.timings.clone();
+    let mut last_ok_sent = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(timings.heartbeat_interval) => {}
+        }
+        let sent = Instant::now();
+        let budget = heartbeat_budget(sent - last_ok_sent, timings.health_deadline);
+        let store = &inner.store;
+        let result = tokio::time::timeout(
+            budget,
+            store.provider.heartbeat(&inner.host_id(), store.clock.now()),
+        )
+        .await;
+        let reason = match result {
+            Ok(Ok(())) => {
+                last_ok_sent = sent;
+                continue;
+            }
+            Ok(Err(StoreError::HostNotFound(_))) => {
+                "its registration was removed from the store".to_owned()
+            }
+            Ok(Err(e)) if !must_fence(Instant::now() - last_ok_sent, timings.health_deadline) => {
+                warn!(host = %inner.address, "heartbeat failed, will retry: {e}");
+                continue;
+            }
+            Ok(Err(e)) => format!("no heartbeat for {:?}: {e}", timings.health_deadline),
+            Err(_) => format!("no heartbeat completed within {:?}", timings.health_deadline),
+        };
+        fence(&inner, reason, &stop).await;
+        if stop.is_cancelled() {
+            return;
+        }
+        last_ok_sent = Instant::now();
+    }
+}
+
+/// Stops serving, halts every activation, and re-registers under a new host id.
+async fn fence(inner: &Arc<HostInner>, reason: String, stop: &CancellationToken) {
+    let old_id = inner.host_id();
+    error!(host = %inner.address, host_id = %old_id, "host fenced itself: {reason}; halting all actors");
+    inner.health.send_replace(Health::Fenced(reason.clone()));
+    inner.emit(HostEvent::Fenced {
+        host_id: old_id,
+        reason,
+    });
+    inner.cancel_all_turns();
+    let bound = inner.timings.store_timeout + Duration::from_secs(5);
+    inner.deactivate_all(DeactivationReason::Fenced, bound).await;
+    inner.set_host_id(new_host_id());
+    loop {
+        match register(inner).await {
+            Ok(()) => {
+                info!(host = %inner.address, host_id = %inner.host_id(), "host re-registered after fencing");
+                if !stop.is_cancelled() {
+                    inner.health.send_replace(Health::Serving);
+                }
+                return;
+            }
+            Err(e) => warn!(host = %inner.address, "re-registration failed, will retry: {e}"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(inner.timings.heartbeat_interval) => {}
+        }
+    }
+}
+
+/// Deactivates actors idle for their type's idle timeout.
+async fn idle_reaper(inner: Arc<HostInner>, stop: CancellationToken) {
+    let shortest = inner
+        .types
+        .read()
+        .expect("types lock")
+        .values()
+        .filter_map(|t| t.options.idle_timeout)
+        .min();
+    let Some(shortest) = shortest else {
+        return;
+    };
+    let tick = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
+        for act in inner.all_active() {
+            if act.halting.load(Ordering::Acquire) {
+                continue;
+            }
+            let idle_for = act.last_used.lock().expect("last_used lock").elapsed();
+            let pending = act.pending.load(Ordering::Acquire);
+            if should_deactivate_idle(pending, idle_for, act.ty.options.idle_timeout) {
+                inner.spawn_deactivation(act, DeactivationReason::Idle);
+            }
+        }
+    }
+}
+
+/// Purges expired state now and then (reads already ignore it).
+async fn state_cleanup(inner: Arc<HostInner>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(inner.timings.state_cleanup_interval) => {}
+        }
+        let store = &inner.store;
+        match store
+            .call(store.provider.delete_expired_state(store.clock.now()))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => info!(host = %inner.address, purged = n, "expired actor state purged"),
+            Err(e) => warn!(host = %inner.address, "could not purge expired state: {e}"),
+        }
+    }
+}

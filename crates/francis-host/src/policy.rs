@@ -1,0 +1,193 @@
+//! The host's decisions as plain functions of their inputs: alarm retries and rescheduling,
+//! idleness, and the self-fencing rule. The async layers only run them.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use francis_core::{AlarmProperties, next_due_after};
+use francis_store::AlarmOutcome;
+
+/// The delay before retry number `attempt` (1 for the first retry) of a failed alarm:
+/// `initial * 2^(attempt-1)` capped at `cap`, then "equal jitter": half fixed, half scaled by
+/// `jitter` (a sample in `[0, 1)`), so retries of many alarms spread out but never come early.
+pub fn retry_delay(attempt: u32, initial: Duration, cap: Duration, jitter: f64) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+    let base = initial.saturating_mul(factor).min(cap);
+    let jitter = jitter.clamp(0.0, 1.0);
+    base / 2 + (base / 2).mul_f64(jitter)
+}
+
+/// What happened when an alarm ran, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlarmDecision {
+    /// A one-shot alarm ran, or a repeating one reached its TTL: delete it.
+    Finished,
+    /// A repeating alarm ran: due again later.
+    Repeats,
+    /// It failed: retried later.
+    Retry,
+    /// It failed on its last attempt: dropped.
+    GiveUp,
+}
+
+/// Decides what to do with an alarm occurrence after it ran.
+///
+/// - success: a repeating alarm moves to the next point of its cadence after `now`
+///   ([`next_due_after`]), unless that is past its TTL; a one-shot alarm is deleted.
+/// - failure: with `attempts_before + 1 < max_attempts` it is retried at `now + retry_delay`;
+///   otherwise it is dropped. A repeating alarm that exhausts its attempts moves on to its next
+///   occurrence instead of being deleted, so one bad run does not end the schedule.
+pub fn alarm_outcome(
+    properties: &AlarmProperties,
+    attempts_before: u32,
+    succeeded: bool,
+    max_attempts: u32,
+    now: DateTime<Utc>,
+    retry_after: Duration,
+) -> (AlarmOutcome, AlarmDecision) {
+    let next_occurrence = || {
+        properties
+            .interval
+            .and_then(|i| next_due_after(properties.due_time, i, properties.ttl, now))
+    };
+    if succeeded {
+        return match next_occurrence() {
+            Some(due) => (
+                AlarmOutcome::Reschedule { due, attempts: 0 },
+                AlarmDecision::Repeats,
+            ),
+            None => (AlarmOutcome::Delete, AlarmDecision::Finished),
+        };
+    }
+    let attempts = attempts_before.saturating_add(1);
+    if attempts < max_attempts {
+        let due = now + chrono::Duration::from_std(retry_after).unwrap_or(chrono::Duration::MAX);
+        return (
+            AlarmOutcome::Reschedule { due, attempts },
+            AlarmDecision::Retry,
+        );
+    }
+    match next_occurrence() {
+        Some(due) => (
+            AlarmOutcome::Reschedule { due, attempts: 0 },
+            AlarmDecision::GiveUp,
+        ),
+        None => (AlarmOutcome::Delete, AlarmDecision::GiveUp),
+    }
+}
+
+/// Whether an activation is idle long enough to be deactivated: no turn running or waiting,
+/// idle deactivation enabled, and `idle_for >= idle_timeout`.
+pub fn should_deactivate_idle(
+    pending_turns: usize,
+    idle_for: Duration,
+    idle_timeout: Option<Duration>,
+) -> bool {
+    match idle_timeout {
+        Some(timeout) => pending_turns == 0 && idle_for >= timeout,
+        None => false,
+    }
+}
+
+/// Whether a host must fence itself: its last successful heartbeat was *sent* at least
+/// `deadline` ago on its own monotonic clock. Other hosts can take over only once the store
+/// sees the lease expired, which is later, so a fenced host never overlaps a successor.
+pub fn must_fence(since_last_heartbeat_sent: Duration, deadline: Duration) -> bool {
+    since_last_heartbeat_sent >= deadline
+}
+
+/// The delay before a heartbeat must give up so that fencing is decided on time.
+pub fn heartbeat_budget(since_last_heartbeat_sent: Duration, deadline: Duration) -> Duration {
+    deadline.saturating_sub(since_last_heartbeat_sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use francis_core::Interval;
+
+    fn t(ms: i64) -> DateTime<Utc> {
+        Utc.timestamp_millis_opt(ms).unwrap()
+    }
+
+    #[test]
+    fn retry_delay_grows_caps_and_jitters() {
+        let s = Duration::from_secs;
+        assert_eq!(retry_delay(1, s(2), s(60), 0.0), s(1));
+        assert_eq!(retry_delay(1, s(2), s(60), 0.999_999), Duration::from_nanos(2_999_999_000));
+        assert_eq!(retry_delay(2, s(2), s(60), 0.0), s(2));
+        assert_eq!(retry_delay(3, s(2), s(60), 0.5), s(6));
+        assert_eq!(retry_delay(10, s(2), s(60), 0.0), s(30));
+        assert_eq!(retry_delay(100, s(2), s(60), 1.0), s(60));
+        for attempt in 1..40 {
+            let lo = retry_delay(attempt, s(2), s(60), 0.0);
+            let hi = retry_delay(attempt, s(2), s(60), 1.0);
+            assert!(lo <= hi && hi <= s(60));
+            assert!(retry_delay(attempt + 1, s(2), s(60), 0.0) >= lo);
+        }
+    }
+
+    #[test]
+    fn one_shot_alarm() {
+        let p = AlarmProperties::once(t(1000));
+        assert_eq!(
+            alarm_outcome(&p, 0, true, 3, t(1000), Duration::ZERO),
+            (AlarmOutcome::Delete, AlarmDecision::Finished)
+        );
+        assert_eq!(
+            alarm_outcome(&p, 0, false, 3, t(1000), Duration::from_secs(2)),
+            (
+                AlarmOutcome::Reschedule { due: t(3000), attempts: 1 },
+                AlarmDecision::Retry
+            )
+        );
+        assert_eq!(
+            alarm_outcome(&p, 2, false, 3, t(9000), Duration::from_secs(2)),
+            (AlarmOutcome::Delete, AlarmDecision::GiveUp)
+        );
+    }
+
+    #[test]
+    fn repeating_alarm_until_ttl() {
+        let mut p = AlarmProperties::once(t(0));
+        p.interval = Some(Interval::new(Duration::from_secs(10)).unwrap());
+        p.ttl = Some(t(20_000));
+        assert_eq!(
+            alarm_outcome(&p, 0, true, 3, t(5), Duration::ZERO).0,
+            AlarmOutcome::Reschedule { due: t(10_000), attempts: 0 }
+        );
+        p.due_time = t(20_000);
+        assert_eq!(
+            alarm_outcome(&p, 0, true, 3, t(20_001), Duration::ZERO),
+            (AlarmOutcome::Delete, AlarmDecision::Finished)
+        );
+        // exhausting attempts moves a repeating alarm to its next occurrence
+        p.due_time = t(0);
+        assert_eq!(
+            alarm_outcome(&p, 2, false, 3, t(7_000), Duration::ZERO),
+            (
+                AlarmOutcome::Reschedule { due: t(10_000), attempts: 0 },
+                AlarmDecision::GiveUp
+            )
+        );
+    }
+
+    #[test]
+    fn idleness() {
+        let s = Duration::from_secs;
+        assert!(should_deactivate_idle(0, s(10), Some(s(10))));
+        assert!(!should_deactivate_idle(0, s(9), Some(s(10))));
+        assert!(!should_deactivate_idle(1, s(100), Some(s(10))));
+        assert!(!should_deactivate_idle(0, s(100_000), None));
+    }
+
+    #[test]
+    fn fencing_rule() {
+        let s = Duration::from_secs;
+        assert!(!must_fence(s(19), s(20)));
+        assert!(must_fence(s(20), s(20)));
+        assert_eq!(heartbeat_budget(s(5), s(20)), s(15));
+        assert_eq!(heartbeat_budget(s(25), s(20)), Duration::ZERO);
+    }
+}

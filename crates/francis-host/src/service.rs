@@ -1,0 +1,265 @@
+//! The host's implementation of `ActorService`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use francis_core::{
+    ActorRef, ActorService, AlarmProperties, Envelope, Error, ListStatesOptions, SetStateOptions,
+    StateItem, StatePage, validate_alarm_name, validate_method, validate_name,
+};
+use francis_store::Fence;
+
+use crate::events::DeactivationReason;
+use crate::runtime::{HostInner, Op};
+
+/// The answer of an invocation, with the host that ran it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoked {
+    /// What the actor returned.
+    pub output: Option<Envelope>,
+    /// The advertised address of the host that ran the actor.
+    pub served_by: String,
+}
+
+/// The service of one host: invoke actors, manage their state and alarms, halt them.
+///
+/// Cheap to clone. Every call validates the reference, refuses reserved types and methods, and
+/// fails with a retryable error while the host is not serving (starting, draining, fenced).
+#[derive(Clone)]
+pub struct HostService {
+    inner: Arc<HostInner>,
+}
+
+impl std::fmt::Debug for HostService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostService")
+            .field("address", &self.inner.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostService {
+    pub(crate) fn new(inner: Arc<HostInner>) -> Self {
+        HostService { inner }
+    }
+
+    /// The advertised address of this host.
+    pub fn host_address(&self) -> &str {
+        &self.inner.address
+    }
+
+    fn check(&self, actor: &ActorRef) -> Result<(), Error> {
+        actor.check_not_reserved()?;
+        self.inner.check_serving()
+    }
+
+    async fn call(&self, actor: &ActorRef, op: Op) -> Result<Invoked, Error> {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let limit = self.inner.timings.invoke_timeout;
+        match tokio::time::timeout(limit, self.inner.call(actor, op, request_id)).await {
+            Ok(output) => Ok(Invoked {
+                output: output?,
+                served_by: self.inner.address.clone(),
+            }),
+            Err(_) => Err(Error::Timeout {
+                what: format!("call to actor {actor}"),
+                after: limit,
+            }),
+        }
+    }
+
+    /// [`ActorService::invoke`], also saying which host ran the actor.
+    pub async fn invoke_traced(
+        &self,
+        actor: &ActorRef,
+        method: &str,
+        data: Envelope,
+    ) -> Result<Invoked, Error> {
+        self.check(actor)?;
+        validate_method(method)?;
+        self.call(
+            actor,
+            Op::Invoke {
+                method: method.to_owned(),
+                data,
+            },
+        )
+        .await
+    }
+
+    /// [`ActorService::peek`], also saying which host ran the actor.
+    pub async fn peek_traced(
+        &self,
+        actor: &ActorRef,
+        method: &str,
+        data: Envelope,
+    ) -> Result<Invoked, Error> {
+        self.check(actor)?;
+        validate_method(method)?;
+        self.call(
+            actor,
+            Op::Peek {
+                method: method.to_owned(),
+                data,
+            },
+        )
+        .await
+    }
+
+    /// The actors active on this host.
+    pub fn active_actors(&self) -> Vec<ActorRef> {
+        let mut actors: Vec<_> = self.inner.all_active().iter().map(|a| a.actor.clone()).collect();
+        actors.sort();
+        actors
+    }
+}
+
+#[async_trait]
+impl ActorService for HostService {
+    async fn invoke(
+        &self,
+        actor: &ActorRef,
+        method: &str,
+        data: Envelope,
+    ) -> Result<Option<Envelope>, Error> {
+        self.invoke_traced(actor, method, data).await.map(|i| i.output)
+    }
+
+    async fn peek(
+        &self,
+        actor: &ActorRef,
+        method: &str,
+        data: Envelope,
+    ) -> Result<Option<Envelope>, Error> {
+        self.peek_traced(actor, method, data).await.map(|i| i.output)
+    }
+
+    async fn get_state(&self, actor: &ActorRef) -> Result<Envelope, Error> {
+        self.check(actor)?;
+        let store = &self.inner.store;
+        let record = store
+            .call(store.provider.get_state(actor, store.clock.now()))
+            .await?;
+        match record {
+            Some(r) => Envelope::from_json(r.data),
+            None => Err(Error::StateNotFound(actor.clone())),
+        }
+    }
+
+    async fn set_state(
+        &self,
+        actor: &ActorRef,
+        value: Envelope,
+        options: SetStateOptions,
+    ) -> Result<(), Error> {
+        self.check(actor)?;
+        self.call(actor, Op::SetState { value, options }).await.map(|_| ())
+    }
+
+    async fn delete_state(&self, actor: &ActorRef) -> Result<(), Error> {
+        self.check(actor)?;
+        self.call(actor, Op::DeleteState).await.map(|_| ())
+    }
+
+    async fn list_states(
+        &self,
+        actor_type: &str,
+        options: ListStatesOptions,
+    ) -> Result<StatePage, Error> {
+        validate_name("actor type", actor_type)?;
+        if actor_type.starts_with(francis_core::RESERVED_PREFIX) {
+            return Err(Error::ActorTypeReserved(actor_type.to_owned()));
+        }
+        self.inner.check_serving()?;
+        let limit = options.effective_limit()?;
+        let store = &self.inner.store;
+        let page = store
+            .call(store.provider.list_states(
+                actor_type,
+                options.after.as_deref(),
+                limit,
+                options.include_data,
+                store.clock.now(),
+            ))
+            .await?;
+        let items = page
+            .items
+            .into_iter()
+            .map(|item| {
+                Ok(StateItem {
+                    actor_id: item.actor_id,
+                    data: item.data.map(Envelope::from_json).transpose()?,
+                })
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(StatePage {
+            items,
+            next: page.next,
+        })
+    }
+
+    async fn set_alarm(
+        &self,
+        actor: &ActorRef,
+        name: &str,
+        properties: AlarmProperties,
+    ) -> Result<(), Error> {
+        self.check(actor)?;
+        validate_alarm_name(name)?;
+        properties.validate()?;
+        self.inner.type_entry(actor.actor_type())?;
+        let store = &self.inner.store;
+        store
+            .call(store.provider.set_alarm(actor, name, &properties, Fence::Unfenced))
+            .await
+    }
+
+    async fn get_alarm(&self, actor: &ActorRef, name: &str) -> Result<AlarmProperties, Error> {
+        self.check(actor)?;
+        validate_alarm_name(name)?;
+        let store = &self.inner.store;
+        store
+            .call(store.provider.get_alarm(actor, name))
+            .await?
+            .ok_or_else(|| Error::AlarmNotFound {
+                actor: actor.clone(),
+                name: name.to_owned(),
+            })
+    }
+
+    async fn delete_alarm(&self, actor: &ActorRef, name: &str) -> Result<(), Error> {
+        self.check(actor)?;
+        validate_alarm_name(name)?;
+        let store = &self.inner.store;
+        let existed = store
+            .call(store.provider.delete_alarm(actor, name, Fence::Unfenced))
+            .await?;
+        if !existed {
+            return Err(Error::AlarmNotFound {
+                actor: actor.clone(),
+                name: name.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn halt(&self, actor: &ActorRef) -> Result<(), Error> {
+        actor.check_not_reserved()?;
+        let act = self
+            .inner
+            .active(actor)
+            .filter(|a| !a.halting.load(std::sync::atomic::Ordering::Acquire))
+            .ok_or_else(|| Error::ActorNotHosted(actor.clone()))?;
+        act.cancel.cancel();
+        self.inner.spawn_deactivation(act, DeactivationReason::Halted);
+        Ok(())
+    }
+
+    async fn halt_all(&self) -> Result<(), Error> {
+        for act in self.inner.all_active() {
+            act.cancel.cancel();
+            self.inner.spawn_deactivation(act, DeactivationReason::Halted);
+        }
+        Ok(())
+    }
+}
