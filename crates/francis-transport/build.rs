@@ -1,0 +1,23 @@
+//! Compiles `proto/francis/v1/*.proto` (at the repository root) with protox: no system `protoc`.
+
+use std::path::PathBuf;
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let dir = root.join("francis/v1");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|ext| ext == "proto"))
+        .collect();
+    files.sort();
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    let fds = protox::compile(&files, [&root]).unwrap_or_else(|e| panic!("invalid .proto: {e}"));
+    prost_build::Config::new()
+        .bytes(["."])
+        .compile_fds(fds)
+        .unwrap_or_else(|e| panic!("cannot generate code from .proto: {e}"));
+}
