@@ -21,7 +21,6 @@ pub const MAX_LIST_LIMIT: u32 = 1000;
 
 /// Options of a state write.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct SetStateOptions {
     /// The state expires (reads as absent) this long after the write.
     pub ttl: Option<Duration>,
@@ -36,7 +35,6 @@ impl SetStateOptions {
 
 /// Options of [`ActorService::list_states`]: keyset pagination by actor id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct ListStatesOptions {
     /// Only ids strictly after this one (the previous page's `next`).
     pub after: Option<String>,

@@ -115,7 +115,7 @@ mod tests {
     fn retry_delay_grows_caps_and_jitters() {
         let s = Duration::from_secs;
         assert_eq!(retry_delay(1, s(2), s(60), 0.0), s(1));
-        assert_eq!(retry_delay(1, s(2), s(60), 0.999_999), Duration::from_nanos(2_999_999_000));
+        assert_eq!(retry_delay(1, s(2), s(60), 0.999_999), Duration::from_nanos(1_999_999_000));
         assert_eq!(retry_delay(2, s(2), s(60), 0.0), s(2));
         assert_eq!(retry_delay(3, s(2), s(60), 0.5), s(6));
         assert_eq!(retry_delay(10, s(2), s(60), 0.0), s(30));

@@ -31,6 +31,8 @@
 //! ```
 
 mod error;
+#[cfg(feature = "testing")]
+mod memory;
 mod policy;
 mod provider;
 mod sqlite;
@@ -38,6 +40,8 @@ mod sqlite;
 pub mod testing;
 
 pub use error::StoreError;
+#[cfg(feature = "testing")]
+pub use memory::MemoryProvider;
 pub use provider::{
     ActorTypeSpec, AlarmLease, AlarmOutcome, ClaimRefusal, Fence, HostRecord, HostRegistration,
     LeaseRequest, LeasedAlarm, Placement, Provider, StateListItem, StateListPage, StateRecord,

@@ -1,0 +1,224 @@
+//! Durable alarms: timing, repetition, replacement, retries, and restarts.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::Utc;
+use francis_core::{ActorService, AlarmProperties, ErrorKind, Interval};
+use francis_host::HostEvent;
+use support::*;
+
+fn fired(h: &TestHost) -> Vec<(String, Option<String>, Duration)> {
+    h.probe.alarms.lock().unwrap().clone()
+}
+
+fn alarm_in(secs: u64) -> AlarmProperties {
+    AlarmProperties::once(Utc::now() + chrono::Duration::seconds(secs as i64))
+}
+
+fn is_fired(e: &HostEvent) -> bool {
+    matches!(e, HostEvent::AlarmFired { .. })
+}
+
+/// Runs virtual time forward by `d`, letting every task react.
+async fn run_for(d: Duration) {
+    let end = tokio::time::Instant::now() + d;
+    while tokio::time::Instant::now() < end {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_one_shot_alarm_fires_once_at_its_time_and_is_deleted() {
+    let mut h = memory_host(options()).await;
+    let svc = h.service();
+    let set_at = h.probe.start.elapsed();
+    let mut props = alarm_in(5);
+    props.data = Some(json(serde_json::json!({"Hello": "World"})));
+    svc.set_alarm(&actor("a"), "wake", props.clone()).await.unwrap();
+    assert_eq!(svc.get_alarm(&actor("a"), "wake").await.unwrap(), props);
+    h.event(Duration::from_secs(30), is_fired).await;
+    let log = fired(&h);
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].0, "wake");
+    assert_eq!(log[0].1.as_deref(), Some(r#"{"Hello":"World"}"#));
+    let when = log[0].2 - set_at;
+    assert!(when >= Duration::from_secs(4) && when <= Duration::from_secs(6), "{when:?}");
+    run_for(Duration::from_secs(60)).await;
+    assert_eq!(fired(&h).len(), 1);
+    let err = svc.get_alarm(&actor("a"), "wake").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlarmNotFound);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_repeating_alarm_keeps_its_cadence_until_its_ttl() {
+    let mut h = memory_host(options()).await;
+    let svc = h.service();
+    let start = Utc::now();
+    let props = AlarmProperties {
+        due_time: start + chrono::Duration::seconds(1),
+        interval: Some(Interval::new(Duration::from_secs(10)).unwrap()),
+        ttl: Some(start + chrono::Duration::seconds(35)),
+        data: None,
+    };
+    svc.set_alarm(&actor("a"), "tick", props).await.unwrap();
+    for _ in 0..4 {
+        h.event(Duration::from_secs(30), is_fired).await;
+    }
+    run_for(Duration::from_secs(40)).await;
+    let times: Vec<u64> = fired(&h).iter().map(|(_, _, t)| t.as_secs()).collect();
+    assert_eq!(times.len(), 4, "{times:?}");
+    for (i, t) in times.iter().enumerate() {
+        let expected = 1 + 10 * i as u64;
+        assert!(*t >= expected && *t <= expected + 1, "firing {i} at {t}s: {times:?}");
+    }
+    assert_eq!(
+        svc.get_alarm(&actor("a"), "tick").await.unwrap_err().kind(),
+        ErrorKind::AlarmNotFound
+    );
+    assert_eq!(h.probe.violations.load(Ordering::SeqCst), 0);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn replacing_an_alarm_abandons_the_old_version() {
+    let mut h = memory_host(options()).await;
+    let svc = h.service();
+    let mut first = alarm_in(2);
+    first.data = Some(json(serde_json::json!("old")));
+    svc.set_alarm(&actor("a"), "x", first).await.unwrap();
+    // let the engine lease the old version (due within the fetch-ahead window)
+    run_for(Duration::from_millis(500)).await;
+    let mut second = alarm_in(8);
+    second.data = Some(json(serde_json::json!("new")));
+    svc.set_alarm(&actor("a"), "x", second).await.unwrap();
+    h.event(Duration::from_secs(30), is_fired).await;
+    run_for(Duration::from_secs(30)).await;
+    let log = fired(&h);
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].1.as_deref(), Some(r#""new""#));
+    assert!(log[0].2 >= Duration::from_secs(7), "{log:?}");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_alarm_never_fires() {
+    let h = memory_host(options()).await;
+    let svc = h.service();
+    svc.set_alarm(&actor("a"), "x", alarm_in(2)).await.unwrap();
+    run_for(Duration::from_millis(500)).await;
+    svc.delete_alarm(&actor("a"), "x").await.unwrap();
+    run_for(Duration::from_secs(30)).await;
+    assert!(fired(&h).is_empty());
+    let err = svc.delete_alarm(&actor("a"), "x").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlarmNotFound);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_alarm_is_retried_with_backoff_then_dropped() {
+    let mut h = memory_host(options()).await; // max 3 attempts, 2 s initial delay
+    h.probe.fail_alarms.store(usize::MAX, Ordering::SeqCst);
+    let svc = h.service();
+    svc.set_alarm(&actor("a"), "x", alarm_in(1)).await.unwrap();
+    for _ in 0..3 {
+        h.event(Duration::from_secs(60), is_fired).await;
+    }
+    run_for(Duration::from_secs(120)).await;
+    let times: Vec<Duration> = fired(&h).iter().map(|(_, _, t)| *t).collect();
+    assert_eq!(times.len(), 3, "{times:?}");
+    // retry 1 after 1-2 s (2 s with equal jitter), retry 2 after 2-4 s; plus polling slack
+    let gap1 = times[1] - times[0];
+    let gap2 = times[2] - times[1];
+    assert!(gap1 >= Duration::from_secs(1) && gap1 <= Duration::from_secs(4), "{gap1:?}");
+    assert!(gap2 >= Duration::from_secs(2) && gap2 <= Duration::from_secs(6), "{gap2:?}");
+    assert_eq!(
+        svc.get_alarm(&actor("a"), "x").await.unwrap_err().kind(),
+        ErrorKind::AlarmNotFound
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_alarm_that_succeeds_on_retry_is_done() {
+    let mut h = memory_host(options()).await;
+    h.probe.fail_alarms.store(1, Ordering::SeqCst);
+    let svc = h.service();
+    svc.set_alarm(&actor("a"), "x", alarm_in(1)).await.unwrap();
+    h.event(Duration::from_secs(60), is_fired).await;
+    h.event(Duration::from_secs(60), is_fired).await;
+    run_for(Duration::from_secs(60)).await;
+    assert_eq!(fired(&h).len(), 2);
+    assert!(svc.get_alarm(&actor("a"), "x").await.is_err());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn alarm_arguments_are_checked() {
+    let h = memory_host(options()).await;
+    let svc = h.service();
+    let mut bad = alarm_in(10);
+    bad.ttl = Some(Utc::now());
+    assert_eq!(
+        svc.set_alarm(&actor("a"), "x", bad).await.unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        svc.set_alarm(&actor("a"), "a/b", alarm_in(1)).await.unwrap_err().kind(),
+        ErrorKind::InvalidReference
+    );
+    let unknown = francis_core::ActorRef::new("nobody-serves-this", "a").unwrap();
+    assert_eq!(
+        svc.set_alarm(&unknown, "x", alarm_in(1)).await.unwrap_err().kind(),
+        ErrorKind::ActorTypeUnsupported
+    );
+    h.stop().await;
+}
+
+/// Real time and a real SQLite file: an alarm set on one host process fires on the next one
+/// that opens the same file, even though it came due while no host was running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_that_came_due_while_down_fires_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.db");
+    let fast = |b: francis_host::LocalHostBuilder| {
+        b.with_timings(|t| {
+            t.alarm_poll_interval = Duration::from_millis(50);
+            t.alarm_fetch_ahead = Duration::from_millis(50);
+        })
+    };
+    let open = |path: std::path::PathBuf| async move {
+        Arc::new(
+            francis_store::SqliteProvider::open(&path, francis_store::SqliteOptions::default())
+                .await
+                .unwrap(),
+        )
+    };
+    let h1 = start_with(open(path.clone()).await, options(), fast).await;
+    let svc = h1.service();
+    assert_eq!(increment(&svc, "a").await, 1);
+    svc.set_alarm(
+        &actor("a"),
+        "later",
+        AlarmProperties::once(Utc::now() + chrono::Duration::milliseconds(300)),
+    )
+    .await
+    .unwrap();
+    h1.stop().await;
+    // Wait (polling the wall clock) until the alarm is overdue while no host runs.
+    let due = std::time::Instant::now() + Duration::from_millis(400);
+    while std::time::Instant::now() < due {
+        tokio::task::yield_now().await;
+    }
+    let mut h2 = start_with(open(path.clone()).await, options(), fast).await;
+    h2.event(Duration::from_secs(10), is_fired).await;
+    assert_eq!(fired(&h2).len(), 1);
+    // state survived the restart too
+    assert_eq!(increment(&h2.service(), "a").await, 2);
+    h2.stop().await;
+}

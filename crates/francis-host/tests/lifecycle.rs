@@ -1,0 +1,425 @@
+//! Idle deactivation, halts, state, fencing and shutdown.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use francis_core::{ActorService, Envelope, ErrorKind, ListStatesOptions, SetStateOptions};
+use francis_host::{DeactivationReason, Health, HostEvent};
+use francis_store::{
+    AlarmLease, AlarmOutcome, Fence, HostRecord, HostRegistration, LeaseRequest, LeasedAlarm,
+    MemoryProvider, Placement, Provider, StateListPage, StateRecord, StoreResult,
+};
+use support::*;
+use tokio::time::Instant;
+
+fn deactivated(id: &'static str, why: DeactivationReason) -> impl Fn(&HostEvent) -> bool {
+    move |e| matches!(e, HostEvent::Deactivated { actor, reason, .. } if actor.actor_id() == id && *reason == why)
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_actors_deactivate_and_come_back_with_their_state() {
+    let mut h = memory_host(options()).await;
+    let svc = h.service();
+    assert_eq!(increment(&svc, "a").await, 1);
+    assert_eq!(increment(&svc, "a").await, 2);
+    let last_turn = Instant::now();
+    h.event(Duration::from_secs(60), deactivated("a", DeactivationReason::Idle))
+        .await;
+    let idle = last_turn.elapsed();
+    assert!(
+        idle >= Duration::from_secs(10) && idle < Duration::from_secs(12),
+        "deactivated after {idle:?}"
+    );
+    assert_eq!(h.probe.deactivated.load(Ordering::SeqCst), 1);
+    assert!(h.host.active_actors().is_empty());
+    assert_eq!(increment(&svc, "a").await, 3);
+    assert_eq!(h.probe.created.load(Ordering::SeqCst), 2);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_actor_is_never_deactivated_mid_turn() {
+    let mut h = memory_host(options()).await;
+    let svc = h.service();
+    let hold = tokio::spawn({
+        let svc = svc.clone();
+        async move { invoke(&svc, "a", "hold").await }
+    });
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !h.probe.log().contains(&"hold:start".to_owned()) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    // Far past the idle timeout while the turn runs: still active, never deactivated.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    while let Ok(e) = h.events.try_recv() {
+        assert!(!matches!(e, HostEvent::Deactivated { .. }), "{e:?}");
+    }
+    assert_eq!(h.host.active_actors(), vec![actor("a")]);
+    h.probe.release.notify_one();
+    hold.await.unwrap().unwrap();
+    h.event(Duration::from_secs(60), deactivated("a", DeactivationReason::Idle))
+        .await;
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_deactivation_can_be_disabled() {
+    let opts = francis_host::ActorOptions {
+        idle_timeout: None,
+        ..options()
+    };
+    let h = memory_host(opts).await;
+    let svc = h.service();
+    increment(&svc, "a").await;
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert_eq!(h.host.active_actors(), vec![actor("a")]);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn halt_from_inside_and_outside() {
+    let mut h = memory_host(options()).await;
+    let svc = h.service();
+    increment(&svc, "a").await;
+    // inside: after the current turn, which still answers
+    let out: i64 = invoke(&svc, "a", "halt-self").await.unwrap().unwrap().decode().unwrap();
+    assert_eq!(out, 1);
+    h.event(Duration::from_secs(5), deactivated("a", DeactivationReason::Halted))
+        .await;
+    assert_eq!(increment(&svc, "a").await, 2);
+    // outside: the running turn sees its cancellation, then the actor deactivates
+    let hold = tokio::spawn({
+        let svc = svc.clone();
+        async move { invoke(&svc, "a", "hold").await }
+    });
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !h.probe.log().contains(&"hold:start".to_owned()) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    svc.halt(&actor("a")).await.unwrap();
+    hold.await.unwrap().unwrap();
+    assert!(h.probe.log().contains(&"hold:cancelled".to_owned()));
+    h.event(Duration::from_secs(5), deactivated("a", DeactivationReason::Halted))
+        .await;
+    // not active here
+    let err = svc.halt(&actor("a")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ActorNotHosted);
+    // halt_all
+    increment(&svc, "b").await;
+    increment(&svc, "c").await;
+    svc.halt_all().await.unwrap();
+    h.event(Duration::from_secs(5), deactivated("b", DeactivationReason::Halted))
+        .await;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !h.host.active_actors().is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(increment(&svc, "a").await, 3);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn outside_state_writes_go_through_the_activation() {
+    let h = memory_host(options()).await;
+    let svc = h.service();
+    assert_eq!(increment(&svc, "a").await, 1); // the actor's client caches n=1
+    svc.set_state(&actor("a"), json(serde_json::json!({"n": 10})), SetStateOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(increment(&svc, "a").await, 11);
+    assert_eq!(
+        svc.get_state(&actor("a")).await.unwrap().decode::<serde_json::Value>().unwrap(),
+        serde_json::json!({"n": 11})
+    );
+    svc.delete_state(&actor("a")).await.unwrap();
+    assert_eq!(increment(&svc, "a").await, 1);
+    svc.delete_state(&actor("gone")).await.unwrap();
+    let err = svc.get_state(&actor("gone")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::StateNotFound);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn state_ttl_and_listing() {
+    let h = memory_host(options()).await;
+    let svc = h.service();
+    svc.set_state(
+        &actor("short"),
+        json(serde_json::json!({"n": 5})),
+        SetStateOptions::with_ttl(Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(invoke(&svc, "short", "get").await.unwrap().unwrap().decode::<i64>().unwrap(), 5);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(svc.get_state(&actor("short")).await.unwrap_err().kind(), ErrorKind::StateNotFound);
+    // the actor's cache did not keep the expired state
+    assert_eq!(invoke(&svc, "short", "get").await.unwrap().unwrap().decode::<i64>().unwrap(), 0);
+
+    for id in ["e", "a", "d", "b", "c"] {
+        increment(&svc, id).await;
+    }
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        let page = svc
+            .list_states(
+                TYPE,
+                ListStatesOptions {
+                    after: after.clone(),
+                    limit: Some(2),
+                    include_data: true,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 2);
+        for item in &page.items {
+            assert_eq!(item.data.as_ref().unwrap().as_bytes(), br#"{"n":1}"#);
+            ids.push(item.actor_id.clone());
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(ids, ["a", "b", "c", "d", "e"]);
+    let bad = svc
+        .list_states(TYPE, ListStatesOptions { limit: Some(5000), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::InvalidArgument);
+    let reserved = svc
+        .list_states("francis.builtin.x", ListStatesOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(reserved.kind(), ErrorKind::ActorTypeReserved);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_activation_is_fenced_and_deactivated() {
+    let provider = Arc::new(MemoryProvider::new());
+    let mut h = start(provider.clone(), options()).await;
+    let svc = h.service();
+    assert_eq!(increment(&svc, "a").await, 1);
+    // Behind the host's back, the placement moves on (as if its lease had been lost).
+    let placement = provider
+        .lookup(&actor("a"), Utc::now(), Duration::from_secs(3600))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(provider.release(&actor("a"), &placement.host_id, placement.epoch).await.unwrap());
+    let newer = provider
+        .claim(&actor("a"), &placement.host_id, Utc::now(), Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert!(newer.epoch > placement.epoch);
+    let err = invoke(&svc, "a", "increment").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Fenced);
+    h.event(Duration::from_secs(5), deactivated("a", DeactivationReason::Fenced))
+        .await;
+    // the stale write changed nothing; a fresh activation continues from the stored state
+    assert_eq!(increment(&svc, "a").await, 2);
+    h.stop().await;
+}
+
+/// A provider whose heartbeats can be made to hang, as if the store stalled for this host.
+struct StallingProvider {
+    inner: MemoryProvider,
+    stall: AtomicBool,
+}
+
+#[async_trait]
+impl Provider for StallingProvider {
+    async fn register_host(&self, r: &HostRegistration, now: DateTime<Utc>, ttl: Duration) -> StoreResult<()> {
+        if self.stall.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.register_host(r, now, ttl).await
+    }
+    async fn heartbeat(&self, host_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        if self.stall.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.heartbeat(host_id, now).await
+    }
+    async fn unregister_host(&self, host_id: &str) -> StoreResult<()> {
+        self.inner.unregister_host(host_id).await
+    }
+    async fn live_hosts(&self, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Vec<HostRecord>> {
+        self.inner.live_hosts(now, ttl).await
+    }
+    async fn claim(&self, a: &francis_core::ActorRef, c: &str, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Placement> {
+        self.inner.claim(a, c, now, ttl).await
+    }
+    async fn lookup(&self, a: &francis_core::ActorRef, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Option<Placement>> {
+        self.inner.lookup(a, now, ttl).await
+    }
+    async fn release(&self, a: &francis_core::ActorRef, h: &str, e: u64) -> StoreResult<bool> {
+        self.inner.release(a, h, e).await
+    }
+    async fn count_placements(&self, h: &str, t: &str) -> StoreResult<u64> {
+        self.inner.count_placements(h, t).await
+    }
+    async fn get_state(&self, a: &francis_core::ActorRef, now: DateTime<Utc>) -> StoreResult<Option<StateRecord>> {
+        self.inner.get_state(a, now).await
+    }
+    async fn set_state(&self, a: &francis_core::ActorRef, d: &[u8], x: Option<DateTime<Utc>>, f: Fence) -> StoreResult<()> {
+        self.inner.set_state(a, d, x, f).await
+    }
+    async fn delete_state(&self, a: &francis_core::ActorRef, f: Fence) -> StoreResult<bool> {
+        self.inner.delete_state(a, f).await
+    }
+    async fn list_states(&self, t: &str, after: Option<&str>, l: u32, i: bool, now: DateTime<Utc>) -> StoreResult<StateListPage> {
+        self.inner.list_states(t, after, l, i, now).await
+    }
+    async fn delete_expired_state(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.inner.delete_expired_state(now).await
+    }
+    async fn set_alarm(&self, a: &francis_core::ActorRef, n: &str, p: &francis_core::AlarmProperties, f: Fence) -> StoreResult<()> {
+        self.inner.set_alarm(a, n, p, f).await
+    }
+    async fn get_alarm(&self, a: &francis_core::ActorRef, n: &str) -> StoreResult<Option<francis_core::AlarmProperties>> {
+        self.inner.get_alarm(a, n).await
+    }
+    async fn delete_alarm(&self, a: &francis_core::ActorRef, n: &str, f: Fence) -> StoreResult<bool> {
+        self.inner.delete_alarm(a, n, f).await
+    }
+    async fn lease_alarms(&self, r: &LeaseRequest, now: DateTime<Utc>) -> StoreResult<Vec<LeasedAlarm>> {
+        self.inner.lease_alarms(r, now).await
+    }
+    async fn renew_alarm_leases(&self, h: &str, l: &[AlarmLease], now: DateTime<Utc>, d: Duration) -> StoreResult<Vec<AlarmLease>> {
+        self.inner.renew_alarm_leases(h, l, now, d).await
+    }
+    async fn complete_alarm(&self, l: &AlarmLease, o: AlarmOutcome) -> StoreResult<bool> {
+        self.inner.complete_alarm(l, o).await
+    }
+    async fn release_alarm(&self, l: &AlarmLease) -> StoreResult<bool> {
+        self.inner.release_alarm(l).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_host_that_cannot_heartbeat_fences_itself_before_its_lease_expires() {
+    let provider = Arc::new(StallingProvider {
+        inner: MemoryProvider::new(),
+        stall: AtomicBool::new(false),
+    });
+    let never_idle = francis_host::ActorOptions {
+        idle_timeout: None,
+        ..options()
+    };
+    let mut h = start(provider.clone(), never_idle).await;
+    let svc = h.service();
+    increment(&svc, "a").await;
+    let first_id = h.host.host_id();
+    let stalled_at = Instant::now();
+    provider.stall.store(true, Ordering::SeqCst);
+    let fenced = h
+        .event(Duration::from_secs(60), |e| matches!(e, HostEvent::Fenced { .. }))
+        .await;
+    let after = stalled_at.elapsed();
+    // The last heartbeat that succeeded was sent at most one interval before the stall; the
+    // host fences within the deadline of it, so before any other host may take over.
+    assert!(after <= Duration::from_secs(20), "fenced after {after:?}");
+    assert!(after >= Duration::from_secs(15), "fenced too early: {after:?}");
+    assert!(matches!(fenced, HostEvent::Fenced { ref host_id, .. } if *host_id == first_id));
+    assert!(matches!(h.host.health(), Health::Fenced(_)));
+    let err = invoke(&svc, "b", "increment").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HostUnavailable);
+    h.event(Duration::from_secs(30), deactivated("a", DeactivationReason::Fenced))
+        .await;
+    // It re-registers under a new id and serves again, state intact.
+    provider.stall.store(false, Ordering::SeqCst);
+    h.event(Duration::from_secs(30), |e| matches!(e, HostEvent::Registered { .. }))
+        .await;
+    assert_ne!(h.host.host_id(), first_id);
+    let mut health = h.host.health_watch();
+    tokio::time::timeout(Duration::from_secs(5), health.wait_for(|s| *s == Health::Serving))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(increment(&svc, "a").await, 2);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_a_running_turn_finish_and_refuses_new_calls() {
+    let h = memory_host(options()).await;
+    let svc = h.service();
+    increment(&svc, "a").await;
+    let hold = tokio::spawn({
+        let svc = svc.clone();
+        async move { invoke(&svc, "a", "hold").await }
+    });
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !h.probe.log().contains(&"hold:start".to_owned()) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    h.shutdown.cancel();
+    let mut health = h.host.health_watch();
+    health.wait_for(|s| *s == Health::Draining).await.unwrap();
+    let err = invoke(&svc, "b", "increment").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ShuttingDown);
+    assert!(err.is_retryable());
+    tokio::time::advance(Duration::from_secs(5)).await;
+    h.probe.release.notify_one();
+    hold.await.unwrap().unwrap();
+    h.task.await.unwrap().unwrap();
+    assert_eq!(h.host.health(), Health::Stopped);
+    assert_eq!(h.probe.log(), ["hold:start", "hold:released"]);
+    assert_eq!(h.probe.deactivated.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_cancels_turns_that_outlive_the_grace_period() {
+    let provider = Arc::new(MemoryProvider::new());
+    let h = start_with(provider.clone(), options(), |b| {
+        b.shutdown_grace_period(Duration::from_secs(3))
+    })
+    .await;
+    let svc = h.service();
+    let hold = tokio::spawn({
+        let svc = svc.clone();
+        async move { invoke(&svc, "a", "hold").await }
+    });
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !h.probe.log().contains(&"hold:start".to_owned()) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    h.shutdown.cancel();
+    h.task.await.unwrap().unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    hold.await.unwrap().unwrap();
+    assert_eq!(h.probe.log(), ["hold:start", "hold:cancelled"]);
+    // everything was released: no live host, no placement
+    assert!(provider
+        .lookup(&actor("a"), Utc::now(), Duration::from_secs(3600))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(provider.live_hosts(Utc::now(), Duration::from_secs(3600)).await.unwrap().is_empty());
+    let _ = Envelope::null();
+}

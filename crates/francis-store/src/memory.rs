@@ -1,0 +1,464 @@
+//! An in-memory [`Provider`] for tests of other layers (behind the `testing` feature).
+//!
+//! It keeps everything in one mutex and never touches a thread or a file, so tests on tokio's
+//! paused clock stay deterministic (real I/O would let paused time jump ahead while waiting).
+//! It passes the same conformance suite as the SQLite provider; nothing survives a drop.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use francis_core::{ActorRef, AlarmProperties};
+
+use crate::error::StoreError;
+use crate::policy::{CandidateView, add_millis, check_candidate, duration_millis, is_live, millis};
+use crate::provider::{
+    AlarmLease, AlarmOutcome, Fence, HostRecord, HostRegistration, LeaseRequest, LeasedAlarm,
+    Placement, Provider, StateListItem, StateListPage, StateRecord, StoreResult,
+};
+
+/// A [`Provider`] held in memory; for tests only.
+#[derive(Debug, Default)]
+pub struct MemoryProvider {
+    inner: Mutex<Mem>,
+}
+
+#[derive(Debug, Default)]
+struct Mem {
+    hosts: BTreeMap<String, HostRecord>,
+    placements: HashMap<ActorRef, (String, u64)>,
+    last_epoch: u64,
+    states: BTreeMap<(String, String), (Vec<u8>, Option<i64>)>,
+    alarms: BTreeMap<(ActorRef, String), MemAlarm>,
+}
+
+#[derive(Debug, Clone)]
+struct MemAlarm {
+    properties: AlarmProperties,
+    attempts: u32,
+    /// (lease id, host id, expires at ms)
+    lease: Option<(String, String, i64)>,
+}
+
+impl MemoryProvider {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mem> {
+        self.inner.lock().expect("memory provider lock")
+    }
+}
+
+fn ms(t: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(t).single().unwrap_or_default()
+}
+
+impl Mem {
+    fn host_live(&self, host_id: &str, now: i64, ttl: i64) -> bool {
+        self.hosts
+            .get(host_id)
+            .is_some_and(|h| is_live(millis(h.last_heartbeat), now, ttl))
+    }
+
+    fn placement(&self, actor: &ActorRef, host_id: &str, epoch: u64) -> Placement {
+        Placement {
+            actor: actor.clone(),
+            host_id: host_id.to_owned(),
+            address: self
+                .hosts
+                .get(host_id)
+                .map(|h| h.address.clone())
+                .unwrap_or_default(),
+            epoch,
+        }
+    }
+
+    fn check_fence(&self, actor: &ActorRef, fence: Fence) -> StoreResult<()> {
+        match fence {
+            Fence::Unfenced => Ok(()),
+            Fence::Epoch(epoch) => match self.placements.get(actor) {
+                Some((_, current)) if *current == epoch => Ok(()),
+                _ => Err(StoreError::Fenced {
+                    actor: actor.clone(),
+                    epoch,
+                }),
+            },
+        }
+    }
+
+    fn remove_host(&mut self, host_id: &str) {
+        self.hosts.remove(host_id);
+        self.placements.retain(|_, (h, _)| h != host_id);
+        for alarm in self.alarms.values_mut() {
+            if alarm.lease.as_ref().is_some_and(|(_, h, _)| h == host_id) {
+                alarm.lease = None;
+            }
+        }
+    }
+
+    fn lease_held<'a>(&'a mut self, lease: &AlarmLease) -> Option<&'a mut MemAlarm> {
+        self.alarms
+            .get_mut(&(lease.actor.clone(), lease.name.clone()))
+            .filter(|a| {
+                a.lease
+                    .as_ref()
+                    .is_some_and(|(id, _, _)| *id == lease.lease_id)
+            })
+    }
+}
+
+#[async_trait]
+impl Provider for MemoryProvider {
+    async fn register_host(
+        &self,
+        registration: &HostRegistration,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let mut m = self.lock();
+        let (now, ttl) = (millis(now), duration_millis(ttl));
+        let same_address: Vec<HostRecord> = m
+            .hosts
+            .values()
+            .filter(|h| h.address == registration.address && h.host_id != registration.host_id)
+            .cloned()
+            .collect();
+        if let Some(live) = same_address
+            .iter()
+            .find(|h| is_live(millis(h.last_heartbeat), now, ttl))
+        {
+            return Err(StoreError::AddressInUse {
+                address: registration.address.clone(),
+                host_id: live.host_id.clone(),
+            });
+        }
+        for dead in same_address {
+            m.remove_host(&dead.host_id);
+        }
+        m.hosts.insert(
+            registration.host_id.clone(),
+            HostRecord {
+                host_id: registration.host_id.clone(),
+                address: registration.address.clone(),
+                actor_types: registration.actor_types.clone(),
+                last_heartbeat: ms(now),
+            },
+        );
+        Ok(())
+    }
+
+    async fn heartbeat(&self, host_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let mut m = self.lock();
+        let host = m
+            .hosts
+            .get_mut(host_id)
+            .ok_or_else(|| StoreError::HostNotFound(host_id.to_owned()))?;
+        host.last_heartbeat = now;
+        Ok(())
+    }
+
+    async fn unregister_host(&self, host_id: &str) -> StoreResult<()> {
+        self.lock().remove_host(host_id);
+        Ok(())
+    }
+
+    async fn live_hosts(&self, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Vec<HostRecord>> {
+        let m = self.lock();
+        let (now, ttl) = (millis(now), duration_millis(ttl));
+        Ok(m.hosts
+            .values()
+            .filter(|h| is_live(millis(h.last_heartbeat), now, ttl))
+            .cloned()
+            .collect())
+    }
+
+    async fn claim(
+        &self,
+        actor: &ActorRef,
+        candidate: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<Placement> {
+        let mut m = self.lock();
+        let (now, ttl) = (millis(now), duration_millis(ttl));
+        if let Some((host, epoch)) = m.placements.get(actor).cloned() {
+            if m.host_live(&host, now, ttl) {
+                return Ok(m.placement(actor, &host, epoch));
+            }
+        }
+        let host = m.hosts.get(candidate);
+        let view = CandidateView {
+            live: m.host_live(candidate, now, ttl),
+            capacity: host.and_then(|h| {
+                h.actor_types
+                    .iter()
+                    .find(|t| t.actor_type == actor.actor_type())
+                    .map(|t| t.max_active)
+            }),
+            placed: m
+                .placements
+                .iter()
+                .filter(|(a, (h, _))| h == candidate && a.actor_type() == actor.actor_type())
+                .count() as u64,
+        };
+        check_candidate(view).map_err(|reason| StoreError::ClaimRefused {
+            actor: actor.clone(),
+            candidate: candidate.to_owned(),
+            reason,
+        })?;
+        m.last_epoch += 1;
+        let epoch = m.last_epoch;
+        m.placements
+            .insert(actor.clone(), (candidate.to_owned(), epoch));
+        Ok(m.placement(actor, candidate, epoch))
+    }
+
+    async fn lookup(
+        &self,
+        actor: &ActorRef,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<Option<Placement>> {
+        let m = self.lock();
+        let (now, ttl) = (millis(now), duration_millis(ttl));
+        Ok(m.placements
+            .get(actor)
+            .filter(|(host, _)| m.host_live(host, now, ttl))
+            .map(|(host, epoch)| m.placement(actor, host, *epoch)))
+    }
+
+    async fn release(&self, actor: &ActorRef, host_id: &str, epoch: u64) -> StoreResult<bool> {
+        let mut m = self.lock();
+        let matches = m
+            .placements
+            .get(actor)
+            .is_some_and(|(h, e)| h == host_id && *e == epoch);
+        if matches {
+            m.placements.remove(actor);
+        }
+        Ok(matches)
+    }
+
+    async fn count_placements(&self, host_id: &str, actor_type: &str) -> StoreResult<u64> {
+        let m = self.lock();
+        Ok(m.placements
+            .iter()
+            .filter(|(a, (h, _))| h == host_id && a.actor_type() == actor_type)
+            .count() as u64)
+    }
+
+    async fn get_state(
+        &self,
+        actor: &ActorRef,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<StateRecord>> {
+        let m = self.lock();
+        let key = (actor.actor_type().to_owned(), actor.actor_id().to_owned());
+        Ok(m.states
+            .get(&key)
+            .filter(|(_, exp)| exp.is_none_or(|e| e > millis(now)))
+            .map(|(data, exp)| StateRecord {
+                data: data.clone(),
+                expires_at: exp.map(ms),
+            }))
+    }
+
+    async fn set_state(
+        &self,
+        actor: &ActorRef,
+        data: &[u8],
+        expires_at: Option<DateTime<Utc>>,
+        fence: Fence,
+    ) -> StoreResult<()> {
+        let mut m = self.lock();
+        m.check_fence(actor, fence)?;
+        let key = (actor.actor_type().to_owned(), actor.actor_id().to_owned());
+        m.states
+            .insert(key, (data.to_vec(), expires_at.map(millis)));
+        Ok(())
+    }
+
+    async fn delete_state(&self, actor: &ActorRef, fence: Fence) -> StoreResult<bool> {
+        let mut m = self.lock();
+        m.check_fence(actor, fence)?;
+        let key = (actor.actor_type().to_owned(), actor.actor_id().to_owned());
+        Ok(m.states.remove(&key).is_some())
+    }
+
+    async fn list_states(
+        &self,
+        actor_type: &str,
+        after: Option<&str>,
+        limit: u32,
+        include_data: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<StateListPage> {
+        let m = self.lock();
+        let now = millis(now);
+        let mut items: Vec<StateListItem> = m
+            .states
+            .range((actor_type.to_owned(), after.unwrap_or("").to_owned())..)
+            .take_while(|((t, _), _)| t == actor_type)
+            .filter(|((_, id), _)| after.is_none_or(|a| id.as_str() > a))
+            .filter(|(_, (_, exp))| exp.is_none_or(|e| e > now))
+            .take(limit as usize + 1)
+            .map(|((_, id), (data, _))| StateListItem {
+                actor_id: id.clone(),
+                data: include_data.then(|| data.clone()),
+            })
+            .collect();
+        let next = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|i| i.actor_id.clone())
+        } else {
+            None
+        };
+        Ok(StateListPage { items, next })
+    }
+
+    async fn delete_expired_state(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let mut m = self.lock();
+        let now = millis(now);
+        let before = m.states.len();
+        m.states.retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
+        Ok((before - m.states.len()) as u64)
+    }
+
+    async fn set_alarm(
+        &self,
+        actor: &ActorRef,
+        name: &str,
+        properties: &AlarmProperties,
+        fence: Fence,
+    ) -> StoreResult<()> {
+        let mut m = self.lock();
+        m.check_fence(actor, fence)?;
+        m.alarms.insert(
+            (actor.clone(), name.to_owned()),
+            MemAlarm {
+                properties: properties.clone(),
+                attempts: 0,
+                lease: None,
+            },
+        );
+        Ok(())
+    }
+
+    async fn get_alarm(
+        &self,
+        actor: &ActorRef,
+        name: &str,
+    ) -> StoreResult<Option<AlarmProperties>> {
+        let m = self.lock();
+        Ok(m.alarms
+            .get(&(actor.clone(), name.to_owned()))
+            .map(|a| a.properties.clone()))
+    }
+
+    async fn delete_alarm(&self, actor: &ActorRef, name: &str, fence: Fence) -> StoreResult<bool> {
+        let mut m = self.lock();
+        m.check_fence(actor, fence)?;
+        Ok(m.alarms.remove(&(actor.clone(), name.to_owned())).is_some())
+    }
+
+    async fn lease_alarms(
+        &self,
+        request: &LeaseRequest,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<LeasedAlarm>> {
+        let mut m = self.lock();
+        let now = millis(now);
+        let horizon = millis(request.horizon);
+        let mut candidates: Vec<(bool, i64, (ActorRef, String))> = m
+            .alarms
+            .iter()
+            .filter(|((actor, _), a)| {
+                request.actor_types.iter().any(|t| t == actor.actor_type())
+                    && millis(a.properties.due_time) <= horizon
+                    && a.lease.as_ref().is_none_or(|(_, _, exp)| *exp <= now)
+            })
+            .map(|(key, a)| {
+                let elsewhere = m
+                    .placements
+                    .get(&key.0)
+                    .is_none_or(|(h, _)| *h != request.host_id);
+                (elsewhere, millis(a.properties.due_time), key.clone())
+            })
+            .collect();
+        candidates.sort();
+        candidates.truncate(request.limit as usize);
+        let expires = add_millis(now, request.lease_duration);
+        let mut granted = Vec::with_capacity(candidates.len());
+        for (_, _, key) in candidates {
+            let alarm = m.alarms.get_mut(&key).expect("candidate exists");
+            alarm.lease = Some((request.lease_id.clone(), request.host_id.clone(), expires));
+            granted.push(LeasedAlarm {
+                lease: AlarmLease {
+                    actor: key.0.clone(),
+                    name: key.1.clone(),
+                    lease_id: request.lease_id.clone(),
+                },
+                properties: alarm.properties.clone(),
+                attempts: alarm.attempts,
+                lease_expires_at: ms(expires),
+            });
+        }
+        Ok(granted)
+    }
+
+    async fn renew_alarm_leases(
+        &self,
+        host_id: &str,
+        leases: &[AlarmLease],
+        now: DateTime<Utc>,
+        lease_duration: Duration,
+    ) -> StoreResult<Vec<AlarmLease>> {
+        let mut m = self.lock();
+        let now = millis(now);
+        let expires = add_millis(now, lease_duration);
+        let mut held = Vec::new();
+        for lease in leases {
+            if let Some(alarm) = m.lease_held(lease) {
+                let (_, holder, exp) = alarm.lease.as_mut().expect("held lease");
+                if holder == host_id && *exp > now {
+                    *exp = expires;
+                    held.push(lease.clone());
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    async fn complete_alarm(&self, lease: &AlarmLease, outcome: AlarmOutcome) -> StoreResult<bool> {
+        let mut m = self.lock();
+        let Some(alarm) = m.lease_held(lease) else {
+            return Ok(false);
+        };
+        match outcome {
+            AlarmOutcome::Delete => {
+                m.alarms.remove(&(lease.actor.clone(), lease.name.clone()));
+            }
+            AlarmOutcome::Reschedule { due, attempts } => {
+                alarm.properties.due_time = due;
+                alarm.attempts = attempts;
+                alarm.lease = None;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn release_alarm(&self, lease: &AlarmLease) -> StoreResult<bool> {
+        let mut m = self.lock();
+        match m.lease_held(lease) {
+            Some(alarm) => {
+                alarm.lease = None;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
