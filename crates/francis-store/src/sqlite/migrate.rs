@@ -99,10 +99,8 @@ mod tests {
 
     #[test]
     fn versions_increase_from_one() {
-        let mut expected = 1;
-        for m in MIGRATIONS {
-            assert_eq!(m.version, expected, "migration {}", m.name);
-            expected += 1;
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1, "migration {}", m.name);
         }
         assert_eq!(SCHEMA_VERSION, MIGRATIONS.len() as i64);
     }

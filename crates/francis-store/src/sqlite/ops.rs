@@ -282,15 +282,15 @@ pub(crate) async fn claim(
     now_ms: i64,
     ttl_ms: i64,
 ) -> StoreResult<Placement> {
-    if let Some((host_id, epoch, address, hb)) = placement_row(c, &actor).await? {
-        if policy::is_live(hb, now_ms, ttl_ms) {
-            return Ok(Placement {
-                actor,
-                host_id,
-                address,
-                epoch: epoch_from_sql(epoch)?,
-            });
-        }
+    if let Some((host_id, epoch, address, hb)) = placement_row(c, &actor).await?
+        && policy::is_live(hb, now_ms, ttl_ms)
+    {
+        return Ok(Placement {
+            actor,
+            host_id,
+            address,
+            epoch: epoch_from_sql(epoch)?,
+        });
     }
     let host: Option<(String, i64)> =
         sqlx::query_as("SELECT address, last_heartbeat_ms FROM hosts WHERE host_id = ?1")

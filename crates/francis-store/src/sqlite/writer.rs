@@ -134,8 +134,17 @@ pub(crate) struct Counters {
     pub executed: AtomicU64,
 }
 
-/// Runs one batch in one `BEGIN IMMEDIATE` transaction and answers every job.
-pub(crate) async fn run_batch(conn: &mut SqliteConnection, jobs: Vec<Box<dyn Job>>) -> bool {
+/// Runs one batch in one `BEGIN IMMEDIATE` transaction and answers every job (after counting
+/// the batch, so a caller that got its answer sees the counters include it).
+pub(crate) async fn run_batch(
+    conn: &mut SqliteConnection,
+    jobs: Vec<Box<dyn Job>>,
+    counters: &Counters,
+) -> bool {
+    counters.batches.fetch_add(1, Ordering::Relaxed);
+    counters
+        .executed
+        .fetch_add(jobs.len() as u64, Ordering::Relaxed);
     if let Err(e) = sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await {
         // Leave the connection out of any transaction for the next batch.
         let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
@@ -165,6 +174,9 @@ pub(crate) async fn run_batch(conn: &mut SqliteConnection, jobs: Vec<Box<dyn Job
             }
         }
     };
+    if failure.is_none() {
+        counters.committed_batches.fetch_add(1, Ordering::Relaxed);
+    }
     let end = match &failure {
         None => BatchEnd::Committed,
         Some(why) => BatchEnd::Failed(why),
@@ -185,17 +197,12 @@ pub(crate) async fn writer_loop(
     let mut batch = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
         let jobs = std::mem::take(&mut batch);
-        counters.batches.fetch_add(1, Ordering::Relaxed);
-        counters
-            .executed
-            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
         match pool.acquire().await {
             Ok(mut conn) => {
-                if run_batch(&mut conn, jobs).await {
-                    counters.committed_batches.fetch_add(1, Ordering::Relaxed);
-                }
+                run_batch(&mut conn, jobs, &counters).await;
             }
             Err(e) => {
+                counters.batches.fetch_add(1, Ordering::Relaxed);
                 let why = format!("cannot get the write connection: {e}");
                 tracing::warn!(error = %e, "store writer cannot get its connection");
                 for j in jobs {
@@ -263,7 +270,7 @@ mod tests {
         let (b, rb) = job(insert_then_refuse("b"));
         let (dup, rdup) = job(insert("a")); // constraint error: only this op fails
         let (d, rd) = job(insert("d"));
-        assert!(run_batch(&mut c, vec![a, b, dup, d]).await);
+        assert!(run_batch(&mut c, vec![a, b, dup, d], &Counters::default()).await);
         assert!(ra.await.unwrap().is_ok());
         assert!(matches!(
             rb.await.unwrap(),
@@ -289,7 +296,7 @@ mod tests {
                 })
             },
         );
-        assert!(!run_batch(&mut c, vec![a, b]).await);
+        assert!(!run_batch(&mut c, vec![a, b], &Counters::default()).await);
         for r in [ra.await.unwrap(), rb.await.unwrap()] {
             match r {
                 Err(StoreError::Unavailable(m)) => assert!(m.contains("commit failed"), "{m}"),
@@ -299,7 +306,7 @@ mod tests {
         assert!(keys(&mut c).await.is_empty());
         // the connection is clean for the next batch
         let (e, re) = job(insert("e"));
-        assert!(run_batch(&mut c, vec![e]).await);
+        assert!(run_batch(&mut c, vec![e], &Counters::default()).await);
         assert!(re.await.unwrap().is_ok());
         assert_eq!(keys(&mut c).await, vec!["e"]);
     }
@@ -318,7 +325,7 @@ mod tests {
             },
         );
         let (d, rd) = job(insert("d"));
-        assert!(!run_batch(&mut c, vec![a, b, d]).await);
+        assert!(!run_batch(&mut c, vec![a, b, d], &Counters::default()).await);
         assert!(
             matches!(ra.await.unwrap(), Err(StoreError::Unavailable(m)) if m.contains("not applied"))
         );
