@@ -149,8 +149,8 @@ impl AlarmProperties {
 
     /// Checks the properties hang together: a `ttl` may not come before `dueTime`.
     pub fn validate(&self) -> Result<(), Error> {
-        if let Some(ttl) = self.ttl {
-            if ttl < self.due_time {
+        if let Some(ttl) = self.ttl
+            && ttl < self.due_time {
                 return Err(Error::invalid_argument(
                     "ttl",
                     format!(
@@ -160,7 +160,6 @@ impl AlarmProperties {
                     ),
                 ));
             }
-        }
         Ok(())
     }
 }

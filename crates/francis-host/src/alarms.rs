@@ -172,8 +172,8 @@ async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &Cancellat
             format!("alarm-{}-{}", lease.name, properties.due_time.timestamp_millis()),
         )
         .await;
-    if let Err(e) = &result {
-        if matches!(
+    if let Err(e) = &result
+        && matches!(
             e.kind(),
             ErrorKind::ShuttingDown | ErrorKind::HostUnavailable | ErrorKind::ActorNotHosted
         ) {
@@ -181,7 +181,6 @@ async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &Cancellat
             let _ = store.call(store.provider.release_alarm(&lease)).await;
             return;
         }
-    }
     let succeeded = result.is_ok();
     let now = store.clock.now();
     let options = &ty.options;

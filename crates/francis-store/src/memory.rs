@@ -185,10 +185,10 @@ impl Provider for MemoryProvider {
     ) -> StoreResult<Placement> {
         let mut m = self.lock();
         let (now, ttl) = (millis(now), duration_millis(ttl));
-        if let Some((host, epoch)) = m.placements.get(actor).cloned() {
-            if m.host_live(&host, now, ttl) {
-                return Ok(m.placement(actor, &host, epoch));
-            }
+        if let Some((host, epoch)) = m.placements.get(actor).cloned()
+            && m.host_live(&host, now, ttl)
+        {
+            return Ok(m.placement(actor, &host, epoch));
         }
         let host = m.hosts.get(candidate);
         let view = CandidateView {
