@@ -79,7 +79,7 @@ pub fn derive_ca(psk: &[u8]) -> Result<ClusterCa, TransportError> {
     let mut seed = [0u8; 32];
     hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT)
         .extract(psk)
-        .expand(&[HKDF_INFO], SeedLen)
+        .expand(&[HKDF_INFO], OutputLen(32))
         .and_then(|okm| okm.fill(&mut seed))
         .map_err(|_| TransportError::Certificate("HKDF expansion failed".into()))?;
     let mut pkcs8 = Vec::with_capacity(48);
@@ -201,6 +201,30 @@ impl ClusterCa {
 /// How far back a leaf's `not_before` is set, for peers whose clock is slightly behind.
 pub(crate) const LEAF_BACKDATE: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// Secrets of the QUIC endpoint bound at `addr`, derived from the first PSK: the key that signs
+/// stateless-reset tokens and the key that signs connection ids. A host that restarts on the
+/// same address after a crash recognises its predecessor's connection ids and resets its
+/// peers' stale connections at their next packet, instead of leaving them to time out.
+pub(crate) fn endpoint_secrets(psk: &[u8], addr: std::net::SocketAddr) -> (ring::hmac::Key, u64) {
+    let info = format!("francis/quic-endpoint/v1/{addr}");
+    let mut secret = [0u8; 40];
+    let filled = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT)
+        .extract(psk)
+        .expand(&[info.as_bytes()], OutputLen(40))
+        .and_then(|okm| okm.fill(&mut secret));
+    if filled.is_err() {
+        // Cannot happen for 40 bytes; random secrets would only lose the fast reset.
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret);
+    }
+    let (reset, cid) = secret.split_at(32);
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(cid);
+    (
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset),
+        u64::from_le_bytes(cid_key),
+    )
+}
+
 fn fingerprint(public_key: &[u8]) -> String {
     digest::digest(&digest::SHA256, public_key).as_ref()[..8]
         .iter()
@@ -212,11 +236,11 @@ fn cert_error(what: &'static str) -> impl Fn(rcgen::Error) -> TransportError {
     move |e| TransportError::Certificate(format!("cannot {what}: {e}"))
 }
 
-struct SeedLen;
+struct OutputLen(usize);
 
-impl hkdf::KeyType for SeedLen {
+impl hkdf::KeyType for OutputLen {
     fn len(&self) -> usize {
-        32
+        self.0
     }
 }
 
@@ -292,6 +316,19 @@ mod tests {
             .collect();
         assert_eq!(uris, vec!["spiffe://francis/host/host-1"]);
         assert_eq!(host_id_from_uri(uris[0]), Some("host-1"));
+    }
+
+    #[test]
+    fn endpoint_secrets_are_per_psk_and_address() {
+        let tag = |psk: &[u8], addr: &str| {
+            let (key, cid_key) = endpoint_secrets(psk, addr.parse().unwrap());
+            let mut tag = ring::hmac::sign(&key, b"connection id").as_ref().to_vec();
+            tag.extend_from_slice(&cid_key.to_le_bytes());
+            tag
+        };
+        assert_eq!(tag(PSK_A, "127.0.0.1:7000"), tag(PSK_A, "127.0.0.1:7000"));
+        assert_ne!(tag(PSK_A, "127.0.0.1:7000"), tag(PSK_A, "127.0.0.1:7001"));
+        assert_ne!(tag(PSK_A, "127.0.0.1:7000"), tag(PSK_B, "127.0.0.1:7000"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::ca::{ClusterCa, derive_ca};
+use crate::ca::{ClusterCa, derive_ca, endpoint_secrets};
 use crate::config::{Limits, TransportConfig, validate_host_id};
 use crate::error::TransportError;
 use crate::identity::{Identity, IdentityCell, renew_at, server_name_for};
@@ -192,19 +192,21 @@ impl Transport {
             provider,
             &config.limits,
         )?;
-        let endpoint =
-            quinn::Endpoint::server(server_config, config.bind_addr).map_err(|source| {
-                TransportError::Bind {
-                    addr: config.bind_addr,
-                    source,
-                }
-            })?;
-        let local_addr = endpoint
-            .local_addr()
-            .map_err(|source| TransportError::Bind {
-                addr: config.bind_addr,
-                source,
-            })?;
+        let bind_error = |source| TransportError::Bind {
+            addr: config.bind_addr,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(config.bind_addr).map_err(bind_error)?;
+        let local_addr = socket.local_addr().map_err(bind_error)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| bind_error(std::io::Error::other("no Tokio runtime is running")))?;
+        let (reset_key, cid_key) = endpoint_secrets(&config.psks[0], local_addr);
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+        endpoint_config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        let endpoint = quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime)
+            .map_err(bind_error)?;
         let shutdown = CancellationToken::new();
         let inner = Arc::new(Inner {
             server_name: server_name_for(&cas[0]),

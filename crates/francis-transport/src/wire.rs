@@ -177,4 +177,32 @@ mod tests {
         let empty = InvokeReply { result: None };
         assert_eq!(empty.into_result().unwrap_err().kind(), ErrorKind::Decode);
     }
+
+    /// docs/errors.md lists every code with the retryability the code really has.
+    #[test]
+    fn the_error_table_matches_the_codes() {
+        let doc = include_str!("../../../docs/errors.md");
+        let mut rows = 0;
+        for line in doc.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let [_, code, _meaning, retryable, _] = cells.as_slice() else {
+                continue;
+            };
+            let Some(code) = code.strip_prefix('`').and_then(|c| c.strip_suffix('`')) else {
+                continue;
+            };
+            if !matches!(*retryable, "yes" | "no") {
+                continue;
+            }
+            let kind = ErrorKind::from_code(code);
+            assert_eq!(kind.code(), code, "unknown code {code} in docs/errors.md");
+            assert_eq!(
+                kind.is_retryable(),
+                *retryable == "yes",
+                "retryability of {code}"
+            );
+            rows += 1;
+        }
+        assert_eq!(rows, 26, "every ErrorKind has one row");
+    }
 }

@@ -289,3 +289,58 @@ async fn shutdown_delivers_in_flight_answers_then_refuses_calls() {
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
 }
+
+#[tokio::test]
+async fn a_peer_that_crashed_and_restarted_resets_stale_connections_at_once() {
+    // The server runs on its own runtime, torn down with no goodbye to anyone: a crash.
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let crashed = {
+        let _runtime = server_runtime.enter();
+        start("server", &[PSK_OLD]).0
+    };
+    let addr = crashed.local_addr();
+    // Long enough that a stale connection could only be noticed through a reset.
+    let patient = |l: &mut francis_transport::Limits| {
+        l.request_timeout = Duration::from_secs(20);
+        l.idle_timeout = Duration::from_secs(60);
+    };
+    let (client, _) = start_with(config("client", &[PSK_OLD]).with_limits(limits(patient)));
+    client.ping(addr, "server").await.unwrap();
+    server_runtime.shutdown_background();
+    drop(crashed);
+
+    let mut restarted = None;
+    eventually(
+        "the port to be free again",
+        Duration::from_secs(10),
+        || match Transport::start(
+            francis_transport::TransportConfig::new("server", addr, vec![PSK_OLD.to_vec()]),
+            TestHandler::new(),
+        ) {
+            Ok(t) => {
+                restarted = Some(t);
+                true
+            }
+            Err(TransportError::Bind { .. }) => false,
+            Err(e) => panic!("{e}"),
+        },
+    )
+    .await;
+    let _server = restarted.unwrap();
+
+    // The restarted host does not know the old connection and resets it (its reset key is
+    // derived from the PSK and address), so the caller learns at once instead of timing out.
+    match client.ping(addr, "server").await {
+        Ok(_) => {}
+        Err(TransportError::ConnectionLost { reason, .. }) => {
+            assert!(reason.contains("reset"), "{reason}")
+        }
+        Err(e) => panic!("expected a reset connection, got {e}"),
+    }
+    client.ping(addr, "server").await.unwrap();
+    assert_eq!(client.stats().connections_opened, 2);
+}
