@@ -87,7 +87,9 @@ pub struct Limits {
     /// Requests one peer connection may have in progress on this host (default 100). The excess
     /// is answered at once with a retryable `overloaded` error, never queued.
     pub max_in_flight_per_connection: u32,
-    /// Time allowed to receive a whole request frame once its stream opened (default 10 s).
+    /// Time allowed to receive a whole request frame once its stream opened, and to deliver
+    /// the response (default 10 s). A stream that never finishes its frame is answered
+    /// `timeout`.
     pub read_timeout: Duration,
     /// Time allowed for a whole call made with [`crate::Transport::request`], connecting
     /// included (default 30 s).
