@@ -1,0 +1,422 @@
+//! The worker's command line, as the seed writes it.
+//!
+//! Flags follow Go's `flag` package, which the seed's commands were written for: one dash or
+//! two (`-worker-address` = `--worker-address`), the value either as the next argument or after
+//! `=`. A flag given twice keeps its last value. There are no positional arguments.
+
+use std::path::PathBuf;
+
+use crate::error::WorkerError;
+
+/// Default `-worker-address`: where the HTTP control server listens.
+pub const DEFAULT_WORKER_ADDRESS: &str = "127.0.0.1:8081";
+/// Default `-actor-host-address`: the peer address the host advertises.
+pub const DEFAULT_ACTOR_HOST_ADDRESS: &str = "127.0.0.1:7571";
+/// Default `-data`: the SQLite file, relative to the working directory.
+pub const DEFAULT_DATA: &str = "data.db";
+/// The seed's shared cluster key, used when neither `-runtime-psk` nor the environment sets one.
+/// Fine for trying things out on one machine; anything real must set its own.
+pub const EXAMPLE_RUNTIME_PSK: &str = "example-runtime-psk-change-me-please";
+/// Environment variable read for the runtime PSK when `-runtime-psk` is not given.
+pub const PSK_ENV: &str = "FRANCIS_RUNTIME_PSK";
+/// Runtime PSKs shorter than this many bytes are refused (DESIGN.md section 6).
+pub const MIN_PSK_LEN: usize = 32;
+
+/// What `-h` prints.
+pub const USAGE: &str = "\
+Usage: worker [flags]
+
+Runs one Francis actor host serving the actor type `myactor`, with an HTTP control server.
+
+Flags (one dash or two; `-flag value` or `-flag=value`):
+  -worker-address HOST:PORT      HTTP control server address (default 127.0.0.1:8081)
+  -actor-host-address HOST:PORT  peer address this host advertises to other hosts
+                                 (default 127.0.0.1:7571)
+  -data PATH                     SQLite database file, created if missing (default data.db,
+                                 in the working directory)
+  -runtime-psk KEY               shared cluster key, at least 32 bytes (default: the
+                                 FRANCIS_RUNTIME_PSK environment variable, else the
+                                 example key; change it for anything real)
+  -h, -help                      print this help
+
+Logs go to standard output; RUST_LOG filters them (default: info).
+";
+
+/// Where the runtime PSK came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PskSource {
+    /// The `-runtime-psk` flag.
+    Flag,
+    /// The `FRANCIS_RUNTIME_PSK` environment variable.
+    Environment,
+    /// Neither: the seed's example key.
+    Example,
+}
+
+/// A worker's settings. `Config::default()` has the documented defaults.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where the HTTP control server listens (`host:port`; port 0 picks a free one).
+    pub worker_address: String,
+    /// The peer address the actor host advertises (`host:port`).
+    pub actor_host_address: String,
+    /// The SQLite database file.
+    pub data: PathBuf,
+    /// The runtime PSK (at least [`MIN_PSK_LEN`] bytes). Never logged.
+    pub runtime_psk: String,
+    /// Where [`Config::runtime_psk`] came from.
+    pub psk_source: PskSource,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            worker_address: DEFAULT_WORKER_ADDRESS.to_owned(),
+            actor_host_address: DEFAULT_ACTOR_HOST_ADDRESS.to_owned(),
+            data: PathBuf::from(DEFAULT_DATA),
+            runtime_psk: EXAMPLE_RUNTIME_PSK.to_owned(),
+            psk_source: PskSource::Example,
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("worker_address", &self.worker_address)
+            .field("actor_host_address", &self.actor_host_address)
+            .field("data", &self.data)
+            .field("runtime_psk", &"<redacted>")
+            .field("psk_source", &self.psk_source)
+            .finish()
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run a worker with these settings.
+    Run(Config),
+    /// Print [`USAGE`] and exit successfully.
+    Help,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flag {
+    WorkerAddress,
+    ActorHostAddress,
+    Data,
+    RuntimePsk,
+}
+
+impl Flag {
+    fn from_name(name: &str) -> Option<Flag> {
+        Some(match name {
+            "worker-address" => Flag::WorkerAddress,
+            "actor-host-address" => Flag::ActorHostAddress,
+            "data" => Flag::Data,
+            "runtime-psk" => Flag::RuntimePsk,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Flag::WorkerAddress => "worker-address",
+            Flag::ActorHostAddress => "actor-host-address",
+            Flag::Data => "data",
+            Flag::RuntimePsk => "runtime-psk",
+        }
+    }
+}
+
+/// Parses the arguments after the program name. `env_psk` is the value of
+/// [`PSK_ENV`] (`None` when unset; an empty value counts as unset).
+///
+/// Every value is checked here, so a worker that parsed its flags fails later only for reasons
+/// outside the command line (address in use, unreadable data file).
+pub fn parse_args<I, S>(args: I, env_psk: Option<String>) -> Result<Command, WorkerError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut config = Config::default();
+    let mut flag_psk = None;
+    let mut args = args.into_iter().map(Into::into);
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            // Go's terminator: only positional arguments may follow, and there are none.
+            if let Some(extra) = args.next() {
+                return Err(WorkerError::UnexpectedArgument(extra));
+            }
+            break;
+        }
+        let Some(body) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
+            return Err(WorkerError::UnexpectedArgument(arg));
+        };
+        let (name, inline) = match body.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_owned())),
+            None => (body, None),
+        };
+        if name == "h" || name == "help" {
+            return Ok(Command::Help);
+        }
+        let Some(flag) = Flag::from_name(name) else {
+            return Err(WorkerError::UnknownFlag(arg));
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => args.next().ok_or(WorkerError::MissingValue(flag.name()))?,
+        };
+        match flag {
+            Flag::WorkerAddress => {
+                check_address(flag, &value, true)?;
+                config.worker_address = value;
+            }
+            Flag::ActorHostAddress => {
+                check_address(flag, &value, false)?;
+                config.actor_host_address = value;
+            }
+            Flag::Data => {
+                if value.trim().is_empty() {
+                    return Err(invalid(flag, "expected a file path, got an empty value"));
+                }
+                config.data = PathBuf::from(value);
+            }
+            Flag::RuntimePsk => flag_psk = Some(value),
+        }
+    }
+    let (psk, source) = match (flag_psk, env_psk.filter(|v| !v.is_empty())) {
+        (Some(v), _) => (v, PskSource::Flag),
+        (None, Some(v)) => (v, PskSource::Environment),
+        (None, None) => (EXAMPLE_RUNTIME_PSK.to_owned(), PskSource::Example),
+    };
+    if psk.len() < MIN_PSK_LEN {
+        let origin = match source {
+            PskSource::Environment => format!(" (from {PSK_ENV})"),
+            _ => String::new(),
+        };
+        return Err(invalid(
+            Flag::RuntimePsk,
+            format!(
+                "the key{origin} is {} bytes long; it must be at least {MIN_PSK_LEN}",
+                psk.len()
+            ),
+        ));
+    }
+    config.runtime_psk = psk;
+    config.psk_source = source;
+    Ok(Command::Run(config))
+}
+
+fn invalid(flag: Flag, reason: impl Into<String>) -> WorkerError {
+    WorkerError::InvalidValue {
+        flag: flag.name(),
+        reason: reason.into(),
+    }
+}
+
+/// `host:port` with a non-empty host and a numeric port; port 0 only where `allow_zero`.
+fn check_address(flag: Flag, value: &str, allow_zero: bool) -> Result<(), WorkerError> {
+    let expected = || format!("expected HOST:PORT such as 127.0.0.1:8081, got {value:?}");
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err(invalid(flag, expected()));
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(invalid(flag, expected()));
+    }
+    let port: u16 = port.parse().map_err(|_| invalid(flag, expected()))?;
+    if port == 0 && !allow_zero {
+        return Err(invalid(
+            flag,
+            format!("port 0 cannot be advertised to other hosts, got {value:?}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Config {
+        match parse_args(args.iter().copied(), None) {
+            Ok(Command::Run(c)) => c,
+            other => panic!("expected a config, got {other:?}"),
+        }
+    }
+
+    fn fail(args: &[&str]) -> WorkerError {
+        parse_args(args.iter().copied(), None).expect_err("should be refused")
+    }
+
+    #[test]
+    fn defaults_are_the_seeds() {
+        let c = run(&[]);
+        assert_eq!(c.worker_address, "127.0.0.1:8081");
+        assert_eq!(c.actor_host_address, "127.0.0.1:7571");
+        assert_eq!(c.data, PathBuf::from("data.db"));
+        assert_eq!(c.runtime_psk, EXAMPLE_RUNTIME_PSK);
+        assert_eq!(c.psk_source, PskSource::Example);
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn the_seeds_command_line_parses() {
+        let c = run(&[
+            "-worker-address",
+            "127.0.0.1:8082",
+            "-actor-host-address",
+            "127.0.0.1:7572",
+        ]);
+        assert_eq!(c.worker_address, "127.0.0.1:8082");
+        assert_eq!(c.actor_host_address, "127.0.0.1:7572");
+    }
+
+    #[test]
+    fn one_or_two_dashes_and_inline_values() {
+        let c = run(&[
+            "--worker-address=localhost:9000",
+            "-actor-host-address=[::1]:7000",
+            "--data",
+            "x/y.db",
+            "-runtime-psk",
+            "0123456789abcdef0123456789abcdef",
+        ]);
+        assert_eq!(c.worker_address, "localhost:9000");
+        assert_eq!(c.actor_host_address, "[::1]:7000");
+        assert_eq!(c.data, PathBuf::from("x/y.db"));
+        assert_eq!(c.psk_source, PskSource::Flag);
+        assert_eq!(c.runtime_psk, "0123456789abcdef0123456789abcdef");
+    }
+
+    #[test]
+    fn last_value_wins_and_terminator_is_accepted() {
+        let c = run(&["-data", "a.db", "-data=b.db", "--"]);
+        assert_eq!(c.data, PathBuf::from("b.db"));
+    }
+
+    #[test]
+    fn help_in_any_spelling() {
+        for h in ["-h", "--h", "-help", "--help"] {
+            assert_eq!(
+                parse_args([h], None).unwrap(),
+                Command::Help,
+                "{h} should ask for help"
+            );
+        }
+        // Help wins even after other flags, like Go.
+        assert_eq!(
+            parse_args(["-data", "x.db", "-h"], None).unwrap(),
+            Command::Help
+        );
+        assert!(USAGE.contains("-worker-address") && USAGE.contains(PSK_ENV));
+    }
+
+    #[test]
+    fn psk_precedence_flag_then_env_then_example() {
+        let env = "E".repeat(40);
+        let flag = "F".repeat(32);
+        match parse_args(["-runtime-psk", flag.as_str()], Some(env.clone())).unwrap() {
+            Command::Run(c) => {
+                assert_eq!(c.runtime_psk, flag);
+                assert_eq!(c.psk_source, PskSource::Flag);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_args(Vec::<String>::new(), Some(env.clone())).unwrap() {
+            Command::Run(c) => {
+                assert_eq!(c.runtime_psk, env);
+                assert_eq!(c.psk_source, PskSource::Environment);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_args(Vec::<String>::new(), Some(String::new())).unwrap() {
+            Command::Run(c) => assert_eq!(c.psk_source, PskSource::Example),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn short_psks_are_refused_without_echoing_them() {
+        let err = fail(&["-runtime-psk", "tooshort-secret"]);
+        let msg = err.to_string();
+        assert!(msg.contains("-runtime-psk") && msg.contains("32"), "{msg}");
+        assert!(!msg.contains("tooshort-secret"), "{msg}");
+        assert_eq!(err.exit_code(), 2);
+
+        let err = parse_args(Vec::<String>::new(), Some("short-env-secret".into())).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(PSK_ENV), "{msg}");
+        assert!(!msg.contains("short-env-secret"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_flags_and_positionals_are_refused() {
+        let err = fail(&["-peers", "a,b"]);
+        assert!(
+            matches!(&err, WorkerError::UnknownFlag(f) if f == "-peers"),
+            "{err}"
+        );
+        assert!(matches!(fail(&["-"]), WorkerError::UnknownFlag(_)));
+        assert!(matches!(fail(&["serve"]), WorkerError::UnexpectedArgument(a) if a == "serve"));
+        assert!(
+            matches!(fail(&["--", "extra"]), WorkerError::UnexpectedArgument(a) if a == "extra")
+        );
+        for err in [fail(&["-peers"]), fail(&["serve"])] {
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.is_usage());
+        }
+    }
+
+    #[test]
+    fn missing_values_are_refused() {
+        for flag in [
+            "-worker-address",
+            "--actor-host-address",
+            "-data",
+            "-runtime-psk",
+        ] {
+            let err = fail(&[flag]);
+            assert!(matches!(err, WorkerError::MissingValue(_)), "{flag}: {err}");
+            assert!(err.to_string().contains(flag.trim_start_matches('-')));
+        }
+    }
+
+    #[test]
+    fn bad_addresses_name_the_flag_and_the_value() {
+        for bad in [
+            "8081",
+            "127.0.0.1",
+            ":8081",
+            "127.0.0.1:",
+            "127.0.0.1:http",
+            "h:70000",
+            "a b:1",
+        ] {
+            let err = fail(&["-worker-address", bad]);
+            let msg = err.to_string();
+            assert!(
+                msg.contains("-worker-address") && msg.contains(bad),
+                "{bad}: {msg}"
+            );
+        }
+        // The control server may pick a free port; the advertised address may not.
+        assert_eq!(
+            run(&["-worker-address", "127.0.0.1:0"]).worker_address,
+            "127.0.0.1:0"
+        );
+        let err = fail(&["-actor-host-address", "127.0.0.1:0"]);
+        assert!(err.to_string().contains("-actor-host-address"), "{err}");
+    }
+
+    #[test]
+    fn empty_data_path_is_refused() {
+        let err = fail(&["-data="]);
+        assert!(err.to_string().contains("-data"), "{err}");
+    }
+}
