@@ -150,16 +150,17 @@ impl AlarmProperties {
     /// Checks the properties hang together: a `ttl` may not come before `dueTime`.
     pub fn validate(&self) -> Result<(), Error> {
         if let Some(ttl) = self.ttl
-            && ttl < self.due_time {
-                return Err(Error::invalid_argument(
-                    "ttl",
-                    format!(
-                        "{} is before dueTime {}",
-                        ttl.to_rfc3339(),
-                        self.due_time.to_rfc3339()
-                    ),
-                ));
-            }
+            && ttl < self.due_time
+        {
+            return Err(Error::invalid_argument(
+                "ttl",
+                format!(
+                    "{} is before dueTime {}",
+                    ttl.to_rfc3339(),
+                    self.due_time.to_rfc3339()
+                ),
+            ));
+        }
         Ok(())
     }
 }

@@ -55,9 +55,10 @@ where
         self.check_actor(ctx)?;
         let generation = ctx.activation().generation();
         if let Some((g, v)) = &*self.cache.lock().expect("cache lock")
-            && *g == generation {
-                return Ok(v.clone());
-            }
+            && *g == generation
+        {
+            return Ok(v.clone());
+        }
         let loaded = ctx.activation().load().await?;
         let (value, cacheable) = match loaded {
             Some((env, has_ttl)) => (env.decode::<T>()?, !has_ttl),

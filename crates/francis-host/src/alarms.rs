@@ -25,7 +25,13 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
     let in_flight: InFlight = Arc::default();
     let mut tasks = JoinSet::new();
     let mut last_renewal = Instant::now();
-    let types: Vec<String> = inner.types.read().expect("types lock").keys().cloned().collect();
+    let types: Vec<String> = inner
+        .types
+        .read()
+        .expect("types lock")
+        .keys()
+        .cloned()
+        .collect();
     if types.is_empty() {
         return;
     }
@@ -108,7 +114,12 @@ async fn renew(inner: &HostInner, in_flight: &InFlight) {
     }
 }
 
-async fn fire(inner: Arc<HostInner>, alarm: LeasedAlarm, in_flight: InFlight, stop: CancellationToken) {
+async fn fire(
+    inner: Arc<HostInner>,
+    alarm: LeasedAlarm,
+    in_flight: InFlight,
+    stop: CancellationToken,
+) {
     let lease = alarm.lease.clone();
     fire_inner(&inner, alarm, &stop).await;
     in_flight.lock().expect("in-flight lock").remove(&lease);
@@ -169,18 +180,23 @@ async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &Cancellat
                 name: lease.name.clone(),
                 data: properties.data.clone(),
             },
-            format!("alarm-{}-{}", lease.name, properties.due_time.timestamp_millis()),
+            format!(
+                "alarm-{}-{}",
+                lease.name,
+                properties.due_time.timestamp_millis()
+            ),
         )
         .await;
     if let Err(e) = &result
         && matches!(
             e.kind(),
             ErrorKind::ShuttingDown | ErrorKind::HostUnavailable | ErrorKind::ActorNotHosted
-        ) {
-            // Not the actor's failure: hand the alarm back for another attempt or host.
-            let _ = store.call(store.provider.release_alarm(&lease)).await;
-            return;
-        }
+        )
+    {
+        // Not the actor's failure: hand the alarm back for another attempt or host.
+        let _ = store.call(store.provider.release_alarm(&lease)).await;
+        return;
+    }
     let succeeded = result.is_ok();
     let now = store.clock.now();
     let options = &ty.options;
@@ -231,14 +247,29 @@ fn log_decision(
     );
     match (decision, error) {
         (AlarmDecision::Finished | AlarmDecision::Repeats, _) => {
-            info!(actor_type = ty, actor_id = id, alarm = name, host, "alarm fired")
+            info!(
+                actor_type = ty,
+                actor_id = id,
+                alarm = name,
+                host,
+                "alarm fired"
+            )
         }
         (AlarmDecision::Retry, e) => warn!(
-            actor_type = ty, actor_id = id, alarm = name, host, attempt = attempts + 1,
-            "alarm failed, will retry: {}", e.map(|e| e.to_string()).unwrap_or_default()
+            actor_type = ty,
+            actor_id = id,
+            alarm = name,
+            host,
+            attempt = attempts + 1,
+            "alarm failed, will retry: {}",
+            e.map(|e| e.to_string()).unwrap_or_default()
         ),
         (AlarmDecision::GiveUp, e) => error!(
-            actor_type = ty, actor_id = id, alarm = name, host, attempts = attempts + 1,
+            actor_type = ty,
+            actor_id = id,
+            alarm = name,
+            host,
+            attempts = attempts + 1,
             "alarm failed on its last attempt and was dropped: {}",
             e.map(|e| e.to_string()).unwrap_or_default()
         ),

@@ -21,6 +21,9 @@ pub enum HostError {
     /// The store failed during start-up or shutdown.
     #[error("store error: {0}")]
     Store(#[from] StoreError),
+    /// The peer transport could not start (address in use, bad key...).
+    #[error("peer transport: {0}")]
+    Transport(#[from] francis_transport::TransportError),
     /// The store did not answer in time during start-up or shutdown.
     #[error("store did not answer within {0:?}")]
     StoreTimeout(std::time::Duration),

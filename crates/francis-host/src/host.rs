@@ -129,13 +129,8 @@ impl LocalHostBuilder {
             clock: self.clock,
             timeout: self.timings.store_timeout,
         };
-        let inner = HostInner::new(
-            address,
-            new_host_id(),
-            self.timings,
-            store,
-            self.psks,
-        );
+        let peer = crate::peer::PeerLink::new(&address, self.psks).await?;
+        let inner = HostInner::new(address, new_host_id(), self.timings, store, peer);
         Ok(LocalHost {
             inner: Arc::new(inner),
         })
@@ -255,8 +250,19 @@ impl LocalHost {
             return Err(HostError::AlreadyRunning);
         }
         let inner = &self.inner;
-        register(inner).await?;
-        let types: Vec<String> = inner.types.read().expect("types lock").keys().cloned().collect();
+        // Bind the peer port first: a second process on the same address fails here, clearly.
+        inner.peer.start(inner, &inner.host_id()).await?;
+        if let Err(e) = register(inner).await {
+            inner.peer.stop().await;
+            return Err(e);
+        }
+        let types: Vec<String> = inner
+            .types
+            .read()
+            .expect("types lock")
+            .keys()
+            .cloned()
+            .collect();
         info!(host = %inner.address, host_id = %inner.host_id(), actor_types = ?types, "host started");
         inner.health.send_replace(Health::Serving);
 
@@ -277,11 +283,16 @@ impl LocalHost {
         // New activations are refused now; sweep until nothing is left.
         for _ in 0..3 {
             let left = deadline.saturating_duration_since(Instant::now());
-            if !inner.deactivate_all(DeactivationReason::Shutdown, left).await {
+            if !inner
+                .deactivate_all(DeactivationReason::Shutdown, left)
+                .await
+            {
                 warn!(host = %inner.address, "turns still running after the {grace:?} grace period; cancelling them");
                 inner.cancel_all_turns();
                 let bound = inner.timings.store_timeout + Duration::from_secs(5);
-                inner.deactivate_all(DeactivationReason::Shutdown, bound).await;
+                inner
+                    .deactivate_all(DeactivationReason::Shutdown, bound)
+                    .await;
             }
             if inner.table.is_empty() {
                 break;
@@ -297,6 +308,7 @@ impl LocalHost {
         {
             warn!(host = %inner.address, "could not unregister host: {e}");
         }
+        inner.peer.stop().await;
         inner.health.send_replace(Health::Stopped);
         info!(host = %inner.address, "host stopped");
         Ok(())
@@ -329,7 +341,9 @@ async fn register(inner: &HostInner) -> Result<(), HostError> {
     let attempt = |reg: HostRegistration| async move {
         match tokio::time::timeout(
             store.timeout,
-            store.provider.register_host(&reg, store.clock.now(), deadline),
+            store
+                .provider
+                .register_host(&reg, store.clock.now(), deadline),
         )
         .await
         {
@@ -369,7 +383,9 @@ async fn heartbeat_loop(inner: Arc<HostInner>, stop: CancellationToken) {
         let store = &inner.store;
         let result = tokio::time::timeout(
             budget,
-            store.provider.heartbeat(&inner.host_id(), store.clock.now()),
+            store
+                .provider
+                .heartbeat(&inner.host_id(), store.clock.now()),
         )
         .await;
         let reason = match result {
@@ -385,7 +401,10 @@ async fn heartbeat_loop(inner: Arc<HostInner>, stop: CancellationToken) {
                 continue;
             }
             Ok(Err(e)) => format!("no heartbeat for {:?}: {e}", timings.health_deadline),
-            Err(_) => format!("no heartbeat completed within {:?}", timings.health_deadline),
+            Err(_) => format!(
+                "no heartbeat completed within {:?}",
+                timings.health_deadline
+            ),
         };
         fence(&inner, reason, &stop).await;
         if stop.is_cancelled() {
@@ -406,10 +425,17 @@ async fn fence(inner: &Arc<HostInner>, reason: String, stop: &CancellationToken)
     });
     inner.cancel_all_turns();
     let bound = inner.timings.store_timeout + Duration::from_secs(5);
-    inner.deactivate_all(DeactivationReason::Fenced, bound).await;
+    inner
+        .deactivate_all(DeactivationReason::Fenced, bound)
+        .await;
     inner.set_host_id(new_host_id());
     loop {
-        match register(inner).await {
+        // The peer certificate names the host id, so the transport restarts under the new one.
+        let restarted = match inner.peer.start(inner, &inner.host_id()).await {
+            Ok(()) => register(inner).await,
+            Err(e) => Err(e),
+        };
+        match restarted {
             Ok(()) => {
                 info!(host = %inner.address, host_id = %inner.host_id(), "host re-registered after fencing");
                 if !stop.is_cancelled() {

@@ -35,6 +35,7 @@ mod config;
 mod error;
 mod events;
 mod host;
+mod peer;
 pub mod policy;
 mod runtime;
 mod service;

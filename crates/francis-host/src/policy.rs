@@ -115,7 +115,10 @@ mod tests {
     fn retry_delay_grows_caps_and_jitters() {
         let s = Duration::from_secs;
         assert_eq!(retry_delay(1, s(2), s(60), 0.0), s(1));
-        assert_eq!(retry_delay(1, s(2), s(60), 0.999_999), Duration::from_nanos(1_999_999_000));
+        assert_eq!(
+            retry_delay(1, s(2), s(60), 0.999_999),
+            Duration::from_nanos(1_999_999_000)
+        );
         assert_eq!(retry_delay(2, s(2), s(60), 0.0), s(2));
         assert_eq!(retry_delay(3, s(2), s(60), 0.5), s(6));
         assert_eq!(retry_delay(10, s(2), s(60), 0.0), s(30));
@@ -138,7 +141,10 @@ mod tests {
         assert_eq!(
             alarm_outcome(&p, 0, false, 3, t(1000), Duration::from_secs(2)),
             (
-                AlarmOutcome::Reschedule { due: t(3000), attempts: 1 },
+                AlarmOutcome::Reschedule {
+                    due: t(3000),
+                    attempts: 1
+                },
                 AlarmDecision::Retry
             )
         );
@@ -155,7 +161,10 @@ mod tests {
         p.ttl = Some(t(20_000));
         assert_eq!(
             alarm_outcome(&p, 0, true, 3, t(5), Duration::ZERO).0,
-            AlarmOutcome::Reschedule { due: t(10_000), attempts: 0 }
+            AlarmOutcome::Reschedule {
+                due: t(10_000),
+                attempts: 0
+            }
         );
         p.due_time = t(20_000);
         assert_eq!(
@@ -167,7 +176,10 @@ mod tests {
         assert_eq!(
             alarm_outcome(&p, 2, false, 3, t(7_000), Duration::ZERO),
             (
-                AlarmOutcome::Reschedule { due: t(10_000), attempts: 0 },
+                AlarmOutcome::Reschedule {
+                    due: t(10_000),
+                    attempts: 0
+                },
                 AlarmDecision::GiveUp
             )
         );

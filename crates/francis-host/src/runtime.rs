@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use francis_core::{
-    Actor, ActorContext, ActorFactory, ActorInit, ActorRef, ContextParts, Envelope, Error,
-    Service, SetStateOptions,
+    Actor, ActorContext, ActorFactory, ActorInit, ActorRef, ContextParts, Envelope, Error, Service,
+    SetStateOptions,
 };
 use francis_store::{ClaimRefusal, StoreError};
 use tokio::sync::{OnceCell, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, broadcast, watch};
@@ -84,10 +84,22 @@ impl Drop for Pending<'_> {
 
 /// What a turn does.
 pub(crate) enum Op {
-    Invoke { method: String, data: Envelope },
-    Peek { method: String, data: Envelope },
-    Alarm { name: String, data: Option<Envelope> },
-    SetState { value: Envelope, options: SetStateOptions },
+    Invoke {
+        method: String,
+        data: Envelope,
+    },
+    Peek {
+        method: String,
+        data: Envelope,
+    },
+    Alarm {
+        name: String,
+        data: Option<Envelope>,
+    },
+    SetState {
+        value: Envelope,
+        options: SetStateOptions,
+    },
     DeleteState,
 }
 
@@ -115,7 +127,8 @@ pub(crate) struct HostInner {
     /// Parent of every activation's cancellation; replaced after fencing.
     cancel_root: Mutex<CancellationToken>,
     pub running: AtomicBool,
-    pub psks: Vec<Vec<u8>>,
+    /// The peer link: started by `run` when runtime PSKs are configured.
+    pub peer: crate::peer::PeerLink,
 }
 
 impl HostInner {
@@ -124,7 +137,7 @@ impl HostInner {
         host_id: String,
         timings: HostTimings,
         store: StoreAccess,
-        psks: Vec<Vec<u8>>,
+        peer: crate::peer::PeerLink,
     ) -> Self {
         HostInner {
             address,
@@ -137,7 +150,7 @@ impl HostInner {
             events: broadcast::channel(1024).0,
             cancel_root: Mutex::new(CancellationToken::new()),
             running: AtomicBool::new(false),
-            psks,
+            peer,
         }
     }
 
@@ -186,9 +199,7 @@ impl HostInner {
     }
 
     pub fn active(&self, actor: &ActorRef) -> Option<Arc<Activation>> {
-        self.table
-            .get(actor)
-            .and_then(|cell| cell.get().cloned())
+        self.table.get(actor).and_then(|cell| cell.get().cloned())
     }
 
     pub fn all_active(&self) -> Vec<Arc<Activation>> {
@@ -320,12 +331,11 @@ impl HostInner {
         let now = self.store.clock.now();
         let placement = self
             .store
-            .call(self.store.provider.claim(
-                actor,
-                &host_id,
-                now,
-                self.timings.health_deadline,
-            ))
+            .call(
+                self.store
+                    .provider
+                    .claim(actor, &host_id, now, self.timings.health_deadline),
+            )
             .await
             .map_err(|e| claim_error(actor, e))?;
         if placement.host_id != host_id {
@@ -394,8 +404,10 @@ impl HostInner {
         let limit = act.ty.options.deactivation_timeout;
         match tokio::time::timeout(limit, instance.deactivate(&ctx)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
-                                host = %self.address, "actor's deactivate failed: {e}"),
+            Ok(Err(e)) => {
+                warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
+                                host = %self.address, "actor's deactivate failed: {e}")
+            }
             Err(_) => warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
                             host = %self.address, "actor's deactivate did not finish within {limit:?}"),
         }
@@ -403,7 +415,11 @@ impl HostInner {
         act.cancel.cancel();
         let released = self
             .store
-            .call(self.store.provider.release(&act.actor, &act.host_id, act.epoch))
+            .call(
+                self.store
+                    .provider
+                    .release(&act.actor, &act.host_id, act.epoch),
+            )
             .await;
         if let Err(e) = released {
             warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
@@ -424,7 +440,11 @@ impl HostInner {
     }
 
     /// Deactivates everything active here and waits for it, at most `limit`.
-    pub async fn deactivate_all(self: &Arc<Self>, reason: DeactivationReason, limit: Duration) -> bool {
+    pub async fn deactivate_all(
+        self: &Arc<Self>,
+        reason: DeactivationReason,
+        limit: Duration,
+    ) -> bool {
         let handles: Vec<_> = self
             .all_active()
             .into_iter()
@@ -453,7 +473,9 @@ async fn run_op(
         TurnGuard::Exclusive(mut g) => {
             let result = match (&mut *g, op) {
                 (None, _) => Err(Error::ActorNotActive(act.actor.clone())),
-                (Some(actor), Op::Invoke { method, data }) => actor.invoke(ctx, &method, data).await,
+                (Some(actor), Op::Invoke { method, data }) => {
+                    actor.invoke(ctx, &method, data).await
+                }
                 (Some(actor), Op::Alarm { name, data }) => {
                     actor.alarm(ctx, &name, data).await.map(|()| None)
                 }
@@ -481,7 +503,10 @@ fn claim_error(actor: &ActorRef, e: Error) -> Error {
             actor: actor.clone(),
             reason: match reason {
                 ClaimRefusal::AtCapacity => {
-                    format!("every host serving {:?} is at its concurrency limit", actor.actor_type())
+                    format!(
+                        "every host serving {:?} is at its concurrency limit",
+                        actor.actor_type()
+                    )
                 }
                 ClaimRefusal::TypeNotServed => {
                     format!("no live host serves actor type {:?}", actor.actor_type())

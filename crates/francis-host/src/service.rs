@@ -1,5 +1,6 @@
 //! The host's implementation of `ActorService`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -8,6 +9,7 @@ use francis_core::{
     StateItem, StatePage, validate_alarm_name, validate_method, validate_name,
 };
 use francis_store::Fence;
+use francis_transport::proto::Invoke;
 
 use crate::events::DeactivationReason;
 use crate::runtime::{HostInner, Op};
@@ -53,8 +55,7 @@ impl HostService {
         self.inner.check_serving()
     }
 
-    async fn call(&self, actor: &ActorRef, op: Op) -> Result<Invoked, Error> {
-        let request_id = uuid::Uuid::new_v4().to_string();
+    async fn call(&self, actor: &ActorRef, op: Op, request_id: String) -> Result<Invoked, Error> {
         let limit = self.inner.timings.invoke_timeout;
         match tokio::time::timeout(limit, self.inner.call(actor, op, request_id)).await {
             Ok(output) => Ok(Invoked {
@@ -68,6 +69,26 @@ impl HostService {
         }
     }
 
+    /// Checks and runs an invocation (`read_only`: a peek) on this host.
+    pub(crate) async fn dispatch(
+        &self,
+        actor: &ActorRef,
+        method: &str,
+        data: Envelope,
+        read_only: bool,
+        request_id: String,
+    ) -> Result<Invoked, Error> {
+        self.check(actor)?;
+        validate_method(method)?;
+        let method = method.to_owned();
+        let op = if read_only {
+            Op::Peek { method, data }
+        } else {
+            Op::Invoke { method, data }
+        };
+        self.call(actor, op, request_id).await
+    }
+
     /// [`ActorService::invoke`], also saying which host ran the actor.
     pub async fn invoke_traced(
         &self,
@@ -75,16 +96,8 @@ impl HostService {
         method: &str,
         data: Envelope,
     ) -> Result<Invoked, Error> {
-        self.check(actor)?;
-        validate_method(method)?;
-        self.call(
-            actor,
-            Op::Invoke {
-                method: method.to_owned(),
-                data,
-            },
-        )
-        .await
+        self.dispatch(actor, method, data, false, new_request_id())
+            .await
     }
 
     /// [`ActorService::peek`], also saying which host ran the actor.
@@ -94,21 +107,54 @@ impl HostService {
         method: &str,
         data: Envelope,
     ) -> Result<Invoked, Error> {
-        self.check(actor)?;
+        self.dispatch(actor, method, data, true, new_request_id())
+            .await
+    }
+
+    /// Sends an invocation (`read_only`: a peek) to the host `peer_host_id` at `peer` over the
+    /// peer transport, and returns its answer or its error with the kind it had there.
+    /// The peer's certificate must name `peer_host_id`, or the call fails with a retryable
+    /// transport error. Routing (which host to call) is the caller's choice here.
+    pub async fn invoke_on(
+        &self,
+        peer: SocketAddr,
+        peer_host_id: &str,
+        actor: &ActorRef,
+        method: &str,
+        data: Envelope,
+        read_only: bool,
+    ) -> Result<Invoked, Error> {
+        actor.check_not_reserved()?;
         validate_method(method)?;
-        self.call(
-            actor,
-            Op::Peek {
-                method: method.to_owned(),
-                data,
-            },
-        )
-        .await
+        let transport = self.inner.peer.transport().ok_or_else(|| {
+            Error::HostUnavailable(
+                "the peer transport is not running (no runtime PSK, or the host is not running)"
+                    .into(),
+            )
+        })?;
+        let invoke = Invoke {
+            actor_type: actor.actor_type().to_owned(),
+            actor_id: actor.actor_id().to_owned(),
+            method: method.to_owned(),
+            payload: data.into_bytes(),
+            request_id: new_request_id(),
+            read_only,
+        };
+        let output = transport.invoke(peer, peer_host_id, invoke).await?;
+        Ok(Invoked {
+            output: output.map(Envelope::from_json).transpose()?,
+            served_by: peer.to_string(),
+        })
     }
 
     /// The actors active on this host.
     pub fn active_actors(&self) -> Vec<ActorRef> {
-        let mut actors: Vec<_> = self.inner.all_active().iter().map(|a| a.actor.clone()).collect();
+        let mut actors: Vec<_> = self
+            .inner
+            .all_active()
+            .iter()
+            .map(|a| a.actor.clone())
+            .collect();
         actors.sort();
         actors
     }
@@ -122,7 +168,9 @@ impl ActorService for HostService {
         method: &str,
         data: Envelope,
     ) -> Result<Option<Envelope>, Error> {
-        self.invoke_traced(actor, method, data).await.map(|i| i.output)
+        self.invoke_traced(actor, method, data)
+            .await
+            .map(|i| i.output)
     }
 
     async fn peek(
@@ -131,7 +179,9 @@ impl ActorService for HostService {
         method: &str,
         data: Envelope,
     ) -> Result<Option<Envelope>, Error> {
-        self.peek_traced(actor, method, data).await.map(|i| i.output)
+        self.peek_traced(actor, method, data)
+            .await
+            .map(|i| i.output)
     }
 
     async fn get_state(&self, actor: &ActorRef) -> Result<Envelope, Error> {
@@ -153,12 +203,16 @@ impl ActorService for HostService {
         options: SetStateOptions,
     ) -> Result<(), Error> {
         self.check(actor)?;
-        self.call(actor, Op::SetState { value, options }).await.map(|_| ())
+        self.call(actor, Op::SetState { value, options }, new_request_id())
+            .await
+            .map(|_| ())
     }
 
     async fn delete_state(&self, actor: &ActorRef) -> Result<(), Error> {
         self.check(actor)?;
-        self.call(actor, Op::DeleteState).await.map(|_| ())
+        self.call(actor, Op::DeleteState, new_request_id())
+            .await
+            .map(|_| ())
     }
 
     async fn list_states(
@@ -210,7 +264,11 @@ impl ActorService for HostService {
         self.inner.type_entry(actor.actor_type())?;
         let store = &self.inner.store;
         store
-            .call(store.provider.set_alarm(actor, name, &properties, Fence::Unfenced))
+            .call(
+                store
+                    .provider
+                    .set_alarm(actor, name, &properties, Fence::Unfenced),
+            )
             .await
     }
 
@@ -251,15 +309,21 @@ impl ActorService for HostService {
             .filter(|a| !a.halting.load(std::sync::atomic::Ordering::Acquire))
             .ok_or_else(|| Error::ActorNotHosted(actor.clone()))?;
         act.cancel.cancel();
-        self.inner.spawn_deactivation(act, DeactivationReason::Halted);
+        self.inner
+            .spawn_deactivation(act, DeactivationReason::Halted);
         Ok(())
     }
 
     async fn halt_all(&self) -> Result<(), Error> {
         for act in self.inner.all_active() {
             act.cancel.cancel();
-            self.inner.spawn_deactivation(act, DeactivationReason::Halted);
+            self.inner
+                .spawn_deactivation(act, DeactivationReason::Halted);
         }
         Ok(())
     }
+}
+
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }

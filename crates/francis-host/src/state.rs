@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use francis_core::{
-    ActivationState, ActorRef, AlarmProperties, Envelope, Error, SetStateOptions,
-};
+use francis_core::{ActivationState, ActorRef, AlarmProperties, Envelope, Error, SetStateOptions};
 use francis_store::{Fence, Provider, StoreResult};
 
 use crate::clock::Clock;
@@ -59,10 +57,7 @@ impl ActivationState for ActivationStore {
             .await?;
         match record {
             None => Ok(None),
-            Some(r) => Ok(Some((
-                Envelope::from_json(r.data)?,
-                r.expires_at.is_some(),
-            ))),
+            Some(r) => Ok(Some((Envelope::from_json(r.data)?, r.expires_at.is_some()))),
         }
     }
 

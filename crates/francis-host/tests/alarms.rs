@@ -39,7 +39,9 @@ async fn a_one_shot_alarm_fires_once_at_its_time_and_is_deleted() {
     let set_at = h.probe.start.elapsed();
     let mut props = alarm_in(5);
     props.data = Some(json(serde_json::json!({"Hello": "World"})));
-    svc.set_alarm(&actor("a"), "wake", props.clone()).await.unwrap();
+    svc.set_alarm(&actor("a"), "wake", props.clone())
+        .await
+        .unwrap();
     assert_eq!(svc.get_alarm(&actor("a"), "wake").await.unwrap(), props);
     h.event(Duration::from_secs(30), is_fired).await;
     let log = fired(&h);
@@ -47,7 +49,10 @@ async fn a_one_shot_alarm_fires_once_at_its_time_and_is_deleted() {
     assert_eq!(log[0].0, "wake");
     assert_eq!(log[0].1.as_deref(), Some(r#"{"Hello":"World"}"#));
     let when = log[0].2 - set_at;
-    assert!(when >= Duration::from_secs(4) && when <= Duration::from_secs(6), "{when:?}");
+    assert!(
+        when >= Duration::from_secs(4) && when <= Duration::from_secs(6),
+        "{when:?}"
+    );
     run_for(Duration::from_secs(60)).await;
     assert_eq!(fired(&h).len(), 1);
     let err = svc.get_alarm(&actor("a"), "wake").await.unwrap_err();
@@ -75,7 +80,10 @@ async fn a_repeating_alarm_keeps_its_cadence_until_its_ttl() {
     assert_eq!(times.len(), 4, "{times:?}");
     for (i, t) in times.iter().enumerate() {
         let expected = 1 + 10 * i as u64;
-        assert!(*t >= expected && *t <= expected + 1, "firing {i} at {t}s: {times:?}");
+        assert!(
+            *t >= expected && *t <= expected + 1,
+            "firing {i} at {t}s: {times:?}"
+        );
     }
     assert_eq!(
         svc.get_alarm(&actor("a"), "tick").await.unwrap_err().kind(),
@@ -135,8 +143,14 @@ async fn a_failing_alarm_is_retried_with_backoff_then_dropped() {
     // retry 1 after 1-2 s (2 s with equal jitter), retry 2 after 2-4 s; plus polling slack
     let gap1 = times[1] - times[0];
     let gap2 = times[2] - times[1];
-    assert!(gap1 >= Duration::from_secs(1) && gap1 <= Duration::from_secs(4), "{gap1:?}");
-    assert!(gap2 >= Duration::from_secs(2) && gap2 <= Duration::from_secs(6), "{gap2:?}");
+    assert!(
+        gap1 >= Duration::from_secs(1) && gap1 <= Duration::from_secs(4),
+        "{gap1:?}"
+    );
+    assert!(
+        gap2 >= Duration::from_secs(2) && gap2 <= Duration::from_secs(6),
+        "{gap2:?}"
+    );
     assert_eq!(
         svc.get_alarm(&actor("a"), "x").await.unwrap_err().kind(),
         ErrorKind::AlarmNotFound
@@ -165,16 +179,25 @@ async fn alarm_arguments_are_checked() {
     let mut bad = alarm_in(10);
     bad.ttl = Some(Utc::now());
     assert_eq!(
-        svc.set_alarm(&actor("a"), "x", bad).await.unwrap_err().kind(),
+        svc.set_alarm(&actor("a"), "x", bad)
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::InvalidArgument
     );
     assert_eq!(
-        svc.set_alarm(&actor("a"), "a/b", alarm_in(1)).await.unwrap_err().kind(),
+        svc.set_alarm(&actor("a"), "a/b", alarm_in(1))
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::InvalidReference
     );
     let unknown = francis_core::ActorRef::new("nobody-serves-this", "a").unwrap();
     assert_eq!(
-        svc.set_alarm(&unknown, "x", alarm_in(1)).await.unwrap_err().kind(),
+        svc.set_alarm(&unknown, "x", alarm_in(1))
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::ActorTypeUnsupported
     );
     h.stop().await;

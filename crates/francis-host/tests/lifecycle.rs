@@ -28,8 +28,11 @@ async fn idle_actors_deactivate_and_come_back_with_their_state() {
     assert_eq!(increment(&svc, "a").await, 1);
     assert_eq!(increment(&svc, "a").await, 2);
     let last_turn = Instant::now();
-    h.event(Duration::from_secs(60), deactivated("a", DeactivationReason::Idle))
-        .await;
+    h.event(
+        Duration::from_secs(60),
+        deactivated("a", DeactivationReason::Idle),
+    )
+    .await;
     let idle = last_turn.elapsed();
     assert!(
         idle >= Duration::from_secs(10) && idle < Duration::from_secs(12),
@@ -65,8 +68,11 @@ async fn a_busy_actor_is_never_deactivated_mid_turn() {
     assert_eq!(h.host.active_actors(), vec![actor("a")]);
     h.probe.release.notify_one();
     hold.await.unwrap().unwrap();
-    h.event(Duration::from_secs(60), deactivated("a", DeactivationReason::Idle))
-        .await;
+    h.event(
+        Duration::from_secs(60),
+        deactivated("a", DeactivationReason::Idle),
+    )
+    .await;
     h.stop().await;
 }
 
@@ -90,10 +96,18 @@ async fn halt_from_inside_and_outside() {
     let svc = h.service();
     increment(&svc, "a").await;
     // inside: after the current turn, which still answers
-    let out: i64 = invoke(&svc, "a", "halt-self").await.unwrap().unwrap().decode().unwrap();
+    let out: i64 = invoke(&svc, "a", "halt-self")
+        .await
+        .unwrap()
+        .unwrap()
+        .decode()
+        .unwrap();
     assert_eq!(out, 1);
-    h.event(Duration::from_secs(5), deactivated("a", DeactivationReason::Halted))
-        .await;
+    h.event(
+        Duration::from_secs(5),
+        deactivated("a", DeactivationReason::Halted),
+    )
+    .await;
     assert_eq!(increment(&svc, "a").await, 2);
     // outside: the running turn sees its cancellation, then the actor deactivates
     let hold = tokio::spawn({
@@ -110,8 +124,11 @@ async fn halt_from_inside_and_outside() {
     svc.halt(&actor("a")).await.unwrap();
     hold.await.unwrap().unwrap();
     assert!(h.probe.log().contains(&"hold:cancelled".to_owned()));
-    h.event(Duration::from_secs(5), deactivated("a", DeactivationReason::Halted))
-        .await;
+    h.event(
+        Duration::from_secs(5),
+        deactivated("a", DeactivationReason::Halted),
+    )
+    .await;
     // not active here
     let err = svc.halt(&actor("a")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ActorNotHosted);
@@ -119,8 +136,11 @@ async fn halt_from_inside_and_outside() {
     increment(&svc, "b").await;
     increment(&svc, "c").await;
     svc.halt_all().await.unwrap();
-    h.event(Duration::from_secs(5), deactivated("b", DeactivationReason::Halted))
-        .await;
+    h.event(
+        Duration::from_secs(5),
+        deactivated("b", DeactivationReason::Halted),
+    )
+    .await;
     tokio::time::timeout(Duration::from_secs(5), async {
         while !h.host.active_actors().is_empty() {
             tokio::task::yield_now().await;
@@ -137,12 +157,20 @@ async fn outside_state_writes_go_through_the_activation() {
     let h = memory_host(options()).await;
     let svc = h.service();
     assert_eq!(increment(&svc, "a").await, 1); // the actor's client caches n=1
-    svc.set_state(&actor("a"), json(serde_json::json!({"n": 10})), SetStateOptions::default())
-        .await
-        .unwrap();
+    svc.set_state(
+        &actor("a"),
+        json(serde_json::json!({"n": 10})),
+        SetStateOptions::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(increment(&svc, "a").await, 11);
     assert_eq!(
-        svc.get_state(&actor("a")).await.unwrap().decode::<serde_json::Value>().unwrap(),
+        svc.get_state(&actor("a"))
+            .await
+            .unwrap()
+            .decode::<serde_json::Value>()
+            .unwrap(),
         serde_json::json!({"n": 11})
     );
     svc.delete_state(&actor("a")).await.unwrap();
@@ -164,11 +192,30 @@ async fn state_ttl_and_listing() {
     )
     .await
     .unwrap();
-    assert_eq!(invoke(&svc, "short", "get").await.unwrap().unwrap().decode::<i64>().unwrap(), 5);
+    assert_eq!(
+        invoke(&svc, "short", "get")
+            .await
+            .unwrap()
+            .unwrap()
+            .decode::<i64>()
+            .unwrap(),
+        5
+    );
     tokio::time::advance(Duration::from_secs(11)).await;
-    assert_eq!(svc.get_state(&actor("short")).await.unwrap_err().kind(), ErrorKind::StateNotFound);
+    assert_eq!(
+        svc.get_state(&actor("short")).await.unwrap_err().kind(),
+        ErrorKind::StateNotFound
+    );
     // the actor's cache did not keep the expired state
-    assert_eq!(invoke(&svc, "short", "get").await.unwrap().unwrap().decode::<i64>().unwrap(), 0);
+    assert_eq!(
+        invoke(&svc, "short", "get")
+            .await
+            .unwrap()
+            .unwrap()
+            .decode::<i64>()
+            .unwrap(),
+        0
+    );
 
     for id in ["e", "a", "d", "b", "c"] {
         increment(&svc, id).await;
@@ -199,7 +246,13 @@ async fn state_ttl_and_listing() {
     }
     assert_eq!(ids, ["a", "b", "c", "d", "e"]);
     let bad = svc
-        .list_states(TYPE, ListStatesOptions { limit: Some(5000), ..Default::default() })
+        .list_states(
+            TYPE,
+            ListStatesOptions {
+                limit: Some(5000),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(bad.kind(), ErrorKind::InvalidArgument);
@@ -223,16 +276,29 @@ async fn a_stale_activation_is_fenced_and_deactivated() {
         .await
         .unwrap()
         .unwrap();
-    assert!(provider.release(&actor("a"), &placement.host_id, placement.epoch).await.unwrap());
+    assert!(
+        provider
+            .release(&actor("a"), &placement.host_id, placement.epoch)
+            .await
+            .unwrap()
+    );
     let newer = provider
-        .claim(&actor("a"), &placement.host_id, Utc::now(), Duration::from_secs(3600))
+        .claim(
+            &actor("a"),
+            &placement.host_id,
+            Utc::now(),
+            Duration::from_secs(3600),
+        )
         .await
         .unwrap();
     assert!(newer.epoch > placement.epoch);
     let err = invoke(&svc, "a", "increment").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Fenced);
-    h.event(Duration::from_secs(5), deactivated("a", DeactivationReason::Fenced))
-        .await;
+    h.event(
+        Duration::from_secs(5),
+        deactivated("a", DeactivationReason::Fenced),
+    )
+    .await;
     // the stale write changed nothing; a fresh activation continues from the stored state
     assert_eq!(increment(&svc, "a").await, 2);
     h.stop().await;
@@ -246,7 +312,12 @@ struct StallingProvider {
 
 #[async_trait]
 impl Provider for StallingProvider {
-    async fn register_host(&self, r: &HostRegistration, now: DateTime<Utc>, ttl: Duration) -> StoreResult<()> {
+    async fn register_host(
+        &self,
+        r: &HostRegistration,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<()> {
         if self.stall.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
@@ -264,10 +335,21 @@ impl Provider for StallingProvider {
     async fn live_hosts(&self, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Vec<HostRecord>> {
         self.inner.live_hosts(now, ttl).await
     }
-    async fn claim(&self, a: &francis_core::ActorRef, c: &str, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Placement> {
+    async fn claim(
+        &self,
+        a: &francis_core::ActorRef,
+        c: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<Placement> {
         self.inner.claim(a, c, now, ttl).await
     }
-    async fn lookup(&self, a: &francis_core::ActorRef, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Option<Placement>> {
+    async fn lookup(
+        &self,
+        a: &francis_core::ActorRef,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<Option<Placement>> {
         self.inner.lookup(a, now, ttl).await
     }
     async fn release(&self, a: &francis_core::ActorRef, h: &str, e: u64) -> StoreResult<bool> {
@@ -276,34 +358,76 @@ impl Provider for StallingProvider {
     async fn count_placements(&self, h: &str, t: &str) -> StoreResult<u64> {
         self.inner.count_placements(h, t).await
     }
-    async fn get_state(&self, a: &francis_core::ActorRef, now: DateTime<Utc>) -> StoreResult<Option<StateRecord>> {
+    async fn get_state(
+        &self,
+        a: &francis_core::ActorRef,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<StateRecord>> {
         self.inner.get_state(a, now).await
     }
-    async fn set_state(&self, a: &francis_core::ActorRef, d: &[u8], x: Option<DateTime<Utc>>, f: Fence) -> StoreResult<()> {
+    async fn set_state(
+        &self,
+        a: &francis_core::ActorRef,
+        d: &[u8],
+        x: Option<DateTime<Utc>>,
+        f: Fence,
+    ) -> StoreResult<()> {
         self.inner.set_state(a, d, x, f).await
     }
     async fn delete_state(&self, a: &francis_core::ActorRef, f: Fence) -> StoreResult<bool> {
         self.inner.delete_state(a, f).await
     }
-    async fn list_states(&self, t: &str, after: Option<&str>, l: u32, i: bool, now: DateTime<Utc>) -> StoreResult<StateListPage> {
+    async fn list_states(
+        &self,
+        t: &str,
+        after: Option<&str>,
+        l: u32,
+        i: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<StateListPage> {
         self.inner.list_states(t, after, l, i, now).await
     }
     async fn delete_expired_state(&self, now: DateTime<Utc>) -> StoreResult<u64> {
         self.inner.delete_expired_state(now).await
     }
-    async fn set_alarm(&self, a: &francis_core::ActorRef, n: &str, p: &francis_core::AlarmProperties, f: Fence) -> StoreResult<()> {
+    async fn set_alarm(
+        &self,
+        a: &francis_core::ActorRef,
+        n: &str,
+        p: &francis_core::AlarmProperties,
+        f: Fence,
+    ) -> StoreResult<()> {
         self.inner.set_alarm(a, n, p, f).await
     }
-    async fn get_alarm(&self, a: &francis_core::ActorRef, n: &str) -> StoreResult<Option<francis_core::AlarmProperties>> {
+    async fn get_alarm(
+        &self,
+        a: &francis_core::ActorRef,
+        n: &str,
+    ) -> StoreResult<Option<francis_core::AlarmProperties>> {
         self.inner.get_alarm(a, n).await
     }
-    async fn delete_alarm(&self, a: &francis_core::ActorRef, n: &str, f: Fence) -> StoreResult<bool> {
+    async fn delete_alarm(
+        &self,
+        a: &francis_core::ActorRef,
+        n: &str,
+        f: Fence,
+    ) -> StoreResult<bool> {
         self.inner.delete_alarm(a, n, f).await
     }
-    async fn lease_alarms(&self, r: &LeaseRequest, now: DateTime<Utc>) -> StoreResult<Vec<LeasedAlarm>> {
+    async fn lease_alarms(
+        &self,
+        r: &LeaseRequest,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<LeasedAlarm>> {
         self.inner.lease_alarms(r, now).await
     }
-    async fn renew_alarm_leases(&self, h: &str, l: &[AlarmLease], now: DateTime<Utc>, d: Duration) -> StoreResult<Vec<AlarmLease>> {
+    async fn renew_alarm_leases(
+        &self,
+        h: &str,
+        l: &[AlarmLease],
+        now: DateTime<Utc>,
+        d: Duration,
+    ) -> StoreResult<Vec<AlarmLease>> {
         self.inner.renew_alarm_leases(h, l, now, d).await
     }
     async fn complete_alarm(&self, l: &AlarmLease, o: AlarmOutcome) -> StoreResult<bool> {
@@ -331,29 +455,42 @@ async fn a_host_that_cannot_heartbeat_fences_itself_before_its_lease_expires() {
     let stalled_at = Instant::now();
     provider.stall.store(true, Ordering::SeqCst);
     let fenced = h
-        .event(Duration::from_secs(60), |e| matches!(e, HostEvent::Fenced { .. }))
+        .event(Duration::from_secs(60), |e| {
+            matches!(e, HostEvent::Fenced { .. })
+        })
         .await;
     let after = stalled_at.elapsed();
     // The last heartbeat that succeeded was sent at most one interval before the stall; the
     // host fences within the deadline of it, so before any other host may take over.
     assert!(after <= Duration::from_secs(20), "fenced after {after:?}");
-    assert!(after >= Duration::from_secs(15), "fenced too early: {after:?}");
+    assert!(
+        after >= Duration::from_secs(15),
+        "fenced too early: {after:?}"
+    );
     assert!(matches!(fenced, HostEvent::Fenced { ref host_id, .. } if *host_id == first_id));
     assert!(matches!(h.host.health(), Health::Fenced(_)));
     let err = invoke(&svc, "b", "increment").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::HostUnavailable);
-    h.event(Duration::from_secs(30), deactivated("a", DeactivationReason::Fenced))
-        .await;
+    h.event(
+        Duration::from_secs(30),
+        deactivated("a", DeactivationReason::Fenced),
+    )
+    .await;
     // It re-registers under a new id and serves again, state intact.
     provider.stall.store(false, Ordering::SeqCst);
-    h.event(Duration::from_secs(30), |e| matches!(e, HostEvent::Registered { .. }))
-        .await;
+    h.event(Duration::from_secs(30), |e| {
+        matches!(e, HostEvent::Registered { .. })
+    })
+    .await;
     assert_ne!(h.host.host_id(), first_id);
     let mut health = h.host.health_watch();
-    tokio::time::timeout(Duration::from_secs(5), health.wait_for(|s| *s == Health::Serving))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        health.wait_for(|s| *s == Health::Serving),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(increment(&svc, "a").await, 2);
     h.stop().await;
 }
@@ -415,11 +552,19 @@ async fn shutdown_cancels_turns_that_outlive_the_grace_period() {
     hold.await.unwrap().unwrap();
     assert_eq!(h.probe.log(), ["hold:start", "hold:cancelled"]);
     // everything was released: no live host, no placement
-    assert!(provider
-        .lookup(&actor("a"), Utc::now(), Duration::from_secs(3600))
-        .await
-        .unwrap()
-        .is_none());
-    assert!(provider.live_hosts(Utc::now(), Duration::from_secs(3600)).await.unwrap().is_empty());
+    assert!(
+        provider
+            .lookup(&actor("a"), Utc::now(), Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        provider
+            .live_hosts(Utc::now(), Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let _ = Envelope::null();
 }

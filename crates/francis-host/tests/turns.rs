@@ -53,7 +53,9 @@ async fn peeks_overlap_each_other_but_never_an_invoke() {
             if i % 2 == 0 {
                 increment(&svc, "a").await;
             } else {
-                svc.peek(&actor("a"), "count", Envelope::null()).await.unwrap();
+                svc.peek(&actor("a"), "count", Envelope::null())
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -101,7 +103,16 @@ async fn waiting_turns_are_served_first_come_first_served() {
     // Reader-preferring locks would have let p3 join p1 ahead of i2.
     assert_eq!(
         h.probe.log(),
-        ["hold:start", "hold:released", "p1:start", "p1:end", "i2:start", "i2:end", "p3:start", "p3:end"]
+        [
+            "hold:start",
+            "hold:released",
+            "p1:start",
+            "p1:end",
+            "i2:start",
+            "i2:end",
+            "p3:start",
+            "p3:end"
+        ]
     );
     h.stop().await;
 }
@@ -168,18 +179,44 @@ async fn errors_keep_their_kind() {
     let svc = h.service();
     let reserved = francis_core::ActorRef::new("francis.builtin.x", "a").unwrap();
     let cases = [
-        (svc.invoke(&reserved, "m", Envelope::null()).await, ErrorKind::ActorTypeReserved),
-        (svc.invoke(&actor("a"), "francis.builtin.m", Envelope::null()).await, ErrorKind::MethodReserved),
-        (svc.invoke(&actor("a"), "", Envelope::null()).await, ErrorKind::InvalidReference),
         (
-            svc.invoke(&francis_core::ActorRef::new("nope", "a").unwrap(), "m", Envelope::null()).await,
+            svc.invoke(&reserved, "m", Envelope::null()).await,
+            ErrorKind::ActorTypeReserved,
+        ),
+        (
+            svc.invoke(&actor("a"), "francis.builtin.m", Envelope::null())
+                .await,
+            ErrorKind::MethodReserved,
+        ),
+        (
+            svc.invoke(&actor("a"), "", Envelope::null()).await,
+            ErrorKind::InvalidReference,
+        ),
+        (
+            svc.invoke(
+                &francis_core::ActorRef::new("nope", "a").unwrap(),
+                "m",
+                Envelope::null(),
+            )
+            .await,
             ErrorKind::ActorTypeUnsupported,
         ),
         (invoke(&svc, "a", "fail").await, ErrorKind::Actor),
-        (invoke(&svc, "a", "unknown").await, ErrorKind::MethodNotImplemented),
-        (svc.peek(&actor("a"), "write", Envelope::null()).await, ErrorKind::ReadOnly),
         (
-            svc.peek(&francis_core::ActorRef::new("empty", "e").unwrap(), "m", Envelope::null()).await,
+            invoke(&svc, "a", "unknown").await,
+            ErrorKind::MethodNotImplemented,
+        ),
+        (
+            svc.peek(&actor("a"), "write", Envelope::null()).await,
+            ErrorKind::ReadOnly,
+        ),
+        (
+            svc.peek(
+                &francis_core::ActorRef::new("empty", "e").unwrap(),
+                "m",
+                Envelope::null(),
+            )
+            .await,
             ErrorKind::MethodNotImplemented,
         ),
     ];
@@ -201,8 +238,10 @@ async fn a_panicking_actor_is_an_error_and_is_deactivated() {
     let err = invoke(&svc, "a", "panic").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Actor);
     assert!(err.to_string().contains("panicked on purpose"), "{err}");
-    h.event(Duration::from_secs(5), |e| matches!(e, francis_host::HostEvent::Deactivated { .. }))
-        .await;
+    h.event(Duration::from_secs(5), |e| {
+        matches!(e, francis_host::HostEvent::Deactivated { .. })
+    })
+    .await;
     assert_eq!(increment(&svc, "a").await, 2);
     assert_eq!(h.probe.created.load(Ordering::SeqCst), 2);
     h.stop().await;
@@ -232,14 +271,26 @@ async fn registration_rules() {
     // before run: calls are refused with a retryable error
     let err = host
         .service()
-        .invoke(&francis_core::ActorRef::new("t", "x").unwrap(), "m", Envelope::null())
+        .invoke(
+            &francis_core::ActorRef::new("t", "x").unwrap(),
+            "m",
+            Envelope::null(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::HostUnavailable);
     assert!(err.is_retryable());
     // a builder without address or store is refused
-    let no_store = francis_host::LocalHost::builder().address("x").build().await;
-    assert!(no_store.unwrap_err().to_string().contains("store is required"));
+    let no_store = francis_host::LocalHost::builder()
+        .address("x")
+        .build()
+        .await;
+    assert!(
+        no_store
+            .unwrap_err()
+            .to_string()
+            .contains("store is required")
+    );
     let no_addr = francis_host::LocalHost::builder()
         .provider(Arc::new(francis_store::MemoryProvider::new()))
         .build()

@@ -345,7 +345,11 @@ impl TestHost {
     }
 }
 
-pub async fn invoke(svc: &francis_host::HostService, id: &str, method: &str) -> Result<Option<Envelope>, Error> {
+pub async fn invoke(
+    svc: &francis_host::HostService,
+    id: &str,
+    method: &str,
+) -> Result<Option<Envelope>, Error> {
     use francis_core::ActorService;
     svc.invoke(&actor(id), method, Envelope::null()).await
 }

@@ -1,0 +1,211 @@
+//! Hosts invoking actors on each other over the real peer transport (QUIC + mutual TLS).
+
+mod support;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use francis_core::{ActorRef, Envelope, ErrorKind};
+use francis_store::{MemoryProvider, Provider};
+use support::*;
+
+const PSK: &str = "a-test-runtime-psk-that-is-long-enough";
+const OTHER_PSK: &str = "another-cluster-psk-that-is-long-enough";
+
+fn free_udp_addr() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+async fn peer_host(provider: Arc<dyn Provider>, psk: &str) -> (TestHost, SocketAddr) {
+    let addr = free_udp_addr();
+    let psk = psk.to_owned();
+    let h = start_with(provider, options(), move |b| {
+        b.address(addr.to_string()).runtime_psks([psk])
+    })
+    .await;
+    (h, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_invokes_an_actor_on_another_host() {
+    let store: Arc<dyn Provider> = Arc::new(MemoryProvider::new());
+    let (a, _) = peer_host(store.clone(), PSK).await;
+    let (b, b_addr) = peer_host(store.clone(), PSK).await;
+    let via_a = a.service();
+    let target = actor("x");
+    for expected in 1..=3i64 {
+        let out = via_a
+            .invoke_on(
+                b_addr,
+                &b.host.host_id(),
+                &target,
+                "increment",
+                Envelope::null(),
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.output.unwrap().decode::<i64>().unwrap(), expected);
+        assert_eq!(out.served_by, b_addr.to_string());
+    }
+    // it ran on B only
+    assert_eq!(b.probe.created.load(Ordering::SeqCst), 1);
+    assert_eq!(a.probe.created.load(Ordering::SeqCst), 0);
+    assert_eq!(b.host.active_actors(), vec![target.clone()]);
+    // a peek travels as a shared turn
+    let peeked = via_a
+        .invoke_on(
+            b_addr,
+            &b.host.host_id(),
+            &target,
+            "count",
+            Envelope::null(),
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(peeked.output.unwrap().decode::<i64>().unwrap(), 3);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_errors_keep_their_kind() {
+    let store: Arc<dyn Provider> = Arc::new(MemoryProvider::new());
+    let (a, _) = peer_host(store.clone(), PSK).await;
+    let (b, b_addr) = peer_host(store.clone(), PSK).await;
+    let via_a = a.service();
+    let b_id = b.host.host_id();
+    let call = |actor: ActorRef, method: &'static str, read_only: bool| {
+        let via_a = via_a.clone();
+        let b_id = b_id.clone();
+        async move {
+            via_a
+                .invoke_on(b_addr, &b_id, &actor, method, Envelope::null(), read_only)
+                .await
+                .unwrap_err()
+        }
+    };
+    let err = call(actor("x"), "fail", false).await;
+    assert_eq!(err.kind(), ErrorKind::Actor);
+    assert_eq!(err.to_string(), "the actor said no");
+    assert_eq!(
+        call(actor("x"), "nope", false).await.kind(),
+        ErrorKind::MethodNotImplemented
+    );
+    assert_eq!(
+        call(actor("x"), "write", true).await.kind(),
+        ErrorKind::ReadOnly
+    );
+    let unknown = ActorRef::new("unknown", "x").unwrap();
+    assert_eq!(
+        call(unknown, "m", false).await.kind(),
+        ErrorKind::ActorTypeUnsupported
+    );
+    // refused before anything is sent
+    let reserved = ActorRef::new("francis.builtin.t", "x").unwrap();
+    assert_eq!(
+        call(reserved, "m", false).await.kind(),
+        ErrorKind::ActorTypeReserved
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_answers_not_hosted_for_an_actor_another_host_owns() {
+    let store: Arc<dyn Provider> = Arc::new(MemoryProvider::new());
+    let (a, _) = peer_host(store.clone(), PSK).await;
+    let (b, b_addr) = peer_host(store.clone(), PSK).await;
+    let via_a = a.service();
+    // x is active on A; B must refuse it rather than activate a second copy
+    assert_eq!(increment(&via_a, "x").await, 1);
+    let err = via_a
+        .invoke_on(
+            b_addr,
+            &b.host.host_id(),
+            &actor("x"),
+            "increment",
+            Envelope::null(),
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ActorNotHosted);
+    assert!(err.is_retryable());
+    assert_eq!(b.probe.created.load(Ordering::SeqCst), 0);
+    assert_eq!(increment(&via_a, "x").await, 2);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wrong_host_id_or_key_is_refused() {
+    let store: Arc<dyn Provider> = Arc::new(MemoryProvider::new());
+    let (a, _) = peer_host(store.clone(), PSK).await;
+    let (b, b_addr) = peer_host(store.clone(), PSK).await;
+    let err = a
+        .service()
+        .invoke_on(
+            b_addr,
+            "someone-else",
+            &actor("x"),
+            "increment",
+            Envelope::null(),
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transport);
+    assert!(err.is_retryable());
+    // a host of another cluster (other PSK) cannot reach B's actors
+    let (c, _) = peer_host(Arc::new(MemoryProvider::new()), OTHER_PSK).await;
+    let err = c
+        .service()
+        .invoke_on(
+            b_addr,
+            &b.host.host_id(),
+            &actor("x"),
+            "increment",
+            Envelope::null(),
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transport);
+    assert_eq!(b.probe.created.load(Ordering::SeqCst), 0);
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_are_refused_clearly() {
+    let short = francis_host::LocalHost::builder()
+        .address("127.0.0.1:1")
+        .provider(Arc::new(MemoryProvider::new()))
+        .runtime_psks(["too-short"])
+        .build()
+        .await
+        .unwrap_err();
+    assert!(short.to_string().contains("runtime PSK #1"), "{short}");
+    // a second host on an address whose port is taken fails to run, naming the address
+    let (a, a_addr) = peer_host(Arc::new(MemoryProvider::new()), PSK).await;
+    let second = francis_host::LocalHost::builder()
+        .address(a_addr.to_string())
+        .provider(Arc::new(MemoryProvider::new()))
+        .runtime_psks([PSK])
+        .build()
+        .await
+        .unwrap();
+    let err = second
+        .run(tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&a_addr.to_string()), "{err}");
+    a.stop().await;
+}
