@@ -222,6 +222,12 @@ impl LocalHost {
         self.inner.host_id()
     }
 
+    /// The cluster CA certificate (PEM) derived from the first runtime PSK, for operators to pin
+    /// or inspect; byte-identical on every host with the same key. `None` without a PSK.
+    pub fn ca_pem(&self) -> Option<String> {
+        self.inner.peer.ca_pem()
+    }
+
     /// Whether the host serves calls now.
     pub fn health(&self) -> Health {
         self.inner.health.borrow().clone()

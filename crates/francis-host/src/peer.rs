@@ -55,6 +55,12 @@ impl PeerLink {
         })
     }
 
+    /// The cluster CA certificate (PEM) of the first key, if any.
+    pub fn ca_pem(&self) -> Option<String> {
+        let ca = francis_transport::derive_ca(self.psks.first()?).ok()?;
+        Some(ca.pem().to_owned())
+    }
+
     /// The running transport, if any.
     pub fn transport(&self) -> Option<Transport> {
         self.transport.lock().expect("peer lock").clone()

@@ -53,13 +53,7 @@ async fn a_busy_actor_is_never_deactivated_mid_turn() {
         let svc = svc.clone();
         async move { invoke(&svc, "a", "hold").await }
     });
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while !h.probe.log().contains(&"hold:start".to_owned()) {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .unwrap();
+    h.wait_for_log("hold:start").await;
     // Far past the idle timeout while the turn runs: still active, never deactivated.
     tokio::time::advance(Duration::from_secs(30)).await;
     while let Ok(e) = h.events.try_recv() {
@@ -114,13 +108,7 @@ async fn halt_from_inside_and_outside() {
         let svc = svc.clone();
         async move { invoke(&svc, "a", "hold").await }
     });
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while !h.probe.log().contains(&"hold:start".to_owned()) {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .unwrap();
+    h.wait_for_log("hold:start").await;
     svc.halt(&actor("a")).await.unwrap();
     hold.await.unwrap().unwrap();
     assert!(h.probe.log().contains(&"hold:cancelled".to_owned()));
@@ -504,13 +492,7 @@ async fn shutdown_lets_a_running_turn_finish_and_refuses_new_calls() {
         let svc = svc.clone();
         async move { invoke(&svc, "a", "hold").await }
     });
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while !h.probe.log().contains(&"hold:start".to_owned()) {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .unwrap();
+    h.wait_for_log("hold:start").await;
     h.shutdown.cancel();
     let mut health = h.host.health_watch();
     health.wait_for(|s| *s == Health::Draining).await.unwrap();
@@ -538,13 +520,7 @@ async fn shutdown_cancels_turns_that_outlive_the_grace_period() {
         let svc = svc.clone();
         async move { invoke(&svc, "a", "hold").await }
     });
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while !h.probe.log().contains(&"hold:start".to_owned()) {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .unwrap();
+    h.wait_for_log("hold:start").await;
     let started = Instant::now();
     h.shutdown.cancel();
     h.task.await.unwrap().unwrap();

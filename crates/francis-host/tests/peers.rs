@@ -30,11 +30,17 @@ async fn peer_host(provider: Arc<dyn Provider>, psk: &str) -> (TestHost, SocketA
     (h, addr)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_invokes_an_actor_on_another_host() {
+/// Two hosts of one cluster sharing a store; B's peer address.
+async fn pair() -> (TestHost, TestHost, SocketAddr) {
     let store: Arc<dyn Provider> = Arc::new(MemoryProvider::new());
     let (a, _) = peer_host(store.clone(), PSK).await;
-    let (b, b_addr) = peer_host(store.clone(), PSK).await;
+    let (b, b_addr) = peer_host(store, PSK).await;
+    (a, b, b_addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_invokes_an_actor_on_another_host() {
+    let (a, b, b_addr) = pair().await;
     let via_a = a.service();
     let target = actor("x");
     for expected in 1..=3i64 {
@@ -75,9 +81,7 @@ async fn a_host_invokes_an_actor_on_another_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_errors_keep_their_kind() {
-    let store: Arc<dyn Provider> = Arc::new(MemoryProvider::new());
-    let (a, _) = peer_host(store.clone(), PSK).await;
-    let (b, b_addr) = peer_host(store.clone(), PSK).await;
+    let (a, b, b_addr) = pair().await;
     let via_a = a.service();
     let b_id = b.host.host_id();
     let call = |actor: ActorRef, method: &'static str, read_only: bool| {
@@ -118,9 +122,7 @@ async fn remote_errors_keep_their_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_answers_not_hosted_for_an_actor_another_host_owns() {
-    let store: Arc<dyn Provider> = Arc::new(MemoryProvider::new());
-    let (a, _) = peer_host(store.clone(), PSK).await;
-    let (b, b_addr) = peer_host(store.clone(), PSK).await;
+    let (a, b, b_addr) = pair().await;
     let via_a = a.service();
     // x is active on A; B must refuse it rather than activate a second copy
     assert_eq!(increment(&via_a, "x").await, 1);
@@ -145,9 +147,7 @@ async fn the_owner_answers_not_hosted_for_an_actor_another_host_owns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wrong_host_id_or_key_is_refused() {
-    let store: Arc<dyn Provider> = Arc::new(MemoryProvider::new());
-    let (a, _) = peer_host(store.clone(), PSK).await;
-    let (b, b_addr) = peer_host(store.clone(), PSK).await;
+    let (a, b, b_addr) = pair().await;
     let err = a
         .service()
         .invoke_on(
@@ -164,6 +164,11 @@ async fn the_wrong_host_id_or_key_is_refused() {
     assert!(err.is_retryable());
     // a host of another cluster (other PSK) cannot reach B's actors
     let (c, _) = peer_host(Arc::new(MemoryProvider::new()), OTHER_PSK).await;
+    // the CA each host derives: identical within a cluster, different across clusters
+    let ca = a.host.ca_pem().unwrap();
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    assert_eq!(b.host.ca_pem().unwrap(), ca);
+    assert_ne!(c.host.ca_pem().unwrap(), ca);
     let err = c
         .service()
         .invoke_on(

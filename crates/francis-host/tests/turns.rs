@@ -77,7 +77,7 @@ async fn waiting_turns_are_served_first_come_first_served() {
         let svc = svc.clone();
         async move { invoke(&svc, "a", "hold").await }
     });
-    wait_for_log(&h, "hold:start").await;
+    h.wait_for_log("hold:start").await;
     // Queue, in this order: peek p1, invoke i2, peek p3. Let each reach the queue first.
     let mut queued = Vec::new();
     for (tag, read_only) in [("p1", true), ("i2", false), ("p3", true)] {
@@ -117,16 +117,6 @@ async fn waiting_turns_are_served_first_come_first_served() {
     h.stop().await;
 }
 
-async fn wait_for_log(h: &TestHost, entry: &str) {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while !h.probe.log().iter().any(|e| e == entry) {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{entry} never logged: {:?}", h.probe.log()));
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_caller_that_gives_up_leaves_the_queue() {
     let h = memory_host(options()).await;
@@ -135,7 +125,7 @@ async fn a_caller_that_gives_up_leaves_the_queue() {
         let svc = svc.clone();
         async move { invoke(&svc, "a", "hold").await }
     });
-    wait_for_log(&h, "hold:start").await;
+    h.wait_for_log("hold:start").await;
     let gave_up = tokio::time::timeout(
         Duration::from_secs(1),
         svc.invoke(&actor("a"), "log", Envelope::encode("abandoned").unwrap()),
@@ -167,7 +157,7 @@ async fn invoke_timeout_cancels_the_turn_and_answers_timeout() {
     let err = invoke(&svc, "a", "hold").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert_eq!(started.elapsed(), Duration::from_secs(5));
-    wait_for_log(&h, "hold:cancelled").await;
+    h.wait_for_log("hold:cancelled").await;
     // the actor is free again
     assert_eq!(increment(&svc, "a").await, 1);
     h.stop().await;

@@ -339,6 +339,17 @@ impl TestHost {
         .expect("expected event did not arrive in time")
     }
 
+    /// Waits (on tokio's clock) until the probe logged `entry`.
+    pub async fn wait_for_log(&self, entry: &str) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !self.probe.log().iter().any(|e| e == entry) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{entry} never logged: {:?}", self.probe.log()));
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.task.await.unwrap().unwrap();
