@@ -14,6 +14,7 @@ use tracing::{debug, error, info, warn};
 use crate::events::HostEvent;
 use crate::policy::{AlarmDecision, alarm_outcome, retry_delay};
 use crate::runtime::{HostInner, Op};
+use crate::service::HostService;
 
 type InFlight = Arc<Mutex<HashSet<AlarmLease>>>;
 
@@ -173,8 +174,9 @@ async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &Cancellat
             return;
         }
     };
-    let result = inner
-        .call(
+    // The alarm runs on the actor's owner (here, or forwarded), through its turn lock.
+    let result = HostService::new(inner.clone())
+        .route_op(
             &actor,
             Op::Alarm {
                 name: lease.name.clone(),
@@ -190,7 +192,12 @@ async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &Cancellat
     if let Err(e) = &result
         && matches!(
             e.kind(),
-            ErrorKind::ShuttingDown | ErrorKind::HostUnavailable | ErrorKind::ActorNotHosted
+            ErrorKind::ShuttingDown
+                | ErrorKind::HostUnavailable
+                | ErrorKind::ActorNotHosted
+                | ErrorKind::Transport
+                | ErrorKind::NoHost
+                | ErrorKind::NoQuorum
         )
     {
         // Not the actor's failure: hand the alarm back for another attempt or host.

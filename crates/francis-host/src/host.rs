@@ -269,6 +269,18 @@ impl LocalHost {
             .keys()
             .cloned()
             .collect();
+        let shortest_idle = inner
+            .types
+            .read()
+            .expect("types lock")
+            .values()
+            .filter_map(|t| t.options.idle_timeout)
+            .min();
+        if let Some(idle) = shortest_idle {
+            inner
+                .router
+                .set_cache_ttl(francis_placement::cache_entry_ttl(idle));
+        }
         info!(host = %inner.address, host_id = %inner.host_id(), actor_types = ?types, "host started");
         inner.health.send_replace(Health::Serving);
 
@@ -435,6 +447,7 @@ async fn fence(inner: &Arc<HostInner>, reason: String, stop: &CancellationToken)
         .deactivate_all(DeactivationReason::Fenced, bound)
         .await;
     inner.set_host_id(new_host_id());
+    inner.router.clear();
     loop {
         // The peer certificate names the host id, so the transport restarts under the new one.
         let restarted = match inner.peer.start(inner, &inner.host_id()).await {

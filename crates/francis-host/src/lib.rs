@@ -36,6 +36,7 @@ mod error;
 mod events;
 mod host;
 mod peer;
+mod routing;
 pub mod policy;
 mod runtime;
 mod service;

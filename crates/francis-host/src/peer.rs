@@ -5,13 +5,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
-use francis_core::{ActorRef, Envelope, Error};
-use francis_transport::proto::{Invoke, Request, Response, request};
+use std::time::Duration;
+
+use francis_core::{
+    ActorRef, Envelope, Error, SetStateOptions, validate_alarm_name, validate_method,
+};
+use francis_transport::proto::{Invoke, Request, Response, TurnKind, request};
 use francis_transport::{RequestHandler, Transport, TransportConfig};
 use tracing::info;
 
 use crate::error::HostError;
-use crate::runtime::HostInner;
+use crate::runtime::{HostInner, Op};
 use crate::service::HostService;
 
 /// Where the peer server listens and with which keys; `None` keys: no peer transport.
@@ -116,20 +120,102 @@ impl RequestHandler for PeerHandler {
     }
 }
 
-/// Runs a forwarded invocation here. The claim made on activation is the authoritative check
-/// that this host owns the actor: if another live host does, the answer is `ActorNotHosted`.
+/// Runs a forwarded turn here. The claim made on activation is the authoritative check that
+/// this host owns the actor: if another live host does, the answer is `ActorNotHosted`, and the
+/// caller re-resolves.
 async fn serve_invoke(inner: Arc<HostInner>, invoke: Invoke) -> Result<Option<Envelope>, Error> {
-    let actor = ActorRef::new(invoke.actor_type, invoke.actor_id)?;
-    let data = Envelope::from_json(invoke.payload)?;
-    let service = HostService::new(inner);
-    service
-        .dispatch(
-            &actor,
-            &invoke.method,
-            data,
-            invoke.read_only,
-            invoke.request_id,
-        )
+    let actor = ActorRef::new(invoke.actor_type.clone(), invoke.actor_id.clone())?;
+    actor.check_not_reserved()?;
+    inner.check_serving()?;
+    let request_id = invoke.request_id.clone();
+    let op = from_wire(invoke)?;
+    HostService::new(inner)
+        .call_local(&actor, op, request_id)
         .await
         .map(|invoked| invoked.output)
+}
+
+/// The wire form of a turn.
+pub(crate) fn to_wire(actor: &ActorRef, op: Op, request_id: String) -> Invoke {
+    let (kind, method, payload, read_only, ttl_ms) = match op {
+        Op::Invoke { method, data } => (TurnKind::Invoke, method, data, false, None),
+        Op::Peek { method, data } => (TurnKind::Invoke, method, data, true, None),
+        Op::Alarm { name, data } => (
+            TurnKind::Alarm,
+            name,
+            data.unwrap_or_else(Envelope::null),
+            false,
+            None,
+        ),
+        Op::SetState { value, options } => (
+            TurnKind::SetState,
+            String::new(),
+            value,
+            false,
+            options
+                .ttl
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        ),
+        Op::DeleteState => (TurnKind::DeleteState, String::new(), Envelope::null(), false, None),
+    };
+    Invoke {
+        actor_type: actor.actor_type().to_owned(),
+        actor_id: actor.actor_id().to_owned(),
+        method,
+        payload: payload.into_bytes(),
+        request_id,
+        read_only,
+        kind: kind as i32,
+        ttl_ms,
+    }
+}
+
+/// A turn from its wire form; user-facing checks (method names) apply to invocations only.
+fn from_wire(invoke: Invoke) -> Result<Op, Error> {
+    let data = Envelope::from_json(invoke.payload)?;
+    let kind = TurnKind::try_from(invoke.kind).map_err(|_| {
+        Error::invalid_argument("kind", format!("unknown turn kind {}", invoke.kind))
+    })?;
+    Ok(match kind {
+        TurnKind::Invoke => {
+            validate_method(&invoke.method)?;
+            if invoke.read_only {
+                Op::Peek {
+                    method: invoke.method,
+                    data,
+                }
+            } else {
+                Op::Invoke {
+                    method: invoke.method,
+                    data,
+                }
+            }
+        }
+        TurnKind::Alarm => {
+            validate_alarm_name(&invoke.method)?;
+            Op::Alarm {
+                name: invoke.method,
+                data: (!data.is_null()).then_some(data),
+            }
+        }
+        TurnKind::SetState => Op::SetState {
+            value: data,
+            options: SetStateOptions {
+                ttl: invoke.ttl_ms.map(Duration::from_millis),
+            },
+        },
+        TurnKind::DeleteState => Op::DeleteState,
+    })
+}
+
+/// A peer address as stored in the store (`host:port`), resolved to a socket address.
+pub(crate) async fn resolve_address(address: &str) -> Result<SocketAddr, Error> {
+    if let Ok(a) = address.parse() {
+        return Ok(a);
+    }
+    tokio::net::lookup_host(address)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| Error::Transport(format!("cannot resolve peer address {address:?}")))
 }

@@ -83,6 +83,7 @@ impl Drop for Pending<'_> {
 }
 
 /// What a turn does.
+#[derive(Clone)]
 pub(crate) enum Op {
     Invoke {
         method: String,
@@ -127,6 +128,8 @@ pub(crate) struct HostInner {
     /// Parent of every activation's cancellation; replaced after fencing.
     cancel_root: Mutex<CancellationToken>,
     pub running: AtomicBool,
+    /// Where actors live, as far as this host knows.
+    pub router: crate::routing::Router,
     /// The peer link: started by `run` when runtime PSKs are configured.
     pub peer: crate::peer::PeerLink,
 }
@@ -150,6 +153,7 @@ impl HostInner {
             events: broadcast::channel(1024).0,
             cancel_root: Mutex::new(CancellationToken::new()),
             running: AtomicBool::new(false),
+            router: crate::routing::Router::default(),
             peer,
         }
     }

@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use francis_core::{
-    ActorRef, ActorService, AlarmProperties, Envelope, Error, ListStatesOptions, SetStateOptions,
+    ActorRef, ActorService, AlarmProperties, Envelope, Error, ErrorKind, ListStatesOptions, SetStateOptions,
     StateItem, StatePage, validate_alarm_name, validate_method, validate_name,
 };
 use francis_store::Fence;
-use francis_transport::proto::Invoke;
+use francis_store::Placement;
 
 use crate::events::DeactivationReason;
+use crate::routing::Route;
 use crate::runtime::{HostInner, Op};
 
 /// The answer of an invocation, with the host that ran it.
@@ -55,7 +56,13 @@ impl HostService {
         self.inner.check_serving()
     }
 
-    async fn call(&self, actor: &ActorRef, op: Op, request_id: String) -> Result<Invoked, Error> {
+    /// Runs `op` on this host's activation of the actor, bounded by the invoke timeout.
+    pub(crate) async fn call_local(
+        &self,
+        actor: &ActorRef,
+        op: Op,
+        request_id: String,
+    ) -> Result<Invoked, Error> {
         let limit = self.inner.timings.invoke_timeout;
         match tokio::time::timeout(limit, self.inner.call(actor, op, request_id)).await {
             Ok(output) => Ok(Invoked {
@@ -69,7 +76,65 @@ impl HostService {
         }
     }
 
-    /// Checks and runs an invocation (`read_only`: a peek) on this host.
+    /// Runs `op` wherever the actor lives: here, or on its owner over the peer transport. A
+    /// "not hosted" (or "shutting down") answer from a stale route drops it and tries once more
+    /// with the same request id.
+    pub(crate) async fn route_op(
+        &self,
+        actor: &ActorRef,
+        op: Op,
+        request_id: String,
+    ) -> Result<Invoked, Error> {
+        let mut retried = false;
+        loop {
+            let result = match crate::routing::route(&self.inner, actor).await? {
+                Route::Local => self.call_local(actor, op.clone(), request_id.clone()).await,
+                Route::Remote(owner) => {
+                    let sent = self.send(&owner, actor, op.clone(), &request_id).await;
+                    if sent.is_err() {
+                        self.inner.router.forget(actor);
+                    }
+                    sent
+                }
+            };
+            match result {
+                Err(e)
+                    if !retried
+                        && matches!(e.kind(), ErrorKind::ActorNotHosted | ErrorKind::ShuttingDown) =>
+                {
+                    self.inner.router.forget(actor);
+                    retried = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends `op` to the host that owns the actor.
+    async fn send(
+        &self,
+        owner: &Placement,
+        actor: &ActorRef,
+        op: Op,
+        request_id: &str,
+    ) -> Result<Invoked, Error> {
+        let transport = self.inner.peer.transport().ok_or_else(|| {
+            Error::HostUnavailable(format!(
+                "actor {actor} lives on host {} at {}, but this host has no peer transport \
+                 (no runtime PSK configured)",
+                owner.host_id, owner.address
+            ))
+        })?;
+        let peer = crate::peer::resolve_address(&owner.address).await?;
+        let invoke = crate::peer::to_wire(actor, op, request_id.to_owned());
+        let output = transport.invoke(peer, &owner.host_id, invoke).await?;
+        Ok(Invoked {
+            output: output.map(Envelope::from_json).transpose()?,
+            served_by: owner.address.clone(),
+        })
+    }
+
+    /// Checks and runs an invocation (`read_only`: a peek), routed to the actor's owner.
     pub(crate) async fn dispatch(
         &self,
         actor: &ActorRef,
@@ -86,7 +151,7 @@ impl HostService {
         } else {
             Op::Invoke { method, data }
         };
-        self.call(actor, op, request_id).await
+        self.route_op(actor, op, request_id).await
     }
 
     /// [`ActorService::invoke`], also saying which host ran the actor.
@@ -132,14 +197,13 @@ impl HostService {
                     .into(),
             )
         })?;
-        let invoke = Invoke {
-            actor_type: actor.actor_type().to_owned(),
-            actor_id: actor.actor_id().to_owned(),
-            method: method.to_owned(),
-            payload: data.into_bytes(),
-            request_id: new_request_id(),
-            read_only,
+        let method = method.to_owned();
+        let op = if read_only {
+            Op::Peek { method, data }
+        } else {
+            Op::Invoke { method, data }
         };
+        let invoke = crate::peer::to_wire(actor, op, new_request_id());
         let output = transport.invoke(peer, peer_host_id, invoke).await?;
         Ok(Invoked {
             output: output.map(Envelope::from_json).transpose()?,
@@ -203,14 +267,14 @@ impl ActorService for HostService {
         options: SetStateOptions,
     ) -> Result<(), Error> {
         self.check(actor)?;
-        self.call(actor, Op::SetState { value, options }, new_request_id())
+        self.route_op(actor, Op::SetState { value, options }, new_request_id())
             .await
             .map(|_| ())
     }
 
     async fn delete_state(&self, actor: &ActorRef) -> Result<(), Error> {
         self.check(actor)?;
-        self.call(actor, Op::DeleteState, new_request_id())
+        self.route_op(actor, Op::DeleteState, new_request_id())
             .await
             .map(|_| ())
     }
@@ -261,7 +325,12 @@ impl ActorService for HostService {
         self.check(actor)?;
         validate_alarm_name(name)?;
         properties.validate()?;
-        self.inner.type_entry(actor.actor_type())?;
+        if self.inner.type_entry(actor.actor_type()).is_err() {
+            let view = crate::routing::membership(&self.inner, false).await?;
+            if view.serving(actor.actor_type()).next().is_none() {
+                return Err(Error::ActorTypeUnsupported(actor.actor_type().to_owned()));
+            }
+        }
         let store = &self.inner.store;
         store
             .call(

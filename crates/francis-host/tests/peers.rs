@@ -122,14 +122,20 @@ async fn remote_errors_keep_their_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_answers_not_hosted_for_an_actor_another_host_owns() {
-    let (a, b, b_addr) = pair().await;
-    let via_a = a.service();
-    // x is active on A; B must refuse it rather than activate a second copy
-    assert_eq!(increment(&via_a, "x").await, 1);
-    let err = via_a
+    let (a, b, _) = pair().await;
+    // x is placed on one of the two hosts (rendezvous decides); the other must refuse it
+    // rather than activate a second copy
+    let first = a
+        .service()
+        .invoke_traced(&actor("x"), "increment", Envelope::null())
+        .await
+        .unwrap();
+    let (owner, other) = if first.served_by == a.host.address() { (&a, &b) } else { (&b, &a) };
+    let err = owner
+        .service()
         .invoke_on(
-            b_addr,
-            &b.host.host_id(),
+            other.host.address().parse().unwrap(),
+            &other.host.host_id(),
             &actor("x"),
             "increment",
             Envelope::null(),
@@ -139,8 +145,9 @@ async fn the_owner_answers_not_hosted_for_an_actor_another_host_owns() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ActorNotHosted);
     assert!(err.is_retryable());
-    assert_eq!(b.probe.created.load(Ordering::SeqCst), 0);
-    assert_eq!(increment(&via_a, "x").await, 2);
+    assert_eq!(other.probe.created.load(Ordering::SeqCst), 0);
+    assert_eq!(owner.probe.created.load(Ordering::SeqCst), 1);
+    assert_eq!(increment(&b.service(), "x").await, 2);
     a.stop().await;
     b.stop().await;
 }

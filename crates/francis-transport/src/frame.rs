@@ -155,6 +155,7 @@ mod tests {
                 payload: Bytes::from_static(b"{\"x\":1}"),
                 request_id: "r".into(),
                 read_only: false,
+                ..Default::default()
             })),
         }
     }

@@ -48,6 +48,7 @@
 //!         payload: "null".into(),
 //!         request_id: "r1".into(),
 //!         read_only: true,
+//!         ..Default::default()
 //!     })
 //!     .await;
 //! assert!(reply.is_ok());

@@ -132,6 +132,7 @@ pub fn invoke(method: &str, payload: impl Into<Bytes>) -> Invoke {
         payload: payload.into(),
         request_id: "req-1".into(),
         read_only: false,
+        ..Default::default()
     }
 }
 

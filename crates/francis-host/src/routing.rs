@@ -1,0 +1,188 @@
+//! Which host runs a call: the actor's activation here, or its owner elsewhere, found through
+//! the placement cache, the store, and (for an actor placed nowhere) a rendezvous choice among
+//! the live hosts serving its type, claimed atomically in the store.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use francis_core::{ActorRef, Error};
+use francis_placement::{Candidate, MembershipView, PlacementCache, PlacementError, rank_hosts};
+use francis_store::{ClaimRefusal, Placement, StoreError};
+
+use crate::runtime::HostInner;
+
+/// How long a membership view (the live hosts and what they serve) is reused.
+const MEMBERSHIP_TTL: Duration = Duration::from_secs(1);
+
+/// The host's routing state: cached placements and the last membership view.
+pub(crate) struct Router {
+    cache: Mutex<PlacementCache>,
+    membership: Mutex<Option<(Instant, Arc<MembershipView>)>>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router {
+            cache: Mutex::new(PlacementCache::new(francis_placement::MAX_CACHE_TTL)),
+            membership: Mutex::new(None),
+        }
+    }
+}
+
+/// Where a call goes.
+pub(crate) enum Route {
+    /// Run it on this host.
+    Local,
+    /// Send it to the owner.
+    Remote(Placement),
+}
+
+impl Router {
+    /// Shortens cache entries to `min(shortest idle timeout here, 5 s)`.
+    pub fn set_cache_ttl(&self, ttl: Duration) {
+        *self.cache.lock().expect("cache lock") = PlacementCache::new(ttl);
+    }
+
+    /// Forgets everything (after this host re-registered under a new id).
+    pub fn clear(&self) {
+        self.cache.lock().expect("cache lock").clear();
+        *self.membership.lock().expect("membership lock") = None;
+    }
+
+    /// Forgets where `actor` lives (after a "not hosted" answer or a failed send).
+    pub fn forget(&self, actor: &ActorRef) {
+        self.cache.lock().expect("cache lock").invalidate(actor);
+    }
+
+    fn cached(&self, actor: &ActorRef) -> Option<Placement> {
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .get(actor, Instant::now())
+            .cloned()
+    }
+
+    fn remember(&self, placement: Placement) {
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .insert(placement, Instant::now());
+    }
+}
+
+/// Decides where `actor`'s call runs. An actor active here runs here; otherwise the cached or
+/// stored placement decides; an actor placed nowhere is claimed for the rendezvous choice among
+/// live hosts serving its type (walking down the ranking when a claim is refused).
+pub(crate) async fn route(inner: &Arc<HostInner>, actor: &ActorRef) -> Result<Route, Error> {
+    if inner.active(actor).is_some() {
+        return Ok(Route::Local);
+    }
+    let me = inner.host_id();
+    let placement = match inner.router.cached(actor) {
+        Some(p) => p,
+        None => resolve(inner, actor).await?,
+    };
+    if placement.host_id == me {
+        Ok(Route::Local)
+    } else {
+        Ok(Route::Remote(placement))
+    }
+}
+
+async fn resolve(inner: &Arc<HostInner>, actor: &ActorRef) -> Result<Placement, Error> {
+    let store = &inner.store;
+    let deadline = inner.timings.health_deadline;
+    if let Some(p) = store
+        .call(store.provider.lookup(actor, store.clock.now(), deadline))
+        .await?
+    {
+        inner.router.remember(p.clone());
+        return Ok(p);
+    }
+    let mut fresh = false;
+    loop {
+        let view = membership(inner, fresh).await?;
+        let candidates = view.candidates_for(actor.actor_type());
+        let ranked: Vec<Candidate> = rank_hosts(actor, &candidates).into_iter().cloned().collect();
+        if ranked.is_empty() {
+            return Err(no_host(actor, &candidates));
+        }
+        for candidate in &ranked {
+            let claimed = store
+                .call(store.provider.claim(
+                    actor,
+                    &candidate.host_id,
+                    store.clock.now(),
+                    deadline,
+                ))
+                .await;
+            match claimed {
+                Ok(p) => {
+                    inner.router.remember(p.clone());
+                    return Ok(p);
+                }
+                Err(e) if refusal(&e).is_some() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        // Every candidate refused: the view may be stale (a host left or joined); look once more.
+        if fresh {
+            return Err(Error::NoHost {
+                actor: actor.clone(),
+                reason: format!(
+                    "every live host serving {:?} refused it (all at their concurrency limit)",
+                    actor.actor_type()
+                ),
+            });
+        }
+        fresh = true;
+    }
+}
+
+fn refusal(e: &Error) -> Option<ClaimRefusal> {
+    let Error::Store(source) = e else {
+        return None;
+    };
+    match source.downcast_ref::<StoreError>() {
+        Some(StoreError::ClaimRefused { reason, .. }) => Some(*reason),
+        _ => None,
+    }
+}
+
+fn no_host(actor: &ActorRef, candidates: &[Candidate]) -> Error {
+    match francis_placement::require_host(actor, candidates) {
+        Err(PlacementError::NoHostServesType { actor_type }) => {
+            Error::ActorTypeUnsupported(actor_type)
+        }
+        Err(other) => Error::NoHost {
+            actor: actor.clone(),
+            reason: other.to_string(),
+        },
+        Ok(_) => Error::NoHost {
+            actor: actor.clone(),
+            reason: "no eligible host".into(),
+        },
+    }
+}
+
+/// The live hosts, reused for a second unless `fresh` is asked for.
+pub(crate) async fn membership(
+    inner: &Arc<HostInner>,
+    fresh: bool,
+) -> Result<Arc<MembershipView>, Error> {
+    if !fresh {
+        let cached = inner.router.membership.lock().expect("membership lock").clone();
+        if let Some((at, view)) = cached
+            && at.elapsed() < MEMBERSHIP_TTL
+        {
+            return Ok(view);
+        }
+    }
+    let store = &inner.store;
+    let now = store.clock.now();
+    let deadline = inner.timings.health_deadline;
+    let hosts = store.call(store.provider.live_hosts(now, deadline)).await?;
+    let view = Arc::new(MembershipView::new(hosts, now, deadline));
+    *inner.router.membership.lock().expect("membership lock") = Some((Instant::now(), view.clone()));
+    Ok(view)
+}
