@@ -16,7 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{ActorOptions, HostTimings};
 use crate::error::HostError;
 use crate::events::{DeactivationReason, HostEvent};
-use crate::policy::{heartbeat_budget, must_fence, should_deactivate_idle};
+use crate::policy::{fence_after, heartbeat_budget, must_fence, should_deactivate_idle};
 use crate::runtime::{Health, HostInner, TypeEntry};
 use crate::service::HostService;
 use crate::state::StoreAccess;
@@ -418,10 +418,13 @@ async fn heartbeat_loop(inner: Arc<HostInner>, stop: CancellationToken) {
                 warn!(host = %inner.address, "heartbeat failed, will retry: {e}");
                 continue;
             }
-            Ok(Err(e)) => format!("no heartbeat for {:?}: {e}", timings.health_deadline),
+            Ok(Err(e)) => format!(
+                "no heartbeat for {:?}: {e}",
+                fence_after(timings.health_deadline)
+            ),
             Err(_) => format!(
                 "no heartbeat completed within {:?}",
-                timings.health_deadline
+                fence_after(timings.health_deadline)
             ),
         };
         fence(&inner, reason, &stop).await;

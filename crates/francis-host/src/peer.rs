@@ -156,7 +156,13 @@ pub(crate) fn to_wire(actor: &ActorRef, op: Op, request_id: String) -> Invoke {
                 .ttl
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         ),
-        Op::DeleteState => (TurnKind::DeleteState, String::new(), Envelope::null(), false, None),
+        Op::DeleteState => (
+            TurnKind::DeleteState,
+            String::new(),
+            Envelope::null(),
+            false,
+            None,
+        ),
     };
     Invoke {
         actor_type: actor.actor_type().to_owned(),

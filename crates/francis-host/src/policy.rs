@@ -89,16 +89,23 @@ pub fn should_deactivate_idle(
     }
 }
 
-/// Whether a host must fence itself: its last successful heartbeat was *sent* at least
-/// `deadline` ago on its own monotonic clock. Other hosts can take over only once the store
-/// sees the lease expired, which is later, so a fenced host never overlaps a successor.
-pub fn must_fence(since_last_heartbeat_sent: Duration, deadline: Duration) -> bool {
-    since_last_heartbeat_sent >= deadline
+/// How long after its last successful heartbeat was *sent* a host fences itself: a quarter
+/// of the health deadline earlier than other hosts may consider its lease expired, so that a
+/// fenced host has stopped serving well before a successor can activate its actors, even with
+/// some clock skew between hosts.
+pub fn fence_after(deadline: Duration) -> Duration {
+    deadline - deadline / 4
 }
 
-/// The delay before a heartbeat must give up so that fencing is decided on time.
+/// Whether a host must fence itself: its last successful heartbeat was sent at least
+/// [`fence_after`] ago on its own monotonic clock.
+pub fn must_fence(since_last_heartbeat_sent: Duration, deadline: Duration) -> bool {
+    since_last_heartbeat_sent >= fence_after(deadline)
+}
+
+/// How long the next heartbeat may take before fencing must be decided.
 pub fn heartbeat_budget(since_last_heartbeat_sent: Duration, deadline: Duration) -> Duration {
-    deadline.saturating_sub(since_last_heartbeat_sent)
+    fence_after(deadline).saturating_sub(since_last_heartbeat_sent)
 }
 
 #[cfg(test)]
@@ -197,9 +204,14 @@ mod tests {
     #[test]
     fn fencing_rule() {
         let s = Duration::from_secs;
-        assert!(!must_fence(s(19), s(20)));
-        assert!(must_fence(s(20), s(20)));
-        assert_eq!(heartbeat_budget(s(5), s(20)), s(15));
+        assert_eq!(fence_after(s(20)), s(15));
+        assert!(!must_fence(Duration::from_millis(14_999), s(20)));
+        assert!(must_fence(s(15), s(20)));
+        assert_eq!(heartbeat_budget(s(5), s(20)), s(10));
         assert_eq!(heartbeat_budget(s(25), s(20)), Duration::ZERO);
+        // always strictly before the lease can expire elsewhere
+        for ms in [4u64, 100, 2_000, 20_000, 600_000] {
+            assert!(fence_after(Duration::from_millis(ms)) < Duration::from_millis(ms));
+        }
     }
 }

@@ -49,6 +49,15 @@ impl Router {
         *self.membership.lock().expect("membership lock") = None;
     }
 
+    /// Forgets every route to `host_id` and the membership view (the host left).
+    pub fn forget_host(&self, host_id: &str) {
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .invalidate_host(host_id);
+        *self.membership.lock().expect("membership lock") = None;
+    }
+
     /// Forgets where `actor` lives (after a "not hosted" answer or a failed send).
     pub fn forget(&self, actor: &ActorRef) {
         self.cache.lock().expect("cache lock").invalidate(actor);
@@ -103,18 +112,20 @@ async fn resolve(inner: &Arc<HostInner>, actor: &ActorRef) -> Result<Placement, 
     loop {
         let view = membership(inner, fresh).await?;
         let candidates = view.candidates_for(actor.actor_type());
-        let ranked: Vec<Candidate> = rank_hosts(actor, &candidates).into_iter().cloned().collect();
+        let ranked: Vec<Candidate> = rank_hosts(actor, &candidates)
+            .into_iter()
+            .cloned()
+            .collect();
         if ranked.is_empty() {
             return Err(no_host(actor, &candidates));
         }
         for candidate in &ranked {
             let claimed = store
-                .call(store.provider.claim(
-                    actor,
-                    &candidate.host_id,
-                    store.clock.now(),
-                    deadline,
-                ))
+                .call(
+                    store
+                        .provider
+                        .claim(actor, &candidate.host_id, store.clock.now(), deadline),
+                )
                 .await;
             match claimed {
                 Ok(p) => {
@@ -171,7 +182,12 @@ pub(crate) async fn membership(
     fresh: bool,
 ) -> Result<Arc<MembershipView>, Error> {
     if !fresh {
-        let cached = inner.router.membership.lock().expect("membership lock").clone();
+        let cached = inner
+            .router
+            .membership
+            .lock()
+            .expect("membership lock")
+            .clone();
         if let Some((at, view)) = cached
             && at.elapsed() < MEMBERSHIP_TTL
         {
@@ -183,6 +199,7 @@ pub(crate) async fn membership(
     let deadline = inner.timings.health_deadline;
     let hosts = store.call(store.provider.live_hosts(now, deadline)).await?;
     let view = Arc::new(MembershipView::new(hosts, now, deadline));
-    *inner.router.membership.lock().expect("membership lock") = Some((Instant::now(), view.clone()));
+    *inner.router.membership.lock().expect("membership lock") =
+        Some((Instant::now(), view.clone()));
     Ok(view)
 }

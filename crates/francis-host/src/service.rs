@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use francis_core::{
-    ActorRef, ActorService, AlarmProperties, Envelope, Error, ErrorKind, ListStatesOptions, SetStateOptions,
-    StateItem, StatePage, validate_alarm_name, validate_method, validate_name,
+    ActorRef, ActorService, AlarmProperties, Envelope, Error, ErrorKind, ListStatesOptions,
+    SetStateOptions, StateItem, StatePage, validate_alarm_name, validate_method, validate_name,
 };
 use francis_store::Fence;
 use francis_store::Placement;
@@ -91,8 +91,13 @@ impl HostService {
                 Route::Local => self.call_local(actor, op.clone(), request_id.clone()).await,
                 Route::Remote(owner) => {
                     let sent = self.send(&owner, actor, op.clone(), &request_id).await;
-                    if sent.is_err() {
-                        self.inner.router.forget(actor);
+                    match &sent {
+                        // The owner left: none of its routes hold any more.
+                        Err(e) if e.kind() == ErrorKind::ShuttingDown => {
+                            self.inner.router.forget_host(&owner.host_id)
+                        }
+                        Err(_) => self.inner.router.forget(actor),
+                        Ok(_) => {}
                     }
                     sent
                 }
@@ -100,7 +105,10 @@ impl HostService {
             match result {
                 Err(e)
                     if !retried
-                        && matches!(e.kind(), ErrorKind::ActorNotHosted | ErrorKind::ShuttingDown) =>
+                        && matches!(
+                            e.kind(),
+                            ErrorKind::ActorNotHosted | ErrorKind::ShuttingDown
+                        ) =>
                 {
                     self.inner.router.forget(actor);
                     retried = true;

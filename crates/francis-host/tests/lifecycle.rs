@@ -3,17 +3,13 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use francis_core::{ActorService, Envelope, ErrorKind, ListStatesOptions, SetStateOptions};
 use francis_host::{DeactivationReason, Health, HostEvent};
-use francis_store::{
-    AlarmLease, AlarmOutcome, Fence, HostRecord, HostRegistration, LeaseRequest, LeasedAlarm,
-    MemoryProvider, Placement, Provider, StateListPage, StateRecord, StoreResult,
-};
+use francis_store::{MemoryProvider, Provider};
 use support::*;
 use tokio::time::Instant;
 
@@ -292,146 +288,9 @@ async fn a_stale_activation_is_fenced_and_deactivated() {
     h.stop().await;
 }
 
-/// A provider whose heartbeats can be made to hang, as if the store stalled for this host.
-struct StallingProvider {
-    inner: MemoryProvider,
-    stall: AtomicBool,
-}
-
-#[async_trait]
-impl Provider for StallingProvider {
-    async fn register_host(
-        &self,
-        r: &HostRegistration,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> StoreResult<()> {
-        if self.stall.load(Ordering::SeqCst) {
-            std::future::pending::<()>().await;
-        }
-        self.inner.register_host(r, now, ttl).await
-    }
-    async fn heartbeat(&self, host_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        if self.stall.load(Ordering::SeqCst) {
-            std::future::pending::<()>().await;
-        }
-        self.inner.heartbeat(host_id, now).await
-    }
-    async fn unregister_host(&self, host_id: &str) -> StoreResult<()> {
-        self.inner.unregister_host(host_id).await
-    }
-    async fn live_hosts(&self, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Vec<HostRecord>> {
-        self.inner.live_hosts(now, ttl).await
-    }
-    async fn claim(
-        &self,
-        a: &francis_core::ActorRef,
-        c: &str,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> StoreResult<Placement> {
-        self.inner.claim(a, c, now, ttl).await
-    }
-    async fn lookup(
-        &self,
-        a: &francis_core::ActorRef,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> StoreResult<Option<Placement>> {
-        self.inner.lookup(a, now, ttl).await
-    }
-    async fn release(&self, a: &francis_core::ActorRef, h: &str, e: u64) -> StoreResult<bool> {
-        self.inner.release(a, h, e).await
-    }
-    async fn count_placements(&self, h: &str, t: &str) -> StoreResult<u64> {
-        self.inner.count_placements(h, t).await
-    }
-    async fn get_state(
-        &self,
-        a: &francis_core::ActorRef,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<StateRecord>> {
-        self.inner.get_state(a, now).await
-    }
-    async fn set_state(
-        &self,
-        a: &francis_core::ActorRef,
-        d: &[u8],
-        x: Option<DateTime<Utc>>,
-        f: Fence,
-    ) -> StoreResult<()> {
-        self.inner.set_state(a, d, x, f).await
-    }
-    async fn delete_state(&self, a: &francis_core::ActorRef, f: Fence) -> StoreResult<bool> {
-        self.inner.delete_state(a, f).await
-    }
-    async fn list_states(
-        &self,
-        t: &str,
-        after: Option<&str>,
-        l: u32,
-        i: bool,
-        now: DateTime<Utc>,
-    ) -> StoreResult<StateListPage> {
-        self.inner.list_states(t, after, l, i, now).await
-    }
-    async fn delete_expired_state(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        self.inner.delete_expired_state(now).await
-    }
-    async fn set_alarm(
-        &self,
-        a: &francis_core::ActorRef,
-        n: &str,
-        p: &francis_core::AlarmProperties,
-        f: Fence,
-    ) -> StoreResult<()> {
-        self.inner.set_alarm(a, n, p, f).await
-    }
-    async fn get_alarm(
-        &self,
-        a: &francis_core::ActorRef,
-        n: &str,
-    ) -> StoreResult<Option<francis_core::AlarmProperties>> {
-        self.inner.get_alarm(a, n).await
-    }
-    async fn delete_alarm(
-        &self,
-        a: &francis_core::ActorRef,
-        n: &str,
-        f: Fence,
-    ) -> StoreResult<bool> {
-        self.inner.delete_alarm(a, n, f).await
-    }
-    async fn lease_alarms(
-        &self,
-        r: &LeaseRequest,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<LeasedAlarm>> {
-        self.inner.lease_alarms(r, now).await
-    }
-    async fn renew_alarm_leases(
-        &self,
-        h: &str,
-        l: &[AlarmLease],
-        now: DateTime<Utc>,
-        d: Duration,
-    ) -> StoreResult<Vec<AlarmLease>> {
-        self.inner.renew_alarm_leases(h, l, now, d).await
-    }
-    async fn complete_alarm(&self, l: &AlarmLease, o: AlarmOutcome) -> StoreResult<bool> {
-        self.inner.complete_alarm(l, o).await
-    }
-    async fn release_alarm(&self, l: &AlarmLease) -> StoreResult<bool> {
-        self.inner.release_alarm(l).await
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_host_that_cannot_heartbeat_fences_itself_before_its_lease_expires() {
-    let provider = Arc::new(StallingProvider {
-        inner: MemoryProvider::new(),
-        stall: AtomicBool::new(false),
-    });
+    let provider = Arc::new(StallingProvider::new(MemoryProvider::new()));
     let never_idle = francis_host::ActorOptions {
         idle_timeout: None,
         ..options()

@@ -130,7 +130,11 @@ async fn the_owner_answers_not_hosted_for_an_actor_another_host_owns() {
         .invoke_traced(&actor("x"), "increment", Envelope::null())
         .await
         .unwrap();
-    let (owner, other) = if first.served_by == a.host.address() { (&a, &b) } else { (&b, &a) };
+    let (owner, other) = if first.served_by == a.host.address() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
     let err = owner
         .service()
         .invoke_on(

@@ -148,6 +148,13 @@ pub enum TransportError {
     /// The transport was shut down.
     #[error("transport is shut down")]
     Closed,
+    /// The peer closed the pooled connection itself (it shut down, or dropped this host); this
+    /// request was not sent. Its actors may live elsewhere now; the next request connects anew.
+    #[error("peer {peer} closed its connection (it shut down?); the request was not sent")]
+    PeerShutDown {
+        /// The peer's address.
+        peer: SocketAddr,
+    },
 }
 
 impl TransportError {
@@ -158,7 +165,8 @@ impl TransportError {
             | TransportError::HostMismatch { .. }
             | TransportError::ConnectionLost { .. }
             | TransportError::Stream { .. }
-            | TransportError::Timeout { .. } => true,
+            | TransportError::Timeout { .. }
+            | TransportError::PeerShutDown { .. } => true,
             TransportError::Rejected { error, .. } => {
                 francis_core::ErrorKind::from_code(&error.code).is_retryable()
             }
@@ -178,6 +186,11 @@ impl From<TransportError> for francis_core::Error {
             TransportError::Rejected { error, .. } => error.into(),
             TransportError::Timeout { what, after } => francis_core::Error::Timeout { what, after },
             TransportError::Closed => francis_core::Error::ShuttingDown,
+            TransportError::PeerShutDown { .. } => francis_core::Error::Remote {
+                kind: francis_core::ErrorKind::ShuttingDown,
+                message: e.to_string(),
+                retry_after: None,
+            },
             TransportError::PskTooShort { .. } => {
                 francis_core::Error::invalid_argument("runtime PSK", e.to_string())
             }

@@ -14,6 +14,10 @@ use crate::server::{ReadFailure, read_frame};
 use crate::tls;
 
 type Key = (SocketAddr, String);
+
+/// The pool key's host id for connections that accept any host of the cluster (`*` is not a
+/// valid host id, so it never collides with one).
+pub(crate) const ANY_HOST: &str = "*";
 type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
 
 /// Connections this host opened, keyed by peer address and host id. A slot's lock is held
@@ -111,11 +115,26 @@ async fn connection(inner: &Inner, key: &Key) -> Result<quinn::Connection, Trans
         if conn.close_reason().is_none() {
             return Ok(conn.clone());
         }
+        // The peer closed this connection on purpose (it shut down, or dropped us): say so
+        // once, without sending, rather than reconnecting at once to a port that may be dead
+        // (which only times out). The next call connects anew.
+        let closed_by_peer = closed_by_peer(conn);
         *pooled = None;
+        if closed_by_peer {
+            return Err(TransportError::PeerShutDown { peer: key.0 });
+        }
     }
     let conn = connect(inner, key.0, &key.1).await?;
     *pooled = Some(conn.clone());
     Ok(conn)
+}
+
+/// Whether the peer closed `conn` itself (as opposed to a timeout or a local close).
+fn closed_by_peer(conn: &quinn::Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(ConnectionError::ApplicationClosed(_))
+    )
 }
 
 async fn connect(
@@ -154,7 +173,7 @@ async fn connect(
             });
         }
     };
-    if found != host_id {
+    if host_id != ANY_HOST && found != host_id {
         conn.close(VarInt::from_u32(close::HOST_MISMATCH), b"host mismatch");
         return Err(TransportError::HostMismatch {
             peer,

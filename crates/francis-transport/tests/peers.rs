@@ -162,7 +162,14 @@ async fn client_reconnects_after_the_server_restarts_on_the_same_port() {
     let server = restarted.unwrap();
     assert_eq!(server.local_addr(), addr);
 
-    // The first call after the restart succeeds: the closed connection is replaced.
+    // The first call learns that the old server closed its connection (retryable, not sent);
+    // the next one connects to the restarted server.
+    let err = client
+        .invoke(addr, "server", invoke("echo", "again"))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("not sent"), "{err}");
     let reply = client
         .invoke(addr, "server", invoke("echo", "again"))
         .await

@@ -1,15 +1,19 @@
 //! Test actors and helpers shared by the host's integration tests.
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use francis_core::{
     Actor, ActorContext, ActorInit, ActorRef, Client, Envelope, Error, async_trait,
 };
 use francis_host::{ActorOptions, Health, HostEvent, LocalHost, TokioClock};
-use francis_store::{MemoryProvider, Provider};
+use francis_store::{
+    AlarmLease, AlarmOutcome, Fence, HostRecord, HostRegistration, LeaseRequest, LeasedAlarm,
+    MemoryProvider, Placement, Provider, StateListPage, StateRecord, StoreResult,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Barrier, Notify, broadcast};
 use tokio::task::JoinHandle;
@@ -38,6 +42,10 @@ pub struct Probe {
     pub log: Mutex<Vec<String>>,
     pub alarms: Mutex<Vec<(String, Option<String>, Duration)>>,
     pub fail_alarms: AtomicUsize,
+    /// Activations alive per actor id (across every host sharing this probe).
+    pub alive: Mutex<std::collections::HashMap<String, usize>>,
+    /// Times an actor was activated while another activation of it was alive.
+    pub double_activations: AtomicUsize,
     pub release: Notify,
     pub barrier: Barrier,
 }
@@ -55,6 +63,8 @@ impl Default for Probe {
             log: Mutex::default(),
             alarms: Mutex::default(),
             fail_alarms: AtomicUsize::new(0),
+            alive: Mutex::default(),
+            double_activations: AtomicUsize::new(0),
             release: Notify::new(),
             barrier: Barrier::new(2),
         }
@@ -99,6 +109,7 @@ pub struct Count {
 }
 
 pub struct ProbeActor {
+    id: String,
     probe: Arc<Probe>,
     state: Client<Count>,
 }
@@ -106,7 +117,16 @@ pub struct ProbeActor {
 impl ProbeActor {
     pub fn new(init: ActorInit, probe: Arc<Probe>) -> Self {
         probe.created.fetch_add(1, Ordering::SeqCst);
+        let id = init.actor.actor_id().to_owned();
+        let mut alive = probe.alive.lock().unwrap();
+        let count = alive.entry(id.clone()).or_default();
+        *count += 1;
+        if *count > 1 {
+            probe.double_activations.fetch_add(1, Ordering::SeqCst);
+        }
+        drop(alive);
         ProbeActor {
+            id,
             probe,
             state: Client::new(init.actor),
         }
@@ -192,6 +212,13 @@ impl Actor for ProbeActor {
 
     async fn deactivate(&mut self, _ctx: &ActorContext) -> Result<(), Error> {
         self.probe.deactivated.fetch_add(1, Ordering::SeqCst);
+        *self
+            .probe
+            .alive
+            .lock()
+            .unwrap()
+            .entry(self.id.clone())
+            .or_default() -= 1;
         Ok(())
     }
 }
@@ -280,12 +307,21 @@ pub async fn start_with(
     opts: ActorOptions,
     configure: impl FnOnce(francis_host::LocalHostBuilder) -> francis_host::LocalHostBuilder,
 ) -> TestHost {
+    start_with_probe(provider, opts, Arc::new(Probe::default()), configure).await
+}
+
+/// Like [`start_with`], with a probe shared with other hosts (to see activations across them).
+pub async fn start_with_probe(
+    provider: Arc<dyn Provider>,
+    opts: ActorOptions,
+    probe: Arc<Probe>,
+    configure: impl FnOnce(francis_host::LocalHostBuilder) -> francis_host::LocalHostBuilder,
+) -> TestHost {
     let builder = LocalHost::builder()
         .address("127.0.0.1:7571")
         .provider(provider)
         .clock(Arc::new(TokioClock::new()));
     let host = Arc::new(configure(builder).build().await.unwrap());
-    let probe = Arc::new(Probe::default());
     let p = probe.clone();
     host.register_actor(TYPE, move |init| ProbeActor::new(init, p.clone()), opts)
         .unwrap();
@@ -372,4 +408,168 @@ pub async fn increment(svc: &francis_host::HostService, id: &str) -> i64 {
         .unwrap()
         .decode()
         .unwrap()
+}
+
+/// A provider that can be made to hang on every call, as if the store (or the whole host
+/// process) froze for the host using it.
+pub struct StallingProvider<P> {
+    inner: P,
+    pub stall: AtomicBool,
+}
+
+impl<P: Provider> StallingProvider<P> {
+    pub fn new(inner: P) -> Self {
+        StallingProvider {
+            inner,
+            stall: AtomicBool::new(false),
+        }
+    }
+
+    async fn gate(&self) {
+        if self.stall.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[async_trait]
+impl<P: Provider> Provider for StallingProvider<P> {
+    async fn register_host(
+        &self,
+        r: &HostRegistration,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        self.gate().await;
+        self.inner.register_host(r, now, ttl).await
+    }
+    async fn heartbeat(&self, host_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        self.gate().await;
+        self.inner.heartbeat(host_id, now).await
+    }
+    async fn unregister_host(&self, host_id: &str) -> StoreResult<()> {
+        self.gate().await;
+        self.inner.unregister_host(host_id).await
+    }
+    async fn live_hosts(&self, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Vec<HostRecord>> {
+        self.gate().await;
+        self.inner.live_hosts(now, ttl).await
+    }
+    async fn claim(
+        &self,
+        a: &francis_core::ActorRef,
+        c: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<Placement> {
+        self.gate().await;
+        self.inner.claim(a, c, now, ttl).await
+    }
+    async fn lookup(
+        &self,
+        a: &francis_core::ActorRef,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<Option<Placement>> {
+        self.gate().await;
+        self.inner.lookup(a, now, ttl).await
+    }
+    async fn release(&self, a: &francis_core::ActorRef, h: &str, e: u64) -> StoreResult<bool> {
+        self.gate().await;
+        self.inner.release(a, h, e).await
+    }
+    async fn count_placements(&self, h: &str, t: &str) -> StoreResult<u64> {
+        self.gate().await;
+        self.inner.count_placements(h, t).await
+    }
+    async fn get_state(
+        &self,
+        a: &francis_core::ActorRef,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<StateRecord>> {
+        self.gate().await;
+        self.inner.get_state(a, now).await
+    }
+    async fn set_state(
+        &self,
+        a: &francis_core::ActorRef,
+        d: &[u8],
+        x: Option<DateTime<Utc>>,
+        f: Fence,
+    ) -> StoreResult<()> {
+        self.gate().await;
+        self.inner.set_state(a, d, x, f).await
+    }
+    async fn delete_state(&self, a: &francis_core::ActorRef, f: Fence) -> StoreResult<bool> {
+        self.gate().await;
+        self.inner.delete_state(a, f).await
+    }
+    async fn list_states(
+        &self,
+        t: &str,
+        after: Option<&str>,
+        l: u32,
+        i: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<StateListPage> {
+        self.gate().await;
+        self.inner.list_states(t, after, l, i, now).await
+    }
+    async fn delete_expired_state(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.gate().await;
+        self.inner.delete_expired_state(now).await
+    }
+    async fn set_alarm(
+        &self,
+        a: &francis_core::ActorRef,
+        n: &str,
+        p: &francis_core::AlarmProperties,
+        f: Fence,
+    ) -> StoreResult<()> {
+        self.gate().await;
+        self.inner.set_alarm(a, n, p, f).await
+    }
+    async fn get_alarm(
+        &self,
+        a: &francis_core::ActorRef,
+        n: &str,
+    ) -> StoreResult<Option<francis_core::AlarmProperties>> {
+        self.gate().await;
+        self.inner.get_alarm(a, n).await
+    }
+    async fn delete_alarm(
+        &self,
+        a: &francis_core::ActorRef,
+        n: &str,
+        f: Fence,
+    ) -> StoreResult<bool> {
+        self.gate().await;
+        self.inner.delete_alarm(a, n, f).await
+    }
+    async fn lease_alarms(
+        &self,
+        r: &LeaseRequest,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<LeasedAlarm>> {
+        self.gate().await;
+        self.inner.lease_alarms(r, now).await
+    }
+    async fn renew_alarm_leases(
+        &self,
+        h: &str,
+        l: &[AlarmLease],
+        now: DateTime<Utc>,
+        d: Duration,
+    ) -> StoreResult<Vec<AlarmLease>> {
+        self.gate().await;
+        self.inner.renew_alarm_leases(h, l, now, d).await
+    }
+    async fn complete_alarm(&self, l: &AlarmLease, o: AlarmOutcome) -> StoreResult<bool> {
+        self.gate().await;
+        self.inner.complete_alarm(l, o).await
+    }
+    async fn release_alarm(&self, l: &AlarmLease) -> StoreResult<bool> {
+        self.gate().await;
+        self.inner.release_alarm(l).await
+    }
 }

@@ -1,0 +1,346 @@
+//! Several hosts sharing one store (a real SQLite file, opened by each host as a separate
+//! process would): single activation, routing, failover, alarms across hosts. Real time and
+//! real QUIC; conditions are polled with deadlines.
+
+mod support;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::Utc;
+use francis_core::{ActorService, AlarmProperties, Envelope, Interval};
+use francis_host::{ActorOptions, HostEvent, HostService};
+use francis_store::{Provider, SqliteOptions, SqliteProvider};
+use support::*;
+use tokio::time::Instant;
+
+const PSK: &str = "a-test-runtime-psk-that-is-long-enough";
+const DEADLINE: Duration = Duration::from_secs(2);
+
+fn free_udp_addr() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+async fn open(path: &Path) -> SqliteProvider {
+    SqliteProvider::open(path, SqliteOptions::default())
+        .await
+        .unwrap()
+}
+
+/// A host on its own connection to the shared file, with a short health deadline.
+async fn host_on(provider: Arc<dyn Provider>, probe: Arc<Probe>) -> TestHost {
+    let addr = free_udp_addr();
+    let opts = ActorOptions {
+        idle_timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    start_with_probe(provider, opts, probe, move |b| {
+        b.address(addr.to_string())
+            .runtime_psks([PSK])
+            .with_timings(|t| {
+                t.health_deadline = DEADLINE;
+                t.heartbeat_interval = Duration::from_millis(250);
+                t.store_timeout = Duration::from_secs(1);
+                t.alarm_poll_interval = Duration::from_millis(100);
+                t.alarm_fetch_ahead = Duration::from_millis(200);
+                t.alarm_lease = Duration::from_secs(1);
+                t.invoke_timeout = Duration::from_secs(10);
+            })
+    })
+    .await
+}
+
+async fn served_by(svc: &HostService, id: &str) -> (i64, String) {
+    let out = svc
+        .invoke_traced(&actor(id), "increment", Envelope::null())
+        .await
+        .unwrap();
+    (out.output.unwrap().decode().unwrap(), out.served_by)
+}
+
+/// Retries `increment` until it succeeds or `limit` passes; returns the count and the host.
+async fn increment_eventually(svc: &HostService, id: &str, limit: Duration) -> (i64, String) {
+    let until = Instant::now() + limit;
+    loop {
+        match svc
+            .invoke_traced(&actor(id), "increment", Envelope::null())
+            .await
+        {
+            Ok(out) => return (out.output.unwrap().decode().unwrap(), out.served_by),
+            // A timed-out call was not acknowledged (its write never landed): retry it too.
+            Err(e)
+                if (e.is_retryable() || e.kind() == francis_core::ErrorKind::Timeout)
+                    && Instant::now() < until =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("increment of {id} failed: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_stay_exact_and_single_activation_holds_across_three_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let probe = Arc::new(Probe::default());
+    let mut hosts = Vec::new();
+    for _ in 0..3 {
+        hosts.push(host_on(Arc::new(open(&path).await), probe.clone()).await);
+    }
+    let services: Vec<HostService> = hosts.iter().map(|h| h.service()).collect();
+    let ids: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    let mut calls = Vec::new();
+    for round in 0..20 {
+        for (i, id) in ids.iter().enumerate() {
+            let svc = services[(round + i) % 3].clone();
+            let id = id.clone();
+            calls.push(tokio::spawn(async move { served_by(&svc, &id).await }));
+        }
+    }
+    let mut owners = std::collections::HashMap::<String, std::collections::HashSet<String>>::new();
+    for (n, call) in calls.into_iter().enumerate() {
+        let (_, host) = call.await.unwrap();
+        owners
+            .entry(ids[n % ids.len()].clone())
+            .or_default()
+            .insert(host);
+    }
+    // every id was served by exactly one host, whichever host received the call
+    for (id, hosts) in &owners {
+        assert_eq!(hosts.len(), 1, "{id} served by {hosts:?}");
+    }
+    let distinct: std::collections::HashSet<_> = owners.values().flatten().collect();
+    assert!(
+        distinct.len() >= 2,
+        "placement did not spread: {distinct:?}"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let (n, _) = served_by(&services[i % 3], id).await;
+        assert_eq!(n, 21, "{id}");
+    }
+    assert_eq!(probe.double_activations.load(Ordering::SeqCst), 0);
+    assert_eq!(probe.created.load(Ordering::SeqCst), ids.len());
+    for h in hosts {
+        h.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_moves_actors_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let probe = Arc::new(Probe::default());
+    let a = host_on(Arc::new(open(&path).await), probe.clone()).await;
+    let b = host_on(Arc::new(open(&path).await), probe.clone()).await;
+    let via_b = b.service();
+    let ids: Vec<String> = (0..8).map(|i| format!("g{i}")).collect();
+    let mut on_a = Vec::new();
+    for id in &ids {
+        let (_, host) = served_by(&via_b, id).await;
+        if host == a.host.address() {
+            on_a.push(id.clone());
+        }
+    }
+    assert!(!on_a.is_empty(), "no actor landed on A");
+    a.stop().await;
+    // A released everything on its way out: B serves A's actors now, without waiting for
+    // A's lease to expire, and their state is intact.
+    let started = Instant::now();
+    for id in &on_a {
+        let (n, host) = served_by(&via_b, id).await;
+        assert_eq!((n, host.as_str()), (2, b.host.address()));
+    }
+    assert!(started.elapsed() < DEADLINE, "took {:?}", started.elapsed());
+    assert_eq!(probe.double_activations.load(Ordering::SeqCst), 0);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_freezes_fences_itself_and_its_actors_move_after_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let probe = Arc::new(Probe::default());
+    let frozen_store = Arc::new(StallingProvider::new(open(&path).await));
+    let mut a = host_on(frozen_store.clone(), probe.clone()).await;
+    let b = host_on(Arc::new(open(&path).await), probe.clone()).await;
+    let via_b = b.service();
+    // find an actor owned by A, with two acknowledged increments
+    let mut victim = None;
+    for i in 0..20 {
+        let id = format!("k{i}");
+        let (_, host) = served_by(&via_b, &id).await;
+        if host == a.host.address() {
+            served_by(&via_b, &id).await;
+            victim = Some(id);
+            break;
+        }
+    }
+    let victim = victim.expect("some actor lands on A");
+    // A's store access freezes (as if its process hung): it cannot heartbeat.
+    let frozen_at = Instant::now();
+    frozen_store.stall.store(true, Ordering::SeqCst);
+    let (n, host) = increment_eventually(&via_b, &victim, Duration::from_secs(20)).await;
+    let moved_after = frozen_at.elapsed();
+    assert_eq!(host, b.host.address());
+    assert_eq!(n, 3, "an acknowledged increment was lost");
+    // B could take over only once A's lease expired in the store...
+    assert!(
+        moved_after >= DEADLINE - Duration::from_millis(300),
+        "{moved_after:?}"
+    );
+    // ...and A had already fenced itself by then.
+    let fenced = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            if let Ok(HostEvent::Fenced { .. }) = a.events.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(fenced.is_ok(), "A never fenced itself");
+    assert!(matches!(a.host.health(), francis_host::Health::Fenced(_)));
+    frozen_store.stall.store(false, Ordering::SeqCst);
+    b.stop().await;
+    a.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), a.task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_route_is_corrected_invisibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let probe = Arc::new(Probe::default());
+    let a = host_on(Arc::new(open(&path).await), probe.clone()).await;
+    let b = host_on(Arc::new(open(&path).await), probe.clone()).await;
+    let c = host_on(Arc::new(open(&path).await), probe.clone()).await;
+    let via_a = a.service();
+    // an actor that A routes to another host (so A caches that route)
+    let mut pick = None;
+    for i in 0..30 {
+        let id = format!("s{i}");
+        let (_, host) = served_by(&via_a, &id).await;
+        if host != a.host.address() {
+            pick = Some((id, host));
+            break;
+        }
+    }
+    let (id, first_owner) = pick.expect("some actor lands off A");
+    let (owner, other) = if first_owner == b.host.address() {
+        (&b, &c)
+    } else {
+        (&c, &b)
+    };
+    // The owner lets it go; the other host takes it (A does not know).
+    owner.service().halt(&actor(&id)).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    let moved = loop {
+        match other
+            .service()
+            .invoke_on(
+                other.host.address().parse().unwrap(),
+                &other.host.host_id(),
+                &actor(&id),
+                "increment",
+                Envelope::null(),
+                false,
+            )
+            .await
+        {
+            Ok(out) => break out,
+            Err(e) if e.is_retryable() && Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(moved.output.unwrap().decode::<i64>().unwrap(), 2);
+    // A's cached route is stale: the old owner answers "not hosted", A re-resolves, and the
+    // caller sees an ordinary answer from the new owner.
+    let (n, host) = served_by(&via_a, &id).await;
+    assert_eq!((n, host.as_str()), (3, other.host.address()));
+    assert_eq!(probe.double_activations.load(Ordering::SeqCst), 0);
+    for h in [a, b, c] {
+        h.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_run_on_the_owner_and_keep_their_cadence_across_a_failover() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let probe = Arc::new(Probe::default());
+    let frozen_store = Arc::new(StallingProvider::new(open(&path).await));
+    let a = host_on(frozen_store.clone(), probe.clone()).await;
+    let b = host_on(Arc::new(open(&path).await), probe.clone()).await;
+    // an actor owned by A
+    let mut victim = None;
+    for i in 0..20 {
+        let id = format!("t{i}");
+        let (_, host) = served_by(&b.service(), &id).await;
+        if host == a.host.address() {
+            victim = Some(id);
+            break;
+        }
+    }
+    let victim = victim.expect("some actor lands on A");
+    let interval = Duration::from_millis(500);
+    b.service()
+        .set_alarm(
+            &actor(&victim),
+            "tick",
+            AlarmProperties {
+                due_time: Utc::now(),
+                interval: Some(Interval::new(interval).unwrap()),
+                ttl: None,
+                data: None,
+            },
+        )
+        .await
+        .unwrap();
+    let wait_for = |count: usize, limit: Duration| {
+        let probe = probe.clone();
+        async move {
+            let until = Instant::now() + limit;
+            while probe.alarm_count() < count {
+                assert!(
+                    Instant::now() < until,
+                    "only {} firings",
+                    probe.alarm_count()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for(3, Duration::from_secs(10)).await;
+    frozen_store.stall.store(true, Ordering::SeqCst);
+    let before = probe.alarm_count();
+    // after A's lease expires, B takes the actor and its alarm over
+    wait_for(before + 3, Duration::from_secs(15)).await;
+    let times: Vec<Duration> = probe
+        .alarms
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, t)| *t)
+        .collect();
+    for pair in times.windows(2) {
+        // never twice for one due time: firings are at least most of an interval apart
+        assert!(pair[1] - pair[0] >= interval / 2, "{times:?}");
+    }
+    assert_eq!(probe.double_activations.load(Ordering::SeqCst), 0);
+    b.service()
+        .delete_alarm(&actor(&victim), "tick")
+        .await
+        .unwrap();
+    frozen_store.stall.store(false, Ordering::SeqCst);
+    b.stop().await;
+    a.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), a.task).await;
+}
