@@ -47,4 +47,7 @@ pub use provider::{
     LeaseRequest, LeasedAlarm, Placement, Provider, StateListItem, StateListPage, StateRecord,
     StoreResult,
 };
-pub use sqlite::{Durability, SCHEMA_VERSION, SqliteOptions, SqliteProvider, WriterStats};
+pub use sqlite::{
+    ApplyMarker, Durability, LOCAL_META_PREFIX, SCHEMA_VERSION, SqliteOptions, SqliteProvider,
+    WriterStats,
+};

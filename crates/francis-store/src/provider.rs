@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use francis_core::{ActorRef, AlarmProperties};
+use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 
@@ -12,7 +13,7 @@ use crate::error::StoreError;
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// An actor type a host serves, with its capacity on that host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActorTypeSpec {
     /// The actor type.
     pub actor_type: String,
@@ -21,7 +22,7 @@ pub struct ActorTypeSpec {
 }
 
 /// What a host tells the store when it registers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRegistration {
     /// Fresh for every host process (and for every re-registration after self-fencing).
     pub host_id: String,
@@ -32,7 +33,7 @@ pub struct HostRegistration {
 }
 
 /// A registered host as the store sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRecord {
     /// The host's id.
     pub host_id: String,
@@ -45,7 +46,7 @@ pub struct HostRecord {
 }
 
 /// Where an actor is placed, and the epoch that fences its activation's writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
     /// The actor.
     pub actor: ActorRef,
@@ -58,7 +59,7 @@ pub struct Placement {
 }
 
 /// Why a claim for a candidate host was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ClaimRefusal {
     /// The candidate is not registered, or its heartbeat is older than the liveness window.
@@ -80,7 +81,7 @@ impl std::fmt::Display for ClaimRefusal {
 }
 
 /// Which writes of an actor's state or alarms are allowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Fence {
     /// Allowed only while the actor's current placement has exactly this epoch; otherwise the
     /// write is refused with [`StoreError::Fenced`] and changes nothing.
@@ -90,7 +91,7 @@ pub enum Fence {
 }
 
 /// A stored state document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateRecord {
     /// The JSON document.
     pub data: Vec<u8>,
@@ -99,7 +100,7 @@ pub struct StateRecord {
 }
 
 /// One entry of a state listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateListItem {
     /// The actor id.
     pub actor_id: String,
@@ -108,7 +109,7 @@ pub struct StateListItem {
 }
 
 /// A page of a state listing, in ascending actor id order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateListPage {
     /// The entries.
     pub items: Vec<StateListItem>,
@@ -117,7 +118,7 @@ pub struct StateListPage {
 }
 
 /// A request to lease due alarms for a host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRequest {
     /// The leasing host.
     pub host_id: String,
@@ -134,7 +135,7 @@ pub struct LeaseRequest {
 }
 
 /// Identifies one granted alarm lease.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AlarmLease {
     /// The alarm's actor.
     pub actor: ActorRef,
@@ -158,7 +159,7 @@ pub struct LeasedAlarm {
 }
 
 /// What to do with a leased alarm after running it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AlarmOutcome {
     /// Delete it (a one-shot that ran, a repeating one past its TTL, or one that failed too often).
     Delete,

@@ -311,6 +311,48 @@ impl Transport {
         }
     }
 
+    /// Sends `request` to whichever Francis host answers at `peer_addr`, and returns its
+    /// response.
+    ///
+    /// Like [`Transport::request`] in every respect (pooling, one retry when certainly not
+    /// handled, the request timeout) except that the peer's certificate must chain to one of
+    /// this host's CAs and name *some* host, not a given one. It is for peers known only by
+    /// address, such as the members of a replicated store, whose host ids change at every
+    /// restart: trust still comes entirely from the cluster's PSKs (a peer without a
+    /// certificate from them fails with [`TransportError::AuthenticationFailed`]); what is
+    /// given up is only the check that the peer is one particular process.
+    pub async fn request_any_host(
+        &self,
+        peer_addr: SocketAddr,
+        request: Request,
+    ) -> Result<Response, TransportError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(TransportError::Closed);
+        }
+        let limit = self.inner.limits.max_message_size;
+        let len = prost::Message::encoded_len(&request);
+        if len > limit {
+            return Err(TransportError::FrameTooLarge {
+                declared: len as u64,
+                max: limit,
+            });
+        }
+        let frame = crate::frame::encode_frame(&request);
+        let after = self.inner.limits.request_timeout;
+        match tokio::time::timeout(
+            after,
+            crate::pool::call(&self.inner, peer_addr, crate::pool::ANY_HOST, frame),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::Timeout {
+                what: format!("request to the host at {peer_addr}"),
+                after,
+            }),
+        }
+    }
+
     /// Runs an invocation on the host `peer_host_id` at `peer_addr`: the actor's reply payload,
     /// or the error raised there with its kind (see [`Transport::request`] for the transport's
     /// own failures, which arrive as [`francis_core::Error::Transport`], `Overloaded`,

@@ -119,6 +119,7 @@ impl request::Body {
         match self {
             request::Body::Invoke(_) => "invoke",
             request::Body::Ping(_) => "ping",
+            request::Body::Raft(_) => "raft",
         }
     }
 }

@@ -2,7 +2,10 @@
 
 mod migrate;
 mod ops;
+mod replica;
 mod writer;
+
+pub use replica::{ApplyMarker, LOCAL_META_PREFIX};
 
 use std::path::Path;
 use std::str::FromStr;
@@ -198,6 +201,9 @@ impl SqliteProvider {
         {
             let mut conn = write_pool.acquire().await?;
             migrate::migrate(&mut conn, migrate::MIGRATIONS).await?;
+            sqlx::raw_sql(replica::CREATE_META)
+                .execute(&mut *conn)
+                .await?;
         }
         let read_pool = if memory {
             write_pool.clone()
@@ -267,8 +273,26 @@ impl SqliteProvider {
         write_pool.close().await;
     }
 
-    /// Queues a write for the next batch and waits for its result.
+    /// Queues a write for the next batch and waits for its result; inside
+    /// [`SqliteProvider::with_apply_marker`] the write also records the marker.
     async fn write<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: WriteOp<T>,
+    {
+        match replica::current_marker() {
+            None => self.write_unmarked(op).await,
+            Some(marker) => {
+                self.write_unmarked(move |c: &mut SqliteConnection| {
+                    boxed(replica::run_marked(c, op, marker))
+                })
+                .await?
+            }
+        }
+    }
+
+    /// Queues a write for the next batch and waits for its result.
+    async fn write_unmarked<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: WriteOp<T>,

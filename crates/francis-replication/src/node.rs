@@ -1,0 +1,629 @@
+//! A running replication node: its Raft instance, its own store, and the leader-finding loop
+//! every provider call and forwarded request goes through.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use francis_store::{SqliteOptions, SqliteProvider, StoreError};
+use francis_transport::Transport;
+use francis_transport::proto::{RaftReply, RaftRequest, Response, WireError, raft_reply, response};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::time::error::Elapsed;
+
+use crate::command::{Op, Outcome, Reply, WireStoreError, execute};
+use crate::config::{ReplicationConfig, initial_members, node_id_of};
+use crate::error::ReplicationError;
+use crate::log_store::LogStore;
+use crate::network::{CallError, Contacts, Network, call, kind};
+use crate::raft::{StateMachine, TypeConfig};
+
+type NodeId = u64;
+
+/// Metadata key of the node's identity (local: never in a snapshot).
+const IDENTITY_KEY: &str = "local.node";
+
+/// Requests a node forwards to the leader (or asks any member).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Forward {
+    /// A provider operation.
+    Op(Op),
+    /// Adds the node at this address as a voter.
+    AddMember(String),
+    /// Removes the node at this address.
+    RemoveMember(String),
+    /// Whether the callee belongs to a cluster, and its members (answered by any node).
+    Status,
+}
+
+/// A node's answer to [`Forward::Status`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Status {
+    initialized: bool,
+    members: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Identity {
+    node_id: NodeId,
+    address: String,
+}
+
+/// What a node is doing, for health checks and diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplicationStatus {
+    /// This node's id.
+    pub node_id: u64,
+    /// This node's address.
+    pub address: String,
+    /// Leader, follower, candidate or learner.
+    pub role: String,
+    /// The leader's address, when one is known.
+    pub leader: Option<String>,
+    /// The voting members' addresses.
+    pub members: Vec<String>,
+    /// Voting members this node has not exchanged a message with recently.
+    pub unreachable: Vec<String>,
+    /// The index of the last log entry applied to this node's database.
+    pub last_applied: Option<u64>,
+    /// The index of the last log entry included in a snapshot.
+    pub snapshot: Option<u64>,
+}
+
+/// One replication node.
+pub(crate) struct Node {
+    pub(crate) id: NodeId,
+    pub(crate) address: String,
+    pub(crate) config: ReplicationConfig,
+    pub(crate) raft: Raft<TypeConfig>,
+    pub(crate) store: Arc<SqliteProvider>,
+    pub(crate) log: LogStore,
+    pub(crate) transport: Transport,
+    pub(crate) contacts: Arc<Contacts>,
+    /// Bounds the requests this node forwards at once (below the transport's per-connection
+    /// limit, so a burst of calls queues here instead of being refused as overloaded).
+    forwarding: tokio::sync::Semaphore,
+}
+
+/// The result of a membership change.
+type MembershipResult<T> = Result<T, RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>;
+
+/// Requests a node forwards to the leader at once.
+const MAX_FORWARDING: usize = 64;
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks (or records, on first start) which node a database belongs to.
+pub(crate) async fn check_identity(
+    store: &SqliteProvider,
+    id: NodeId,
+    address: &str,
+) -> Result<(), ReplicationError> {
+    match store.meta(IDENTITY_KEY).await? {
+        Some(bytes) => {
+            let found: Identity = serde_json::from_slice(&bytes).map_err(|e| {
+                StoreError::Corrupt(format!("unreadable node identity in the database: {e}"))
+            })?;
+            if found.node_id != id || found.address != address {
+                return Err(ReplicationError::IdentityMismatch {
+                    node_id: found.node_id,
+                    address: found.address,
+                    expected_id: id,
+                    expected_address: address.to_string(),
+                });
+            }
+            Ok(())
+        }
+        None => {
+            let identity = Identity {
+                node_id: id,
+                address: address.to_string(),
+            };
+            let bytes = serde_json::to_vec(&identity).expect("an identity always encodes");
+            store.set_meta(IDENTITY_KEY, &bytes).await?;
+            Ok(())
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Node {
+    pub(crate) async fn start(
+        config: ReplicationConfig,
+        transport: Transport,
+    ) -> Result<Arc<Node>, ReplicationError> {
+        config.validate()?;
+        let id = node_id_of(&config.address);
+        let store =
+            Arc::new(SqliteProvider::open(&config.data_path, SqliteOptions::default()).await?);
+        if let Err(e) = check_identity(&store, id, &config.address).await {
+            if let Ok(store) = Arc::try_unwrap(store) {
+                store.close().await;
+            }
+            return Err(e);
+        }
+        let log = LogStore::open(&config.log_path()).await?;
+        let raft_config = openraft::Config {
+            cluster_name: "francis".into(),
+            heartbeat_interval: millis(config.heartbeat_interval),
+            election_timeout_min: millis(config.election_timeout.0),
+            election_timeout_max: millis(config.election_timeout.1),
+            install_snapshot_timeout: millis(config.rpc_timeout * 10),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.logs_to_keep,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ReplicationError::InvalidConfig(e.to_string()))?;
+        let contacts = Arc::new(Contacts::default());
+        let network = Network {
+            transport: transport.clone(),
+            contacts: contacts.clone(),
+        };
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_config),
+            network,
+            log.clone(),
+            StateMachine::new(store.clone()),
+        )
+        .await
+        .map_err(|e| ReplicationError::Raft(e.to_string()))?;
+        Ok(Arc::new(Node {
+            id,
+            address: config.address.clone(),
+            config,
+            raft,
+            store,
+            log,
+            transport,
+            contacts,
+            forwarding: tokio::sync::Semaphore::new(MAX_FORWARDING),
+        }))
+    }
+
+    /// Forms the cluster or joins it (see docs/replication.md, "Forming a cluster").
+    pub(crate) async fn form(self: &Arc<Self>) -> Result<(), ReplicationError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ReplicationError::Raft(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        let members = initial_members(&self.address, &self.config.peers);
+        let others: Vec<String> = members
+            .values()
+            .filter(|a| **a != self.address)
+            .cloned()
+            .collect();
+        let probe = self.config.rpc_timeout;
+        let probes = others.iter().map(|addr| {
+            let transport = self.transport.clone();
+            let addr = addr.clone();
+            async move {
+                call::<_, Status>(&transport, &addr, kind::FORWARD, &Forward::Status, probe)
+                    .await
+                    .ok()
+            }
+        });
+        let running: Vec<Status> = futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .filter(|s| s.initialized)
+            .collect();
+        if running.is_empty() {
+            let nodes: BTreeMap<NodeId, BasicNode> = members
+                .into_iter()
+                .map(|(id, addr)| (id, BasicNode { addr }))
+                .collect();
+            match self.raft.initialize(nodes).await {
+                Ok(()) => tracing::info!(node = self.id, "initialized the cluster"),
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(ReplicationError::Raft(e.to_string())),
+            }
+        } else if running.iter().any(|s| s.members.contains(&self.address)) {
+            tracing::info!(
+                node = self.id,
+                "already a member of the running cluster; waiting for its leader"
+            );
+        } else {
+            // A running cluster that does not know this node: ask it to add us, in the
+            // background (the leader waits for this node to catch up first).
+            let node = Arc::downgrade(self);
+            tokio::spawn(async move {
+                loop {
+                    let Some(node) = node.upgrade() else { return };
+                    let address = node.address.clone();
+                    match node.run(Forward::AddMember(address)).await {
+                        Ok(_) => {
+                            tracing::info!(node = node.id, "joined the cluster");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(node = node.id, error = ?e, "cannot join the cluster yet; retrying");
+                        }
+                    }
+                    let pause = node.config.election_timeout.1;
+                    drop(node);
+                    tokio::time::sleep(pause).await;
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// The members (id, address) of the current effective membership.
+    fn members(&self) -> (Vec<(NodeId, String)>, BTreeSet<NodeId>) {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let nodes = membership
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect();
+        let voters = membership.voter_ids().collect();
+        (nodes, voters)
+    }
+
+    fn address_of(&self, id: NodeId) -> Option<String> {
+        self.members()
+            .0
+            .into_iter()
+            .find(|(n, _)| *n == id)
+            .map(|(_, a)| a)
+    }
+
+    fn reach_window(&self) -> Duration {
+        (self.config.election_timeout.1 * 2).max(self.config.heartbeat_interval * 4)
+    }
+
+    /// Voting members (other than this node) not heard from recently, by address.
+    pub(crate) fn unreachable(&self) -> Vec<String> {
+        let (nodes, voters) = self.members();
+        let others: Vec<NodeId> = voters.iter().copied().filter(|v| *v != self.id).collect();
+        let ids = self.contacts.unreachable(&others, self.reach_window());
+        let mut names: Vec<String> = nodes
+            .iter()
+            .filter(|(id, _)| ids.contains(id))
+            .map(|(_, a)| a.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn no_quorum(&self) -> WireStoreError {
+        let mut unreachable = self.unreachable();
+        if unreachable.is_empty() {
+            // Every peer answered lately, yet no quorum formed: name them all.
+            let (nodes, voters) = self.members();
+            unreachable = nodes
+                .into_iter()
+                .filter(|(id, _)| *id != self.id && voters.contains(id))
+                .map(|(_, a)| a)
+                .collect();
+            unreachable.sort();
+        }
+        WireStoreError::NoQuorum { unreachable }
+    }
+
+    /// Whether this node, as leader, has lost contact with a majority of the voters.
+    fn lost_quorum(&self) -> bool {
+        let (_, voters) = self.members();
+        let others: Vec<NodeId> = voters.iter().copied().filter(|v| *v != self.id).collect();
+        let unreachable = self
+            .contacts
+            .unreachable(&others, self.reach_window())
+            .len();
+        let reached = voters.len() - unreachable; // this node counts if it is a voter
+        let reached = if voters.contains(&self.id) {
+            reached
+        } else {
+            reached.saturating_sub(1)
+        };
+        !crate::policy::is_majority(reached, voters.len())
+    }
+
+    fn not_leader(&self, leader: Option<NodeId>) -> WireStoreError {
+        WireStoreError::NotLeader {
+            leader: leader.and_then(|l| self.address_of(l)),
+        }
+    }
+
+    /// Runs a forwarded request here, as the leader; `NotLeader` if this node is not it.
+    async fn as_leader(&self, request: Forward, deadline: Instant) -> Reply {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match request {
+            Forward::Status => Ok(Outcome::Unit),
+            Forward::Op(op) if op.is_write() => {
+                if self.lost_quorum() {
+                    return Err(self.no_quorum());
+                }
+                match tokio::time::timeout(remaining, self.raft.client_write(op)).await {
+                    Ok(Ok(resp)) => resp.data,
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                        Err(self.not_leader(f.leader_id))
+                    }
+                    Ok(Err(e)) => Err(WireStoreError::Unavailable(e.to_string())),
+                    Err(_) => Err(self.no_quorum()),
+                }
+            }
+            Forward::Op(op) => {
+                if self.lost_quorum() {
+                    return Err(self.no_quorum());
+                }
+                match tokio::time::timeout(remaining, self.raft.ensure_linearizable()).await {
+                    Ok(Ok(_)) => execute(&self.store, op)
+                        .await
+                        .map_err(|e| WireStoreError::from(&e)),
+                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                        Err(self.not_leader(f.leader_id))
+                    }
+                    Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))))
+                    | Err(_) => Err(self.no_quorum()),
+                    Ok(Err(e)) => Err(WireStoreError::Unavailable(e.to_string())),
+                }
+            }
+            Forward::AddMember(address) => {
+                let id = node_id_of(&address);
+                let node = BasicNode { addr: address };
+                let changed = async {
+                    self.raft.add_learner(id, node, true).await?;
+                    self.raft
+                        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                        .await
+                };
+                self.membership_result(tokio::time::timeout(remaining, changed).await)
+            }
+            Forward::RemoveMember(address) => {
+                let id = node_id_of(&address);
+                let changed = self
+                    .raft
+                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false);
+                self.membership_result(tokio::time::timeout(remaining, changed).await)
+            }
+        }
+    }
+
+    fn membership_result<T>(&self, r: Result<MembershipResult<T>, Elapsed>) -> Reply {
+        match r {
+            Ok(Ok(_)) => Ok(Outcome::Unit),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(self.not_leader(f.leader_id))
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(WireStoreError::InvalidArgument(e.to_string()))
+            }
+            Ok(Err(e)) => Err(WireStoreError::Unavailable(e.to_string())),
+            Err(_) => Err(self.no_quorum()),
+        }
+    }
+
+    /// How long a request may look for a leader and a quorum.
+    fn budget(&self, request: &Forward) -> Duration {
+        match request {
+            Forward::AddMember(_) | Forward::RemoveMember(_) => self.config.quorum_timeout * 6,
+            _ => self.config.quorum_timeout,
+        }
+    }
+
+    /// Runs a request on the leader, here or over the transport, retrying while the leader
+    /// is unknown or moving, until the quorum timeout.
+    pub(crate) async fn run(&self, request: Forward) -> Reply {
+        let deadline = Instant::now() + self.budget(&request);
+        let mut metrics = self.raft.metrics();
+        loop {
+            let leader = metrics.borrow_and_update().current_leader;
+            let attempt = match leader {
+                Some(l) if l == self.id => self.as_leader(request.clone(), deadline).await,
+                Some(l) => match self.address_of(l) {
+                    Some(addr) => self.forward(l, &addr, &request, deadline).await,
+                    None => Err(self.not_leader(None)),
+                },
+                None => Err(self.not_leader(None)),
+            };
+            match attempt {
+                Err(WireStoreError::NotLeader { .. }) => {}
+                other => return other,
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(self.no_quorum());
+            }
+            // Wait for news about the leader, but re-check at least every heartbeat.
+            let wait = (deadline - now).min(self.config.heartbeat_interval);
+            let _ = tokio::time::timeout(wait, metrics.changed()).await;
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        addr: &str,
+        request: &Forward,
+        deadline: Instant,
+    ) -> Reply {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(self.no_quorum());
+        }
+        let Ok(Ok(_permit)) = tokio::time::timeout(remaining, self.forwarding.acquire()).await
+        else {
+            return Err(self.no_quorum());
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match call::<_, Reply>(&self.transport, addr, kind::FORWARD, request, remaining).await {
+            Ok(reply) => {
+                self.contacts.ok(leader);
+                reply
+            }
+            Err(e) => {
+                self.contacts.failed(leader, e.to_string());
+                match e {
+                    // The leader is gone or unreachable: look for the next one. A write is
+                    // sent again only if it certainly did not arrive.
+                    CallError::Unsent(_) => Err(self.not_leader(None)),
+                    CallError::Transport(_) if !is_write(request) => Err(self.not_leader(None)),
+                    CallError::Transport(m) => Err(WireStoreError::Unavailable(format!(
+                        "the leader at {addr} did not answer; the write may or may not have been applied: {m}"
+                    ))),
+                    CallError::Remote(m) => Err(WireStoreError::Unavailable(m)),
+                }
+            }
+        }
+    }
+
+    /// Answers one replication message from a peer.
+    pub(crate) async fn handle(&self, request: RaftRequest) -> Response {
+        let result = match request.kind.as_str() {
+            kind::APPEND_ENTRIES => {
+                self.serve(
+                    &request.payload,
+                    |rpc: openraft::raft::AppendEntriesRequest<TypeConfig>| async move {
+                        if let Some(leader) = rpc.vote.leader_id().voted_for() {
+                            self.contacts.ok(leader);
+                        }
+                        self.raft.append_entries(rpc).await
+                    },
+                )
+                .await
+            }
+            kind::VOTE => {
+                self.serve(
+                    &request.payload,
+                    |rpc: openraft::raft::VoteRequest<NodeId>| async move {
+                        if let Some(candidate) = rpc.vote.leader_id().voted_for() {
+                            self.contacts.ok(candidate);
+                        }
+                        self.raft.vote(rpc).await
+                    },
+                )
+                .await
+            }
+            kind::INSTALL_SNAPSHOT => {
+                self.serve(
+                    &request.payload,
+                    |rpc: openraft::raft::InstallSnapshotRequest<TypeConfig>| async move {
+                        if let Some(leader) = rpc.vote.leader_id().voted_for() {
+                            self.contacts.ok(leader);
+                        }
+                        self.raft.install_snapshot(rpc).await
+                    },
+                )
+                .await
+            }
+            kind::FORWARD => match serde_json::from_slice::<Forward>(&request.payload) {
+                Err(e) => Err(format!("undecodable forwarded request: {e}")),
+                Ok(Forward::Status) => {
+                    let initialized = self.raft.is_initialized().await.unwrap_or(false);
+                    let members = self.members().0.into_iter().map(|(_, a)| a).collect();
+                    encode(&Status {
+                        initialized,
+                        members,
+                    })
+                }
+                // Membership changes may arrive at any member: pass them on to the leader.
+                Ok(f @ (Forward::AddMember(_) | Forward::RemoveMember(_))) => {
+                    encode(&self.run(f).await)
+                }
+                Ok(op @ Forward::Op(_)) => {
+                    let deadline = Instant::now() + self.config.quorum_timeout;
+                    encode(&self.as_leader(op, deadline).await)
+                }
+            },
+            other => Err(format!("unknown replication request kind {other:?}")),
+        };
+        let result = match result {
+            Ok(bytes) => raft_reply::Result::Payload(Bytes::from(bytes)),
+            Err(message) => raft_reply::Result::Error(WireError::new(
+                francis_core::ErrorKind::InvalidArgument,
+                message,
+                None,
+            )),
+        };
+        Response {
+            body: Some(response::Body::Raft(RaftReply {
+                result: Some(result),
+            })),
+        }
+    }
+
+    async fn serve<Req, Resp, Fut, F>(&self, payload: &[u8], f: F) -> Result<Vec<u8>, String>
+    where
+        Req: serde::de::DeserializeOwned,
+        Resp: Serialize,
+        F: FnOnce(Req) -> Fut,
+        Fut: std::future::Future<Output = Resp>,
+    {
+        let req: Req = serde_json::from_slice(payload)
+            .map_err(|e| format!("undecodable replication request: {e}"))?;
+        let resp = f(req).await;
+        serde_json::to_vec(&resp).map_err(|e| format!("cannot encode the reply: {e}"))
+    }
+
+    pub(crate) fn status(&self) -> ReplicationStatus {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut members: Vec<String> = membership
+            .nodes()
+            .filter(|(id, _)| voters.contains(id))
+            .map(|(_, n)| n.addr.clone())
+            .collect();
+        members.sort();
+        let leader = m
+            .current_leader
+            .and_then(|l| membership.get_node(&l).map(|n| n.addr.clone()));
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        let status = ReplicationStatus {
+            node_id: self.id,
+            address: self.address.clone(),
+            role: role.to_string(),
+            leader,
+            members,
+            unreachable: Vec::new(),
+            last_applied: m.last_applied.map(|l| l.index),
+            snapshot: m.snapshot.map(|l| l.index),
+        };
+        drop(m);
+        ReplicationStatus {
+            unreachable: self.unreachable(),
+            ..status
+        }
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(v).map_err(|e| format!("cannot encode the reply: {e}"))
+}
+
+fn is_write(request: &Forward) -> bool {
+    match request {
+        Forward::Op(op) => op.is_write(),
+        Forward::Status => false,
+        Forward::AddMember(_) | Forward::RemoveMember(_) => true,
+    }
+}

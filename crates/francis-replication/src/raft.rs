@@ -1,0 +1,226 @@
+//! The Raft type configuration and the state machine: the node's own [`SqliteProvider`].
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use francis_store::{ApplyMarker, SqliteProvider, StoreError};
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+};
+use serde::de::DeserializeOwned;
+
+use crate::command::{Op, Outcome, Reply, WireStoreError, execute, is_deterministic};
+
+openraft::declare_raft_types!(
+    /// The replicated store's Raft types: commands are provider operations, responses their
+    /// results; nodes are known by their peer address.
+    pub(crate) TypeConfig:
+        D = Op,
+        R = Reply,
+        NodeId = u64,
+        Node = BasicNode,
+);
+
+type NodeId = u64;
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+/// Metadata key of the last applied log id (written with every applied write).
+pub(crate) const APPLIED_KEY: &str = "raft.applied";
+/// Metadata key of the last applied membership.
+pub(crate) const MEMBERSHIP_KEY: &str = "raft.membership";
+
+fn any(e: impl std::error::Error + 'static) -> AnyError {
+    AnyError::new(&e)
+}
+
+fn decode<T: DeserializeOwned>(bytes: Option<&Vec<u8>>) -> Result<Option<T>, AnyError> {
+    bytes
+        .map(|b| serde_json::from_slice(b).map_err(any))
+        .transpose()
+}
+
+/// The state machine: applies commands to the node's provider; snapshots are dumps of it.
+#[derive(Debug, Clone)]
+pub(crate) struct StateMachine {
+    pub(crate) store: Arc<SqliteProvider>,
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+impl StateMachine {
+    pub(crate) fn new(store: Arc<SqliteProvider>) -> Self {
+        StateMachine {
+            store,
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    async fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, AnyError> {
+        let v = self.store.meta(key).await.map_err(any)?;
+        decode(v.as_ref())
+    }
+
+    async fn build(&self) -> StorageResult<Snapshot<TypeConfig>> {
+        let (data, meta) = self
+            .store
+            .export_snapshot()
+            .await
+            .map_err(|e| StorageIOError::read_state_machine(any(e)))?;
+        let last_log_id: Option<LogId<NodeId>> =
+            decode(meta.get(APPLIED_KEY)).map_err(StorageIOError::read_state_machine)?;
+        let last_membership: StoredMembership<NodeId, BasicNode> = decode(meta.get(MEMBERSHIP_KEY))
+            .map_err(StorageIOError::read_state_machine)?
+            .unwrap_or_default();
+        let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match last_log_id {
+            Some(id) => format!("{}-{}-{seq}", id.leader_id.term, id.index),
+            None => format!("empty-{seq}"),
+        };
+        Ok(Snapshot {
+            meta: SnapshotMeta {
+                last_log_id,
+                last_membership,
+                snapshot_id,
+            },
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        self.build().await
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+        let applied = self
+            .read_meta(APPLIED_KEY)
+            .await
+            .map_err(StorageIOError::read_state_machine)?;
+        let membership = self
+            .read_meta(MEMBERSHIP_KEY)
+            .await
+            .map_err(StorageIOError::read_state_machine)?
+            .unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Reply>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut replies = Vec::new();
+        let mut unmarked: Option<LogId<NodeId>> = None;
+        for entry in entries {
+            let log_id = entry.log_id;
+            let marker_value = serde_json::to_vec(&Some(log_id))
+                .map_err(|e| StorageIOError::apply(log_id, any(e)))?;
+            match entry.payload {
+                EntryPayload::Blank => {
+                    unmarked = Some(log_id);
+                    replies.push(Ok(Outcome::Unit));
+                }
+                EntryPayload::Normal(op) => {
+                    let marker = ApplyMarker {
+                        key: APPLIED_KEY.to_string(),
+                        value: marker_value,
+                    };
+                    let result =
+                        SqliteProvider::with_apply_marker(marker, execute(&self.store, op)).await;
+                    match result {
+                        Ok(outcome) => {
+                            unmarked = None;
+                            replies.push(Ok(outcome));
+                        }
+                        Err(e) if is_deterministic(&e) => {
+                            // Refused before reaching the database (a bad argument) leaves
+                            // no marker; record it below to be safe.
+                            unmarked = Some(log_id);
+                            replies.push(Err(WireStoreError::from(&e)));
+                        }
+                        Err(e) => {
+                            // This node's database failed: the command may not be skipped
+                            // here while others apply it, so this node stops.
+                            tracing::error!(error = %e, %log_id, "cannot apply a log entry; stopping");
+                            return Err(StorageIOError::apply(log_id, any(e)).into());
+                        }
+                    }
+                }
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(log_id), m);
+                    let bytes = serde_json::to_vec(&stored)
+                        .map_err(|e| StorageIOError::apply(log_id, any(e)))?;
+                    self.store
+                        .set_meta(MEMBERSHIP_KEY, &bytes)
+                        .await
+                        .map_err(|e| StorageIOError::apply(log_id, any(e)))?;
+                    unmarked = Some(log_id);
+                    replies.push(Ok(Outcome::Unit));
+                }
+            }
+        }
+        if let Some(log_id) = unmarked {
+            let bytes = serde_json::to_vec(&Some(log_id))
+                .map_err(|e| StorageIOError::apply(log_id, any(e)))?;
+            self.store
+                .set_meta(APPLIED_KEY, &bytes)
+                .await
+                .map_err(|e| StorageIOError::apply(log_id, any(e)))?;
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let bytes = snapshot.into_inner();
+        self.store
+            .import_snapshot(&bytes)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), any(e)))?;
+        // The dump carries the applied log id and membership of its source; make sure they
+        // are exactly the snapshot's.
+        let applied = serde_json::to_vec(&meta.last_log_id)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), any(e)))?;
+        let membership = serde_json::to_vec(&meta.last_membership)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), any(e)))?;
+        for (key, value) in [(APPLIED_KEY, applied), (MEMBERSHIP_KEY, membership)] {
+            self.store
+                .set_meta(key, &value)
+                .await
+                .map_err(|e: StoreError| {
+                    StorageIOError::write_snapshot(Some(meta.signature()), any(e))
+                })?;
+        }
+        tracing::info!(snapshot = %meta.snapshot_id, "installed a snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let (applied, _) = self.applied_state().await?;
+        if applied.is_none() {
+            return Ok(None);
+        }
+        // Always the current state: a snapshot is a dump of the node's own tables.
+        Ok(Some(self.build().await?))
+    }
+}

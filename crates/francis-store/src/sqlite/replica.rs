@@ -1,0 +1,369 @@
+//! What a replicated store built on a [`SqliteProvider`] needs from it: a small metadata table,
+//! an apply marker written atomically with each write, and whole-store snapshots.
+//!
+//! The metadata table (`replica_meta`) lives outside the versioned schema: it is created (if
+//! missing) when a database is opened and holds nothing a plain single-host store reads.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use sqlx::{AssertSqlSafe, Row, SqliteConnection, TypeInfo, ValueRef};
+
+use super::{SqliteProvider, boxed};
+use crate::error::StoreError;
+use crate::provider::StoreResult;
+
+/// Creates the metadata table; run at every open.
+pub(crate) const CREATE_META: &str = "CREATE TABLE IF NOT EXISTS replica_meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) STRICT";
+
+/// Metadata keys starting with this prefix belong to the local node (its identity, say): they
+/// are never exported in a snapshot nor replaced by importing one.
+pub const LOCAL_META_PREFIX: &str = "local.";
+
+/// The provider's tables in foreign-key order (parents first).
+const TABLES: &[&str] = &[
+    "counters",
+    "hosts",
+    "host_types",
+    "placements",
+    "state",
+    "alarms",
+];
+
+/// Format version of [`SqliteProvider::export_snapshot`]'s bytes.
+const SNAPSHOT_FORMAT: u32 = 1;
+
+/// A metadata row written in the same transaction as every write made inside
+/// [`SqliteProvider::with_apply_marker`], whether that write succeeds or is refused.
+///
+/// A replicated store records "last applied log entry" this way, so that an entry's effects
+/// and the record that it was applied commit together (or not at all) and a restart never
+/// applies an entry twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyMarker {
+    /// The metadata key (must not start with [`LOCAL_META_PREFIX`]).
+    pub key: String,
+    /// Its value.
+    pub value: Vec<u8>,
+}
+
+tokio::task_local! {
+    static APPLY_MARKER: ApplyMarker;
+}
+
+pub(crate) fn current_marker() -> Option<ApplyMarker> {
+    APPLY_MARKER.try_with(Clone::clone).ok()
+}
+
+/// Runs `op`, undoing its changes if it fails, then writes `marker`; the outer result fails
+/// only if the marker cannot be written (the whole job is then undone by the writer).
+pub(crate) async fn run_marked<T>(
+    conn: &mut SqliteConnection,
+    op: impl for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>>,
+    marker: ApplyMarker,
+) -> StoreResult<StoreResult<T>> {
+    sqlx::raw_sql("SAVEPOINT francis_marked")
+        .execute(&mut *conn)
+        .await?;
+    let result = op(&mut *conn).await;
+    if result.is_err() {
+        sqlx::raw_sql("ROLLBACK TO francis_marked")
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::raw_sql("RELEASE francis_marked")
+        .execute(&mut *conn)
+        .await?;
+    put_meta(conn, &marker.key, &marker.value).await?;
+    Ok(result)
+}
+
+async fn put_meta(conn: &mut SqliteConnection, key: &str, value: &[u8]) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO replica_meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(key)
+    .bind(value)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One SQLite value, as stored in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Value {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Snapshot {
+    format: u32,
+    schema: i64,
+    /// `(table, rows)` in [`TABLES`] order, then `replica_meta`.
+    tables: Vec<(String, Vec<Vec<Value>>)>,
+}
+
+/// Runs a query over a table name from [`TABLES`] (never user input).
+async fn dump(conn: &mut SqliteConnection, sql: String) -> StoreResult<Vec<Vec<Value>>> {
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut values = Vec::with_capacity(row.len());
+        for i in 0..row.len() {
+            let raw = row.try_get_raw(i)?;
+            let value = if raw.is_null() {
+                Value::Null
+            } else {
+                match raw.type_info().name() {
+                    "INTEGER" => Value::Int(row.try_get(i)?),
+                    "REAL" => Value::Real(row.try_get(i)?),
+                    "TEXT" => Value::Text(row.try_get(i)?),
+                    _ => Value::Blob(row.try_get(i)?),
+                }
+            };
+            values.push(value);
+        }
+        out.push(values);
+    }
+    Ok(out)
+}
+
+async fn import(conn: &mut SqliteConnection, snapshot: Snapshot) -> StoreResult<()> {
+    for table in TABLES.iter().rev() {
+        sqlx::raw_sql(AssertSqlSafe(format!("DELETE FROM {table}")))
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query("DELETE FROM replica_meta WHERE substr(key, 1, length(?1)) <> ?1")
+        .bind(LOCAL_META_PREFIX)
+        .execute(&mut *conn)
+        .await?;
+    for (table, rows) in snapshot.tables {
+        let known = TABLES.contains(&table.as_str()) || table == "replica_meta";
+        if !known {
+            return Err(StoreError::Corrupt(format!(
+                "snapshot holds an unknown table {table:?}"
+            )));
+        }
+        for row in rows {
+            if table == "replica_meta"
+                && matches!(row.first(), Some(Value::Text(k)) if k.starts_with(LOCAL_META_PREFIX))
+            {
+                continue;
+            }
+            let marks = vec!["?"; row.len()].join(", ");
+            let sql = format!("INSERT INTO {table} VALUES ({marks})");
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for v in row {
+                q = match v {
+                    Value::Null => q.bind(None::<i64>),
+                    Value::Int(i) => q.bind(i),
+                    Value::Real(f) => q.bind(f),
+                    Value::Text(t) => q.bind(t),
+                    Value::Blob(b) => q.bind(b),
+                };
+            }
+            q.execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
+}
+
+impl SqliteProvider {
+    /// Runs `fut` so that every write this provider makes within it (on the same task) also
+    /// writes `marker` into the metadata table in the same transaction, even when the write
+    /// itself is refused (its own changes are undone; the marker is kept). A write refused
+    /// before reaching the database (an invalid argument) writes no marker.
+    pub async fn with_apply_marker<F: Future>(marker: ApplyMarker, fut: F) -> F::Output {
+        APPLY_MARKER.scope(marker, fut).await
+    }
+
+    /// Reads a metadata value.
+    pub async fn meta(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM replica_meta WHERE key = ?1")
+                .bind(key)
+                .fetch_optional(&self.read_pool)
+                .await?,
+        )
+    }
+
+    /// Writes a metadata value (through the writer, durably like any write).
+    pub async fn set_meta(&self, key: &str, value: &[u8]) -> StoreResult<()> {
+        let (key, value) = (key.to_string(), value.to_vec());
+        self.write_unmarked(move |c: &mut SqliteConnection| {
+            boxed(async move { put_meta(c, &key, &value).await })
+        })
+        .await
+    }
+
+    /// Every row of the provider's tables and of the metadata table (but keys starting with
+    /// [`LOCAL_META_PREFIX`]), read in one transaction, so the bytes are one consistent state
+    /// including whatever marker was written with the last write. Also returns the exported
+    /// metadata, read in that same transaction.
+    pub async fn export_snapshot(&self) -> StoreResult<(Vec<u8>, BTreeMap<String, Vec<u8>>)> {
+        let mut tx = self.read_pool.begin().await?;
+        let mut tables = Vec::with_capacity(TABLES.len() + 1);
+        for table in TABLES {
+            let rows = dump(&mut tx, format!("SELECT * FROM {table}")).await?;
+            tables.push((table.to_string(), rows));
+        }
+        let meta = dump(
+            &mut tx,
+            "SELECT key, value FROM replica_meta WHERE substr(key, 1, 6) <> 'local.' ORDER BY key"
+                .to_string(),
+        )
+        .await?;
+        let mut exported = BTreeMap::new();
+        for row in &meta {
+            if let [Value::Text(k), Value::Blob(v)] = row.as_slice() {
+                exported.insert(k.clone(), v.clone());
+            }
+        }
+        tables.push(("replica_meta".to_string(), meta));
+        tx.rollback().await?;
+        let snapshot = Snapshot {
+            format: SNAPSHOT_FORMAT,
+            schema: super::SCHEMA_VERSION,
+            tables,
+        };
+        let bytes = serde_json::to_vec(&snapshot)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode a snapshot: {e}")))?;
+        Ok((bytes, exported))
+    }
+
+    /// Replaces the provider's tables and the (non-local) metadata with a snapshot made by
+    /// [`SqliteProvider::export_snapshot`], in one transaction. A snapshot of another format
+    /// or schema version is refused with [`StoreError::InvalidArgument`] and changes nothing.
+    pub async fn import_snapshot(&self, bytes: &[u8]) -> StoreResult<()> {
+        let snapshot: Snapshot = serde_json::from_slice(bytes)
+            .map_err(|e| StoreError::InvalidArgument(format!("not a store snapshot: {e}")))?;
+        if snapshot.format != SNAPSHOT_FORMAT || snapshot.schema != super::SCHEMA_VERSION {
+            return Err(StoreError::InvalidArgument(format!(
+                "snapshot format {} schema {} does not match this build (format {}, schema {})",
+                snapshot.format,
+                snapshot.schema,
+                SNAPSHOT_FORMAT,
+                super::SCHEMA_VERSION
+            )));
+        }
+        self.write_unmarked(move |c: &mut SqliteConnection| boxed(import(c, snapshot)))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::provider::{ActorTypeSpec, Fence, HostRegistration, Provider};
+
+    fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp_millis(1_700_000_000_000 + ms).unwrap()
+    }
+
+    fn marker(v: &str) -> ApplyMarker {
+        ApplyMarker {
+            key: "applied".into(),
+            value: v.as_bytes().to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn marker_is_written_with_refused_and_accepted_writes() {
+        let p = SqliteProvider::in_memory().await.unwrap();
+        let a = francis_core::ActorRef::new("t", "a").unwrap();
+        // refused (fenced: no placement), but the marker is recorded, the state is not
+        let refused = SqliteProvider::with_apply_marker(
+            marker("1"),
+            p.set_state(&a, b"1", None, Fence::Epoch(7)),
+        )
+        .await;
+        assert!(
+            matches!(refused, Err(StoreError::Fenced { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(p.meta("applied").await.unwrap(), Some(b"1".to_vec()));
+        assert_eq!(p.get_state(&a, at(0)).await.unwrap(), None);
+        SqliteProvider::with_apply_marker(
+            marker("2"),
+            p.set_state(&a, b"2", None, Fence::Unfenced),
+        )
+        .await
+        .unwrap();
+        assert_eq!(p.meta("applied").await.unwrap(), Some(b"2".to_vec()));
+        // outside the scope nothing is marked
+        p.set_state(&a, b"3", None, Fence::Unfenced).await.unwrap();
+        assert_eq!(p.meta("applied").await.unwrap(), Some(b"2".to_vec()));
+        p.close().await;
+    }
+
+    #[tokio::test]
+    async fn snapshots_round_trip_and_keep_local_metadata() {
+        let src = SqliteProvider::in_memory().await.unwrap();
+        let reg = HostRegistration {
+            host_id: "h1".into(),
+            address: "addr".into(),
+            actor_types: vec![ActorTypeSpec {
+                actor_type: "t".into(),
+                max_active: Some(3),
+            }],
+        };
+        let ttl = Duration::from_secs(10);
+        src.register_host(&reg, at(0), ttl).await.unwrap();
+        let a = francis_core::ActorRef::new("t", "a").unwrap();
+        let placed = src.claim(&a, "h1", at(0), ttl).await.unwrap();
+        src.set_state(&a, b"{\"n\":1}", Some(at(500)), Fence::Epoch(placed.epoch))
+            .await
+            .unwrap();
+        src.set_meta("applied", b"9").await.unwrap();
+        src.set_meta("local.id", b"source").await.unwrap();
+        let (bytes, meta) = src.export_snapshot().await.unwrap();
+        assert_eq!(meta.get("applied"), Some(&b"9".to_vec()));
+        assert!(!meta.contains_key("local.id"), "local keys stay local");
+
+        let dst = SqliteProvider::in_memory().await.unwrap();
+        let b = francis_core::ActorRef::new("t", "b").unwrap();
+        dst.set_state(&b, b"2", None, Fence::Unfenced)
+            .await
+            .unwrap();
+        dst.set_meta("local.id", b"target").await.unwrap();
+        dst.import_snapshot(&bytes).await.unwrap();
+        assert_eq!(dst.get_state(&b, at(0)).await.unwrap(), None, "replaced");
+        assert_eq!(
+            dst.get_state(&a, at(0)).await.unwrap().map(|s| s.data),
+            Some(b"{\"n\":1}".to_vec())
+        );
+        assert_eq!(
+            dst.lookup(&a, at(1), ttl).await.unwrap(),
+            Some(placed.clone())
+        );
+        assert_eq!(dst.meta("applied").await.unwrap(), Some(b"9".to_vec()));
+        assert_eq!(
+            dst.meta("local.id").await.unwrap(),
+            Some(b"target".to_vec())
+        );
+        // the epoch counter came along: the next placement gets a greater epoch
+        let c = francis_core::ActorRef::new("t", "c").unwrap();
+        assert!(dst.claim(&c, "h1", at(2), ttl).await.unwrap().epoch > placed.epoch);
+
+        let err = dst.import_snapshot(b"garbage").await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidArgument(_)), "{err:?}");
+        assert_eq!(dst.meta("applied").await.unwrap(), Some(b"9".to_vec()));
+        src.close().await;
+        dst.close().await;
+    }
+}
