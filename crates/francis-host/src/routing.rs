@@ -87,7 +87,15 @@ pub(crate) async fn route(inner: &Arc<HostInner>, actor: &ActorRef) -> Result<Ro
         return Ok(Route::Local);
     }
     let me = inner.host_id();
-    let placement = match inner.router.cached(actor) {
+    let cached = match inner.router.cached(actor) {
+        // A cached route to a host that stopped renewing its lease is dropped.
+        Some(p) if p.host_id != me && !membership(inner, false).await?.is_live(&p.host_id) => {
+            inner.router.forget(actor);
+            None
+        }
+        other => other,
+    };
+    let placement = match cached {
         Some(p) => p,
         None => resolve(inner, actor).await?,
     };
@@ -202,4 +210,17 @@ pub(crate) async fn membership(
     *inner.router.membership.lock().expect("membership lock") =
         Some((Instant::now(), view.clone()));
     Ok(view)
+}
+
+/// Completes once `host_id` is no longer live in the store (its lease expired or it left):
+/// a call in flight to it will get no answer.
+pub(crate) async fn lost(inner: &Arc<HostInner>, host_id: &str) {
+    loop {
+        tokio::time::sleep(MEMBERSHIP_TTL).await;
+        if let Ok(view) = membership(inner, false).await
+            && !view.is_live(host_id)
+        {
+            return;
+        }
+    }
 }

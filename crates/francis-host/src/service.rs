@@ -90,7 +90,16 @@ impl HostService {
             let result = match crate::routing::route(&self.inner, actor).await? {
                 Route::Local => self.call_local(actor, op.clone(), request_id.clone()).await,
                 Route::Remote(owner) => {
-                    let sent = self.send(&owner, actor, op.clone(), &request_id).await;
+                    let sent = tokio::select! {
+                        sent = self.send(&owner, actor, op.clone(), &request_id) => sent,
+                        () = crate::routing::lost(&self.inner, &owner.host_id) => {
+                            Err(Error::HostUnavailable(format!(
+                                "host {} at {} stopped renewing its lease while handling the call \
+                                 to {actor}; the call may or may not have run",
+                                owner.host_id, owner.address
+                            )))
+                        }
+                    };
                     match &sent {
                         // The owner left: none of its routes hold any more.
                         Err(e) if e.kind() == ErrorKind::ShuttingDown => {

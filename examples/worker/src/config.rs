@@ -34,6 +34,8 @@ Flags (one dash or two; `-flag value` or `-flag=value`):
                                  (default 127.0.0.1:7571)
   -data PATH                     SQLite database file, created if missing (default data.db,
                                  in the working directory)
+  -health-deadline DURATION      a host that cannot renew its lease for this long loses its
+                                 actors to the other hosts (default 20s; e.g. 2s, PT5S)
   -runtime-psk KEY               shared cluster key, at least 32 bytes (default: the
                                  FRANCIS_RUNTIME_PSK environment variable, else the
                                  example key; change it for anything real)
@@ -62,6 +64,8 @@ pub struct Config {
     pub actor_host_address: String,
     /// The SQLite database file.
     pub data: PathBuf,
+    /// The host's health-check deadline (`None`: the host's default, 20 s).
+    pub health_deadline: Option<std::time::Duration>,
     /// The runtime PSK (at least [`MIN_PSK_LEN`] bytes). Never logged.
     pub runtime_psk: String,
     /// Where [`Config::runtime_psk`] came from.
@@ -74,6 +78,7 @@ impl Default for Config {
             worker_address: DEFAULT_WORKER_ADDRESS.to_owned(),
             actor_host_address: DEFAULT_ACTOR_HOST_ADDRESS.to_owned(),
             data: PathBuf::from(DEFAULT_DATA),
+            health_deadline: None,
             runtime_psk: EXAMPLE_RUNTIME_PSK.to_owned(),
             psk_source: PskSource::Example,
         }
@@ -106,6 +111,7 @@ enum Flag {
     WorkerAddress,
     ActorHostAddress,
     Data,
+    HealthDeadline,
     RuntimePsk,
 }
 
@@ -115,6 +121,7 @@ impl Flag {
             "worker-address" => Flag::WorkerAddress,
             "actor-host-address" => Flag::ActorHostAddress,
             "data" => Flag::Data,
+            "health-deadline" => Flag::HealthDeadline,
             "runtime-psk" => Flag::RuntimePsk,
             _ => return None,
         })
@@ -125,6 +132,7 @@ impl Flag {
             Flag::WorkerAddress => "worker-address",
             Flag::ActorHostAddress => "actor-host-address",
             Flag::Data => "data",
+            Flag::HealthDeadline => "health-deadline",
             Flag::RuntimePsk => "runtime-psk",
         }
     }
@@ -182,6 +190,10 @@ where
                     return Err(invalid(flag, "expected a file path, got an empty value"));
                 }
                 config.data = PathBuf::from(value);
+            }
+            Flag::HealthDeadline => {
+                let d = francis_core::parse_interval(&value).map_err(|e| invalid(flag, e))?;
+                config.health_deadline = Some(d.as_duration());
             }
             Flag::RuntimePsk => flag_psk = Some(value),
         }
@@ -263,6 +275,19 @@ mod tests {
         assert_eq!(c.runtime_psk, EXAMPLE_RUNTIME_PSK);
         assert_eq!(c.psk_source, PskSource::Example);
         assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn health_deadline_takes_a_duration() {
+        assert_eq!(run(&[]).health_deadline, None);
+        let c = run(&["-health-deadline", "2s"]);
+        assert_eq!(c.health_deadline, Some(std::time::Duration::from_secs(2)));
+        let c = run(&["--health-deadline=PT1M"]);
+        assert_eq!(c.health_deadline, Some(std::time::Duration::from_secs(60)));
+        for bad in ["0s", "soon", "-5s"] {
+            let msg = fail(&["-health-deadline", bad]).to_string();
+            assert!(msg.contains("health-deadline"), "{bad}: {msg}");
+        }
     }
 
     #[test]

@@ -69,13 +69,15 @@ impl Worker {
                 address: config.worker_address.clone(),
                 source,
             })?;
-        let host = LocalHost::builder()
+        let mut builder = LocalHost::builder()
             .address(config.actor_host_address.clone())
             .sqlite(config.data.clone())
             .runtime_psks([config.runtime_psk.as_bytes()])
-            .shutdown_grace_period(SHUTDOWN_GRACE_PERIOD)
-            .build()
-            .await?;
+            .shutdown_grace_period(SHUTDOWN_GRACE_PERIOD);
+        if let Some(deadline) = config.health_deadline {
+            builder = builder.health_deadline(deadline);
+        }
+        let host = builder.build().await?;
         register(&host)?;
         Ok(Worker {
             host,

@@ -28,6 +28,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A free UDP port on 127.0.0.1, for a host's peer (QUIC) address.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind an ephemeral UDP port")
+        .port()
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where
@@ -65,7 +73,7 @@ pub struct Worker {
 impl Worker {
     /// Starts the worker in `dir` on fresh free ports, with `extra` flags appended.
     pub fn start(dir: &Path, extra: &[&str]) -> Worker {
-        Self::start_on(dir, free_port(), free_port(), extra)
+        Self::start_on(dir, free_port(), free_udp_port(), extra)
     }
 
     /// Starts the worker in `dir` with the given ports.
@@ -179,6 +187,16 @@ impl Worker {
                 self.log_text()
             );
             tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Worker {
+    /// Kills the process at once (SIGKILL): no graceful shutdown, nothing released.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill the worker");
+            child.wait().expect("reap the worker");
         }
     }
 }
