@@ -166,6 +166,7 @@ fn transport_error(addr: &str, e: TransportError) -> CallError {
         e @ (TransportError::Connect { .. }
         | TransportError::AuthenticationFailed { .. }
         | TransportError::Closed
+        | TransportError::PeerShutDown { .. }
         | TransportError::FrameTooLarge { .. }) => CallError::Unsent(format!("{addr}: {e}")),
         e => CallError::Transport(format!("{addr}: {e}")),
     }

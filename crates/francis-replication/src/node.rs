@@ -72,6 +72,8 @@ pub struct ReplicationStatus {
     pub last_applied: Option<u64>,
     /// The index of the last log entry included in a snapshot.
     pub snapshot: Option<u64>,
+    /// The index of the last log entry removed from this node's log (compacted away).
+    pub purged: Option<u64>,
 }
 
 /// One replication node.
@@ -244,20 +246,28 @@ impl Node {
                 "already a member of the running cluster; waiting for its leader"
             );
         } else {
-            // A running cluster that does not know this node: ask it to add us, in the
-            // background (the leader waits for this node to catch up first).
+            // A running cluster that does not know this node: ask one of its members to add
+            // us, in the background (the leader first brings this node up to date).
+            let contacts: Vec<String> = running.into_iter().flat_map(|s| s.members).collect();
             let node = Arc::downgrade(self);
             tokio::spawn(async move {
-                loop {
+                for attempt in 0usize.. {
                     let Some(node) = node.upgrade() else { return };
-                    let address = node.address.clone();
-                    match node.run(Forward::AddMember(address)).await {
-                        Ok(_) => {
-                            tracing::info!(node = node.id, "joined the cluster");
+                    let via = &contacts[attempt % contacts.len()];
+                    let request = Forward::AddMember(node.address.clone());
+                    let budget = node.budget(&request);
+                    match call::<_, Reply>(&node.transport, via, kind::FORWARD, &request, budget)
+                        .await
+                    {
+                        Ok(Ok(_)) => {
+                            tracing::info!(node = node.id, %via, "joined the cluster");
                             return;
                         }
+                        Ok(Err(e)) => {
+                            tracing::warn!(node = node.id, %via, error = ?e, "cannot join the cluster yet; retrying");
+                        }
                         Err(e) => {
-                            tracing::warn!(node = node.id, error = ?e, "cannot join the cluster yet; retrying");
+                            tracing::warn!(node = node.id, %via, error = %e, "cannot join the cluster yet; retrying");
                         }
                     }
                     let pause = node.config.election_timeout.1;
@@ -607,6 +617,7 @@ impl Node {
             unreachable: Vec::new(),
             last_applied: m.last_applied.map(|l| l.index),
             snapshot: m.snapshot.map(|l| l.index),
+            purged: m.purged.map(|l| l.index),
         };
         drop(m);
         ReplicationStatus {

@@ -52,6 +52,28 @@ pub fn transport(bind: SocketAddr, psk: &[u8], handler: &RaftRequestHandler) -> 
     .expect("start a transport")
 }
 
+/// Starts a transport on a port a stopped node used: the old endpoint releases its socket
+/// shortly after it is closed, so binding is retried until then.
+pub async fn transport_again(
+    bind: SocketAddr,
+    psk: &[u8],
+    handler: &RaftRequestHandler,
+) -> Transport {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let config =
+            TransportConfig::new(format!("node-{}", uuid_like()), bind, vec![psk.to_vec()])
+                .with_limits(limits());
+        match Transport::start(config, Arc::new(handler.clone())) {
+            Ok(t) => return t,
+            Err(francis_transport::TransportError::Bind { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot restart the transport at {bind}: {e}"),
+        }
+    }
+}
+
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -220,7 +242,7 @@ impl Cluster {
         assert!(self.nodes[i].is_none(), "node {i} is running");
         let handler = RaftRequestHandler::new();
         let addr: SocketAddr = self.addrs[i].parse().unwrap();
-        let transport = transport(addr, PSK, &handler);
+        let transport = transport_again(addr, PSK, &handler).await;
         let provider = ReplicatedProvider::start(self.config(i), transport.clone(), &handler)
             .await
             .expect("restart a node");

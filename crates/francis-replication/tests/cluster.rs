@@ -1,0 +1,477 @@
+//! Replication scenarios on real QUIC: replication to every node's own file, leader
+//! failover, no quorum, node identity, snapshot catch-up, membership changes, foreign PSKs.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use francis_replication::{RaftRequestHandler, ReplicatedProvider, ReplicationError, node_id_of};
+use francis_store::testing::{TTL, actor, at, register};
+use francis_store::{Fence, Provider, StoreError};
+use support::*;
+
+fn key(i: usize) -> francis_core::ActorRef {
+    actor("counter", &format!("k{i:04}"))
+}
+
+async fn local_state(p: &ReplicatedProvider, i: usize) -> Option<Vec<u8>> {
+    p.local_store()
+        .get_state(&key(i), at(0))
+        .await
+        .expect("read the local store")
+        .map(|s| s.data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_one_node_is_applied_to_every_nodes_own_file() {
+    let mut c = Cluster::start(3).await;
+    let f = c.follower().await;
+    let writer = c.provider(f);
+    register(&writer, "h1", &["counter"], at(0)).await;
+    let placed = writer.claim(&key(1), "h1", at(1), TTL).await.unwrap();
+    writer
+        .set_state(&key(1), b"41", None, Fence::Epoch(placed.epoch))
+        .await
+        .unwrap();
+    // linearizable reads through every node see it at once
+    for (_, n) in c.running() {
+        let s = n.provider.get_state(&key(1), at(2)).await.unwrap();
+        assert_eq!(s.map(|s| s.data), Some(b"41".to_vec()));
+        let p = n.provider.lookup(&key(1), at(2), TTL).await.unwrap();
+        assert_eq!(p, Some(placed.clone()));
+    }
+    // and every node's own SQLite file holds the rows once it applied them
+    for i in 0..3 {
+        let p = c.provider(i);
+        eventually(
+            "the row in each node's file",
+            Duration::from_secs(5),
+            || {
+                let p = p.clone();
+                async move { local_state(&p, 1).await == Some(b"41".to_vec()) }
+            },
+        )
+        .await;
+    }
+    // the files are distinct databases: stop everything and read one file directly
+    c.stop_all().await;
+    let direct = francis_store::SqliteProvider::open(c.data_path(2), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        direct
+            .get_state(&key(1), at(2))
+            .await
+            .unwrap()
+            .map(|s| s.data),
+        Some(b"41".to_vec())
+    );
+    direct.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_leader_loses_no_acknowledged_write_and_service_resumes() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let f = c.follower().await;
+    let writer = c.provider(f);
+    register(&writer, "h1", &["counter"], at(0)).await;
+
+    let total = 60;
+    let stop_after = 20;
+    let mut acked: Vec<(usize, u64)> = Vec::new(); // (key, epoch)
+    let mut stopped_at: Option<Instant> = None;
+    let mut resumed_after: Option<Duration> = None;
+    let mut i = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while i < total {
+        assert!(Instant::now() < deadline, "writes did not resume");
+        if i == stop_after && stopped_at.is_none() {
+            c.stop(leader).await;
+            stopped_at = Some(Instant::now());
+        }
+        // a claim then a fenced state write; an error is retried (both are idempotent)
+        let r = async {
+            let p = writer.claim(&key(i), "h1", at(10), TTL).await?;
+            writer
+                .set_state(
+                    &key(i),
+                    i.to_string().as_bytes(),
+                    None,
+                    Fence::Epoch(p.epoch),
+                )
+                .await?;
+            Ok::<_, StoreError>(p.epoch)
+        }
+        .await;
+        match r {
+            Ok(epoch) => {
+                if let (Some(t), None) = (stopped_at, resumed_after) {
+                    resumed_after = Some(t.elapsed());
+                }
+                acked.push((i, epoch));
+                i += 1;
+            }
+            Err(e) => {
+                assert!(
+                    stopped_at.is_some(),
+                    "a write failed before the leader stopped: {e}"
+                );
+            }
+        }
+    }
+    let resumed = resumed_after.expect("writes resumed after the leader stopped");
+    assert!(
+        resumed < Duration::from_secs(8),
+        "writes resumed only after {resumed:?}"
+    );
+    let new_leader = c.wait_leader().await;
+    assert_ne!(new_leader, leader);
+    // every acknowledged write is there, through every surviving node
+    for (_, n) in c.running() {
+        for (k, epoch) in &acked {
+            let s = n.provider.get_state(&key(*k), at(11)).await.unwrap();
+            assert_eq!(
+                s.map(|s| s.data),
+                Some(k.to_string().into_bytes()),
+                "key {k}"
+            );
+            let p = n.provider.lookup(&key(*k), at(11), TTL).await.unwrap();
+            assert_eq!(p.map(|p| p.epoch), Some(*epoch), "placement of key {k}");
+        }
+    }
+    // the old leader comes back and catches up
+    c.restart(leader).await;
+    let back = c.provider(leader);
+    eventually(
+        "the restarted node catches up",
+        Duration::from_secs(10),
+        || {
+            let back = back.clone();
+            async move {
+                local_state(&back, total - 1).await == Some((total - 1).to_string().into_bytes())
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_quorum_writes_fail_fast_naming_the_stopped_peer_then_resume() {
+    let mut c = Cluster::start(2).await;
+    let leader = c.leader().await;
+    let other = 1 - leader;
+    let survivor = c.provider(leader);
+    survivor
+        .set_state(&key(1), b"1", None, Fence::Unfenced)
+        .await
+        .unwrap();
+    let stopped_addr = c.addrs[other].clone();
+    c.stop(other).await;
+
+    // the leader lost its only peer: writes and reads answer NoQuorum within seconds
+    for attempt in 0..2 {
+        let started = Instant::now();
+        let err = survivor
+            .set_state(&key(2), b"2", None, Fence::Unfenced)
+            .await
+            .expect_err("no write without a quorum");
+        let took = started.elapsed();
+        match &err {
+            StoreError::NoQuorum { unreachable } => {
+                assert_eq!(
+                    unreachable,
+                    &vec![stopped_addr.clone()],
+                    "attempt {attempt}"
+                );
+            }
+            other => panic!("expected NoQuorum, got {other}"),
+        }
+        assert!(err.to_string().contains(&stopped_addr), "{err}");
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+    }
+    let read = survivor.get_state(&key(1), at(0)).await;
+    assert!(matches!(read, Err(StoreError::NoQuorum { .. })), "{read:?}");
+    assert_eq!(survivor.status().unreachable, vec![stopped_addr.clone()]);
+
+    // the stopped node comes back: service resumes by itself, nothing acknowledged is lost
+    c.restart(other).await;
+    eventually("writes succeed again", Duration::from_secs(15), || {
+        let s = survivor.clone();
+        async move {
+            s.set_state(&key(3), b"3", None, Fence::Unfenced)
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    for n in [leader, other] {
+        let p = c.provider(n);
+        let s = p.get_state(&key(1), at(0)).await.unwrap();
+        assert_eq!(s.map(|s| s.data), Some(b"1".to_vec()));
+        let s = p.get_state(&key(3), at(0)).await.unwrap();
+        assert_eq!(s.map(|s| s.data), Some(b"3".to_vec()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_without_quorum_also_fails_fast() {
+    let mut c = Cluster::start(2).await;
+    let leader = c.leader().await;
+    let follower = 1 - leader;
+    let leader_addr = c.addrs[leader].clone();
+    c.stop(leader).await;
+    let p = c.provider(follower);
+    let started = Instant::now();
+    let err = p
+        .set_state(&key(1), b"1", None, Fence::Unfenced)
+        .await
+        .expect_err("no write without a quorum");
+    assert!(
+        matches!(&err, StoreError::NoQuorum { unreachable } if unreachable == &vec![leader_addr.clone()]),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_another_node_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.db");
+    let handler = RaftRequestHandler::new();
+    let t = transport("127.0.0.1:0".parse().unwrap(), PSK, &handler);
+    let addr = t.local_addr().to_string();
+    let p = ReplicatedProvider::start(config(&addr, &[], data.clone()), t.clone(), &handler)
+        .await
+        .unwrap();
+    assert_eq!(p.node_id(), node_id_of(&addr));
+    p.set_state(&key(1), b"1", None, Fence::Unfenced)
+        .await
+        .unwrap();
+    p.shutdown().await;
+
+    // the same file under another address
+    let other = "127.0.0.1:1".to_string();
+    let err = ReplicatedProvider::start(config(&other, &[], data.clone()), t.clone(), &handler)
+        .await
+        .expect_err("another node's database");
+    match &err {
+        ReplicationError::IdentityMismatch {
+            node_id, address, ..
+        } => {
+            assert_eq!(*node_id, node_id_of(&addr));
+            assert_eq!(address, &addr);
+        }
+        other => panic!("expected IdentityMismatch, got {other}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("belongs to node") && msg.contains(&addr),
+        "{msg}"
+    );
+
+    // the rightful node still opens it, with its data
+    let p = ReplicatedProvider::start(config(&addr, &[], data), t.clone(), &handler)
+        .await
+        .unwrap();
+    let s = p.get_state(&key(1), at(0)).await.unwrap();
+    assert_eq!(s.map(|s| s.data), Some(b"1".to_vec()));
+    p.shutdown().await;
+    t.shutdown().await;
+}
+
+fn compact_often(c: &mut francis_replication::ReplicationConfig) {
+    c.snapshot_every = 10;
+    c.logs_to_keep = 0;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_down_during_compaction_catches_up_from_a_snapshot() {
+    let mut c = Cluster::start_tuned(3, compact_often).await;
+    let leader = c.leader().await;
+    let down = c.follower().await;
+    let p = c.provider(leader);
+    p.set_state(&key(0), b"0", None, Fence::Unfenced)
+        .await
+        .unwrap();
+    let down_applied = c.provider(down).status().last_applied;
+    c.stop(down).await;
+    let n = 60;
+    for i in 0..n {
+        p.set_state(&key(i), i.to_string().as_bytes(), None, Fence::Unfenced)
+            .await
+            .unwrap();
+    }
+    eventually(
+        "the leader's log compacted",
+        Duration::from_secs(10),
+        || {
+            let p = p.clone();
+            async move { p.status().snapshot.is_some() && p.log_len().await.unwrap() < 20 }
+        },
+    )
+    .await;
+    // every running node compacted past what the stopped node has: no log can catch it up
+    for (_, node) in c.running() {
+        eventually(
+            "compaction past the stopped node",
+            Duration::from_secs(10),
+            || {
+                let p = node.provider.clone();
+                async move { p.status().purged > down_applied }
+            },
+        )
+        .await;
+    }
+
+    c.restart(down).await;
+    let back = c.provider(down);
+    eventually(
+        "the restarted node has every write",
+        Duration::from_secs(15),
+        || {
+            let back = back.clone();
+            async move {
+                local_state(&back, 0).await == Some(b"0".to_vec())
+                    && local_state(&back, n - 1).await == Some((n - 1).to_string().into_bytes())
+            }
+        },
+    )
+    .await;
+    // and it is a full member again: a write through it is applied everywhere
+    back.set_state(&key(n), b"last", None, Fence::Unfenced)
+        .await
+        .unwrap();
+    for (_, node) in c.running() {
+        let s = node.provider.get_state(&key(n), at(0)).await.unwrap();
+        assert_eq!(s.map(|s| s.data), Some(b"last".to_vec()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_added_and_removed_through_the_library() {
+    let mut c = Cluster::start_tuned(3, compact_often).await;
+    let p = c.provider(c.follower().await);
+    for i in 0..30 {
+        p.set_state(&key(i), i.to_string().as_bytes(), None, Fence::Unfenced)
+            .await
+            .unwrap();
+    }
+    // a fourth node whose peers name the running cluster joins it by itself
+    let handler = RaftRequestHandler::new();
+    let t = transport("127.0.0.1:0".parse().unwrap(), PSK, &handler);
+    let addr = t.local_addr().to_string();
+    let mut peers = c.addrs.clone();
+    peers.push(addr.clone());
+    let mut cfg = config(&addr, &peers, c.dir.path().join("node-new.db"));
+    compact_often(&mut cfg);
+    let new = ReplicatedProvider::start(cfg, t.clone(), &handler)
+        .await
+        .unwrap();
+    eventually(
+        "the new node is a voting member",
+        Duration::from_secs(20),
+        || {
+            let p = p.clone();
+            let addr = addr.clone();
+            async move { p.status().members.contains(&addr) }
+        },
+    )
+    .await;
+    eventually("the new node caught up", Duration::from_secs(10), || {
+        let new = new.clone();
+        async move { local_state(&new, 29).await == Some(b"29".to_vec()) }
+    })
+    .await;
+    assert_eq!(p.status().members.len(), 4);
+    // reads through it are linearizable
+    let s = new.get_state(&key(0), at(0)).await.unwrap();
+    assert_eq!(s.map(|s| s.data), Some(b"0".to_vec()));
+
+    // an operator removes it again; the cluster keeps serving
+    p.remove_member(&addr).await.unwrap();
+    eventually(
+        "the node is no longer a member",
+        Duration::from_secs(10),
+        || {
+            let p = p.clone();
+            let addr = addr.clone();
+            async move { !p.status().members.contains(&addr) }
+        },
+    )
+    .await;
+    new.shutdown().await;
+    t.shutdown().await;
+    p.set_state(&key(99), b"99", None, Fence::Unfenced)
+        .await
+        .unwrap();
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_psk_cannot_join_vote_or_read() {
+    let c = Cluster::start(2).await;
+    let p = c.provider(c.leader().await);
+    p.set_state(&key(1), b"secret", None, Fence::Unfenced)
+        .await
+        .unwrap();
+
+    // a stranger configured with the cluster's addresses but another PSK
+    let dir = tempfile::tempdir().unwrap();
+    let handler = RaftRequestHandler::new();
+    let t = transport("127.0.0.1:0".parse().unwrap(), OTHER_PSK, &handler);
+    let addr = t.local_addr().to_string();
+    let mut peers = c.addrs.clone();
+    peers.push(addr.clone());
+    let stranger = ReplicatedProvider::start(
+        config(&addr, &peers, dir.path().join("s.db")),
+        t.clone(),
+        &handler,
+    )
+    .await
+    .unwrap();
+    // it cannot read anything nor write
+    let read = stranger.get_state(&key(1), at(0)).await;
+    assert!(matches!(read, Err(StoreError::NoQuorum { .. })), "{read:?}");
+    let write = stranger
+        .set_state(&key(2), b"x", None, Fence::Unfenced)
+        .await;
+    assert!(
+        matches!(write, Err(StoreError::NoQuorum { .. })),
+        "{write:?}"
+    );
+    assert_eq!(local_state(&stranger, 1).await, None);
+    // its raft messages are refused by the transport
+    let raw = t
+        .request_any_host(
+            c.addrs[0].parse().unwrap(),
+            francis_transport::proto::Request {
+                body: Some(francis_transport::proto::request::Body::Raft(
+                    francis_transport::proto::RaftRequest {
+                        kind: "forward".into(),
+                        payload: bytes::Bytes::from_static(b"\"Status\""),
+                    },
+                )),
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            raw,
+            Err(francis_transport::TransportError::AuthenticationFailed { .. })
+        ),
+        "{raw:?}"
+    );
+    // the cluster is unchanged: same members, same leader, still serving
+    assert_eq!(p.status().members.len(), 2);
+    assert!(!p.status().members.contains(&addr));
+    p.set_state(&key(3), b"3", None, Fence::Unfenced)
+        .await
+        .unwrap();
+    stranger.shutdown().await;
+    t.shutdown().await;
+}
