@@ -168,7 +168,7 @@ async fn a_host_that_freezes_fences_itself_and_its_actors_move_after_the_deadlin
     let path = dir.path().join("shared.db");
     let probe = Arc::new(Probe::default());
     let frozen_store = Arc::new(StallingProvider::new(open(&path).await));
-    let mut a = host_on(frozen_store.clone(), probe.clone()).await;
+    let a = host_on(frozen_store.clone(), probe.clone()).await;
     let b = host_on(Arc::new(open(&path).await), probe.clone()).await;
     let via_b = b.service();
     // find an actor owned by A, with two acknowledged increments
@@ -184,28 +184,31 @@ async fn a_host_that_freezes_fences_itself_and_its_actors_move_after_the_deadlin
     }
     let victim = victim.expect("some actor lands on A");
     // A's store access freezes (as if its process hung): it cannot heartbeat.
+    let mut a_events = a.host.events();
+    let fenced_at = tokio::spawn(async move {
+        loop {
+            if let Ok(HostEvent::Fenced { .. }) = a_events.recv().await {
+                return Instant::now();
+            }
+        }
+    });
     let frozen_at = Instant::now();
     frozen_store.stall.store(true, Ordering::SeqCst);
     let (n, host) = increment_eventually(&via_b, &victim, Duration::from_secs(20)).await;
-    let moved_after = frozen_at.elapsed();
+    let moved_at = Instant::now();
     assert_eq!(host, b.host.address());
     assert_eq!(n, 3, "an acknowledged increment was lost");
     // B could take over only once A's lease expired in the store...
-    assert!(
-        moved_after >= DEADLINE - Duration::from_millis(300),
-        "{moved_after:?}"
-    );
-    // ...and A had already fenced itself by then.
-    let fenced = tokio::time::timeout(Duration::from_secs(1), async {
-        loop {
-            if let Ok(HostEvent::Fenced { .. }) = a.events.recv().await {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(fenced.is_ok(), "A never fenced itself");
+    let moved_after = moved_at - frozen_at;
+    assert!(moved_after >= DEADLINE - Duration::from_millis(300), "{moved_after:?}");
+    // ...and A had fenced itself before that.
+    let fenced_at = tokio::time::timeout(Duration::from_secs(1), fenced_at)
+        .await
+        .expect("A never fenced itself")
+        .unwrap();
+    assert!(fenced_at < moved_at, "A fenced {:?} after B took over", fenced_at - moved_at);
     assert!(matches!(a.host.health(), francis_host::Health::Fenced(_)));
+    assert_eq!(probe.double_activations.load(Ordering::SeqCst), 0);
     frozen_store.stall.store(false, Ordering::SeqCst);
     b.stop().await;
     a.shutdown.cancel();
