@@ -454,8 +454,8 @@ async fn fence(inner: &Arc<HostInner>, reason: String, stop: &CancellationToken)
     inner.set_host_id(new_host_id());
     inner.router.clear();
     loop {
-        // The peer certificate names the host id, so the transport restarts under the new one.
-        let restarted = match inner.peer.start(inner, &inner.host_id()).await {
+        // The peer certificate names the host id: the transport takes the new one.
+        let restarted = match inner.peer.rename(inner, &inner.host_id()).await {
             Ok(()) => register(inner).await,
             Err(e) => Err(e),
         };

@@ -86,6 +86,14 @@ impl PeerLink {
         Ok(())
     }
 
+    /// Gives the running peer server a new host id (after fencing), or starts it.
+    pub async fn rename(&self, inner: &Arc<HostInner>, host_id: &str) -> Result<(), HostError> {
+        match self.transport() {
+            Some(transport) => Ok(transport.set_host_id(host_id)?),
+            None => self.start(inner, host_id).await,
+        }
+    }
+
     /// Stops the peer server, answering the requests it already accepted.
     pub async fn stop(&self) {
         let old = self.transport.lock().expect("peer lock").take();

@@ -200,13 +200,20 @@ async fn a_host_that_freezes_fences_itself_and_its_actors_move_after_the_deadlin
     assert_eq!(n, 3, "an acknowledged increment was lost");
     // B could take over only once A's lease expired in the store...
     let moved_after = moved_at - frozen_at;
-    assert!(moved_after >= DEADLINE - Duration::from_millis(300), "{moved_after:?}");
+    assert!(
+        moved_after >= DEADLINE - Duration::from_millis(300),
+        "{moved_after:?}"
+    );
     // ...and A had fenced itself before that.
     let fenced_at = tokio::time::timeout(Duration::from_secs(1), fenced_at)
         .await
         .expect("A never fenced itself")
         .unwrap();
-    assert!(fenced_at < moved_at, "A fenced {:?} after B took over", fenced_at - moved_at);
+    assert!(
+        fenced_at < moved_at,
+        "A fenced {:?} after B took over",
+        fenced_at - moved_at
+    );
     assert!(matches!(a.host.health(), francis_host::Health::Fenced(_)));
     assert_eq!(probe.double_activations.load(Ordering::SeqCst), 0);
     frozen_store.stall.store(false, Ordering::SeqCst);

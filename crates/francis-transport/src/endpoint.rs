@@ -108,7 +108,8 @@ pub(crate) mod stream_code {
 }
 
 pub(crate) struct Inner {
-    pub(crate) host_id: String,
+    /// This host's id, as its leaf certificates name it; changed by `Transport::set_host_id`.
+    pub(crate) host_id: std::sync::RwLock<String>,
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) local_addr: SocketAddr,
     pub(crate) client_config: quinn::ClientConfig,
@@ -144,10 +145,16 @@ pub struct Transport {
     _guard: Arc<DropGuard>,
 }
 
+impl Inner {
+    pub(crate) fn host_id(&self) -> String {
+        self.host_id.read().expect("host id lock").clone()
+    }
+}
+
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transport")
-            .field("host_id", &self.inner.host_id)
+            .field("host_id", &self.inner.host_id())
             .field("local_addr", &self.inner.local_addr)
             .field("cas", &self.inner.cas)
             .finish_non_exhaustive()
@@ -210,7 +217,7 @@ impl Transport {
         let shutdown = CancellationToken::new();
         let inner = Arc::new(Inner {
             server_name: server_name_for(&cas[0]),
-            host_id: config.host_id,
+            host_id: std::sync::RwLock::new(config.host_id),
             endpoint,
             local_addr,
             client_config,
@@ -226,7 +233,7 @@ impl Transport {
         });
         inner.tasks.spawn(server::accept_loop(inner.clone()));
         inner.tasks.spawn(renew_loop(inner.clone()));
-        tracing::debug!(host_id = %inner.host_id, %local_addr, "transport started");
+        tracing::debug!(host_id = %inner.host_id(), %local_addr, "transport started");
         Ok(Transport {
             inner,
             _guard: Arc::new(DropGuard(shutdown)),
@@ -234,8 +241,28 @@ impl Transport {
     }
 
     /// This host's id.
-    pub fn host_id(&self) -> &str {
-        &self.inner.host_id
+    pub fn host_id(&self) -> String {
+        self.inner.host_id()
+    }
+
+    /// Re-issues this host's leaf certificates under a new host id (a host that re-registered
+    /// after fencing). The endpoint, its port and its open connections stay; new connections
+    /// present the new id, and peers that want the old id get a host mismatch.
+    pub fn set_host_id(&self, host_id: &str) -> Result<(), TransportError> {
+        validate_host_id(host_id)?;
+        let identity = Identity::issue(
+            host_id,
+            &self.inner.cas,
+            &tls::provider(),
+            SystemTime::now(),
+            self.inner.leaf_lifetime,
+        )?;
+        *self.inner.host_id.write().expect("host id lock") = host_id.to_owned();
+        self.inner.identity.set(identity);
+        // Connections opened under the old id would tell peers the wrong name.
+        self.inner.pool.clear();
+        tracing::debug!(host_id, "transport host id changed");
+        Ok(())
     }
 
     /// The address the endpoint is bound to (with the real port when 0 was asked for).
@@ -417,7 +444,7 @@ impl Transport {
             Ok(()) => close::SHUTTING_DOWN,
             Err(_) => {
                 tracing::warn!(
-                    host_id = %inner.host_id,
+                    host_id = %inner.host_id(),
                     "shutdown grace elapsed with requests still in progress; aborting them"
                 );
                 close::ABORTED
@@ -429,7 +456,7 @@ impl Transport {
             .close(quinn::VarInt::from_u32(code), b"shutting down");
         // Lets the close frames reach the peers; bounded in case they never acknowledge.
         let _ = tokio::time::timeout(Duration::from_secs(2), inner.endpoint.wait_idle()).await;
-        tracing::debug!(host_id = %inner.host_id, "transport stopped");
+        tracing::debug!(host_id = %inner.host_id(), "transport stopped");
     }
 }
 
@@ -449,7 +476,7 @@ async fn renew_loop(inner: Arc<Inner>) {
         }
         let provider = tls::provider();
         match Identity::issue(
-            &inner.host_id,
+            &inner.host_id(),
             &inner.cas,
             &provider,
             SystemTime::now(),
@@ -458,10 +485,10 @@ async fn renew_loop(inner: Arc<Inner>) {
             Ok(identity) => {
                 inner.identity.set(identity);
                 Stats::bump(&inner.stats.certificate_renewals);
-                tracing::debug!(host_id = %inner.host_id, "leaf certificates renewed");
+                tracing::debug!(host_id = %inner.host_id(), "leaf certificates renewed");
             }
             Err(e) => {
-                tracing::error!(host_id = %inner.host_id, error = %e, "cannot renew leaf certificates");
+                tracing::error!(host_id = %inner.host_id(), error = %e, "cannot renew leaf certificates");
                 tokio::select! {
                     _ = inner.shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -122,7 +122,7 @@ async fn serve_stream(
     .await;
     let response = match read {
         Ok(Ok(request)) => match request.body {
-            Some(request::Body::Ping(ping)) => Response::pong(ping.nonce, &inner.host_id),
+            Some(request::Body::Ping(ping)) => Response::pong(ping.nonce, &inner.host_id()),
             Some(body) => {
                 let kind = body.kind();
                 let request = Request { body: Some(body) };

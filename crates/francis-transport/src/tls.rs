@@ -56,6 +56,9 @@ pub(crate) fn server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(ServerResolver(identity)));
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    // No session resumption: every connection presents and checks a full certificate, so a
+    // renewed or renamed leaf (and a removed PSK) takes effect on the next connection.
+    tls.send_tls13_tickets = 0;
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| TransportError::Tls(format!("QUIC server config: {e}")))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
@@ -81,6 +84,7 @@ pub(crate) fn client_config(
         None => builder.with_no_client_auth(),
     };
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.resumption = rustls::client::Resumption::disabled();
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| TransportError::Tls(format!("QUIC client config: {e}")))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));

@@ -162,6 +162,26 @@ async fn reaching_another_host_than_intended_is_a_retryable_mismatch() {
 }
 
 #[tokio::test]
+async fn a_host_can_take_a_new_id_without_restarting() {
+    let (server, _) = start("host-b", &[PSK_OLD]);
+    let (client, _) = start("host-a", &[PSK_OLD]);
+    client.ping(server.local_addr(), "host-b").await.unwrap();
+    server.set_host_id("host-b2").unwrap();
+    assert_eq!(server.host_id(), "host-b2");
+    // new connections to the same port present the new id only (connections already open
+    // stay as they were)
+    client.ping(server.local_addr(), "host-b2").await.unwrap();
+    let (fresh, _) = start("host-c", &[PSK_OLD]);
+    let err = fresh
+        .request(server.local_addr(), "host-b", invoke_request("echo", "1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::HostMismatch { .. }), "{err}");
+    assert!(server.set_host_id("bad id with spaces").is_err());
+    assert_eq!(server.host_id(), "host-b2");
+}
+
+#[tokio::test]
 async fn rolling_psk_rotation() {
     // Step 1: x has the new PSK first, y is still on the old one; they talk both ways.
     let (x, _) = start("x", &[PSK_NEW, PSK_OLD]);
