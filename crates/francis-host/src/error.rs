@@ -2,6 +2,17 @@
 
 use francis_store::StoreError;
 
+impl HostError {
+    /// Whether trying again later may succeed (the store has no quorum or is unreachable).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            HostError::Store(StoreError::NoQuorum { .. } | StoreError::Unavailable(_)) => true,
+            HostError::StoreTimeout(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// What setting up or running a host can fail with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -24,6 +35,9 @@ pub enum HostError {
     /// The peer transport could not start (address in use, bad key...).
     #[error("peer transport: {0}")]
     Transport(#[from] francis_transport::TransportError),
+    /// The replicated store could not start (its database belongs to another node...).
+    #[error("replicated store: {0}")]
+    Replication(#[from] francis_replication::ReplicationError),
     /// The store did not answer in time during start-up or shutdown.
     #[error("store did not answer within {0:?}")]
     StoreTimeout(std::time::Duration),

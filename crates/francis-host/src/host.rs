@@ -31,6 +31,7 @@ enum StoreChoice {
 pub struct LocalHostBuilder {
     address: Option<String>,
     store: StoreChoice,
+    peers: Vec<String>,
     psks: Vec<Vec<u8>>,
     timings: HostTimings,
     clock: Arc<dyn Clock>,
@@ -55,6 +56,23 @@ impl LocalHostBuilder {
     /// Use an SQLite database file (created if missing) as the store (`WithSQLiteProvider`).
     pub fn sqlite(mut self, path: impl Into<PathBuf>) -> Self {
         self.store = StoreChoice::Sqlite(path.into());
+        self
+    }
+
+    /// The peer addresses of every host of a replicated cluster (this host's own address may be
+    /// listed too). With peers and `.sqlite(path)`, the store is replicated with Raft: each host
+    /// keeps its own SQLite file and applies the same log (`docs/replication.md`). No peers (the
+    /// default) means a plain SQLite store. Needs a runtime PSK.
+    pub fn peers<I, S>(mut self, peers: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.peers = peers
+            .into_iter()
+            .map(Into::into)
+            .filter(|p: &String| !p.trim().is_empty())
+            .collect();
         self
     }
 
@@ -114,14 +132,47 @@ impl LocalHostBuilder {
             .filter(|a| !a.trim().is_empty())
             .ok_or_else(|| HostError::InvalidConfig("an advertised address is required".into()))?;
         self.timings.validate().map_err(HostError::InvalidConfig)?;
-        let provider: Arc<dyn Provider> = match self.store {
-            StoreChoice::None => {
+        let host_id = new_host_id();
+        let replicated = !self.peers.is_empty();
+        if replicated && self.psks.is_empty() {
+            return Err(HostError::InvalidConfig(
+                "a replicated store (peers) needs a runtime PSK: peers talk over mutual TLS".into(),
+            ));
+        }
+        let raft = replicated.then(francis_replication::RaftRequestHandler::new);
+        let peer = crate::peer::PeerLink::new(&address, self.psks, raft.clone()).await?;
+        let mut replica = None;
+        let provider: Arc<dyn Provider> = match (self.store, raft) {
+            (StoreChoice::None, _) => {
                 return Err(HostError::InvalidConfig(
                     "a store is required: call .sqlite(path) or .provider(..)".into(),
                 ));
             }
-            StoreChoice::Provider(p) => p,
-            StoreChoice::Sqlite(path) => Arc::new(
+            (StoreChoice::Sqlite(path), Some(raft)) => {
+                // The replicated store talks over the peer transport, so it starts now.
+                let transport = peer.start(&host_id)?.expect("a PSK is configured");
+                let config =
+                    francis_replication::ReplicationConfig::new(&address, self.peers, path);
+                let started =
+                    francis_replication::ReplicatedProvider::start(config, transport, &raft).await;
+                let provider = match started {
+                    Ok(p) => p,
+                    Err(e) => {
+                        peer.stop().await;
+                        return Err(HostError::Replication(e));
+                    }
+                };
+                replica = Some(provider.clone());
+                Arc::new(provider)
+            }
+            (_, Some(_)) => {
+                return Err(HostError::InvalidConfig(
+                    "peers (a replicated store) need .sqlite(path): each host keeps its own file"
+                        .into(),
+                ));
+            }
+            (StoreChoice::Provider(p), None) => p,
+            (StoreChoice::Sqlite(path), None) => Arc::new(
                 francis_store::SqliteProvider::open(&path, francis_store::SqliteOptions::default())
                     .await?,
             ),
@@ -131,11 +182,16 @@ impl LocalHostBuilder {
             clock: self.clock,
             timeout: self.timings.store_timeout,
         };
-        let peer = crate::peer::PeerLink::new(&address, self.psks).await?;
-        let inner = HostInner::new(address, new_host_id(), self.timings, store, peer);
-        Ok(LocalHost {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(HostInner::new(
+            address,
+            host_id,
+            self.timings,
+            store,
+            peer,
+            replica,
+        ));
+        inner.peer.attach(&inner);
+        Ok(LocalHost { inner })
     }
 }
 
@@ -167,6 +223,7 @@ impl LocalHost {
         LocalHostBuilder {
             address: None,
             store: StoreChoice::None,
+            peers: Vec::new(),
             psks: Vec::new(),
             timings: HostTimings::default(),
             clock: Arc::new(SystemClock),
@@ -230,6 +287,12 @@ impl LocalHost {
         self.inner.peer.ca_pem()
     }
 
+    /// The replicated store's view (role, leader, unreachable peers), when this host takes
+    /// part in one.
+    pub fn replication_status(&self) -> Option<francis_replication::ReplicationStatus> {
+        self.inner.replica.as_ref().map(|r| r.status())
+    }
+
     /// Whether the host serves calls now.
     pub fn health(&self) -> Health {
         self.inner.health.borrow().clone()
@@ -259,10 +322,27 @@ impl LocalHost {
         }
         let inner = &self.inner;
         // Bind the peer port first: a second process on the same address fails here, clearly.
-        inner.peer.start(inner, &inner.host_id()).await?;
-        if let Err(e) = register(inner).await {
-            inner.peer.stop().await;
-            return Err(e);
+        inner.peer.start(&inner.host_id())?;
+        // A replicated store may have no quorum yet (the other hosts are starting): wait for it.
+        loop {
+            match register(inner).await {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() => {
+                    warn!(host = %inner.address, "cannot register yet, retrying: {e}");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {
+                            stop_peer(inner).await;
+                            inner.health.send_replace(Health::Stopped);
+                            return Ok(());
+                        }
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+                Err(e) => {
+                    stop_peer(inner).await;
+                    return Err(e);
+                }
+            }
         }
         let types: Vec<String> = inner
             .types
@@ -328,11 +408,19 @@ impl LocalHost {
         {
             warn!(host = %inner.address, "could not unregister host: {e}");
         }
-        inner.peer.stop().await;
+        stop_peer(inner).await;
         inner.health.send_replace(Health::Stopped);
         info!(host = %inner.address, "host stopped");
         Ok(())
     }
+}
+
+/// Stops the replicated store (if any), then the peer transport it talks over.
+async fn stop_peer(inner: &HostInner) {
+    if let Some(replica) = &inner.replica {
+        replica.shutdown().await;
+    }
+    inner.peer.stop().await;
 }
 
 fn registration(inner: &HostInner, host_id: String) -> HostRegistration {
@@ -455,7 +543,7 @@ async fn fence(inner: &Arc<HostInner>, reason: String, stop: &CancellationToken)
     inner.router.clear();
     loop {
         // The peer certificate names the host id: the transport takes the new one.
-        let restarted = match inner.peer.rename(inner, &inner.host_id()).await {
+        let restarted = match inner.peer.rename(&inner.host_id()) {
             Ok(()) => register(inner).await,
             Err(e) => Err(e),
         };

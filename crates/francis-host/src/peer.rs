@@ -2,7 +2,7 @@
 //! invocations to them.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use async_trait::async_trait;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use std::time::Duration;
 use francis_core::{
     ActorRef, Envelope, Error, SetStateOptions, validate_alarm_name, validate_method,
 };
+use francis_replication::RaftRequestHandler;
 use francis_transport::proto::{Invoke, Request, Response, TurnKind, request};
 use francis_transport::{RequestHandler, Transport, TransportConfig};
 use tracing::info;
@@ -23,17 +24,28 @@ pub(crate) struct PeerLink {
     bind: Option<SocketAddr>,
     psks: Vec<Vec<u8>>,
     transport: Mutex<Option<Transport>>,
+    handler: Arc<PeerHandler>,
 }
 
 impl PeerLink {
     /// Checks the keys (each derives a CA; short keys are refused) and resolves the address the
-    /// peer server binds: the advertised address itself.
-    pub async fn new(address: &str, psks: Vec<Vec<u8>>) -> Result<Self, HostError> {
+    /// peer server binds: the advertised address itself. `raft`: the replicated store's
+    /// handler, when this host takes part in one.
+    pub async fn new(
+        address: &str,
+        psks: Vec<Vec<u8>>,
+        raft: Option<RaftRequestHandler>,
+    ) -> Result<Self, HostError> {
+        let handler = Arc::new(PeerHandler {
+            inner: OnceLock::new(),
+            raft,
+        });
         if psks.is_empty() {
             return Ok(PeerLink {
                 bind: None,
                 psks,
                 transport: Mutex::new(None),
+                handler,
             });
         }
         for (i, psk) in psks.iter().enumerate() {
@@ -56,7 +68,13 @@ impl PeerLink {
             bind: Some(bind),
             psks,
             transport: Mutex::new(None),
+            handler,
         })
+    }
+
+    /// Lets forwarded turns reach `inner` (until then they are answered "starting").
+    pub fn attach(&self, inner: &Arc<HostInner>) {
+        let _ = self.handler.inner.set(Arc::downgrade(inner));
     }
 
     /// The cluster CA certificate (PEM) of the first key, if any.
@@ -70,27 +88,27 @@ impl PeerLink {
         self.transport.lock().expect("peer lock").clone()
     }
 
-    /// Starts (or restarts, under a new host id) the peer server on the advertised address.
-    pub async fn start(&self, inner: &Arc<HostInner>, host_id: &str) -> Result<(), HostError> {
+    /// Starts the peer server on the advertised address (once; a no-op when it runs).
+    pub fn start(&self, host_id: &str) -> Result<Option<Transport>, HostError> {
         let Some(bind) = self.bind else {
-            return Ok(());
+            return Ok(None);
         };
-        self.stop().await;
+        let mut slot = self.transport.lock().expect("peer lock");
+        if let Some(running) = slot.as_ref() {
+            return Ok(Some(running.clone()));
+        }
         let config = TransportConfig::new(host_id, bind, self.psks.clone());
-        let handler = Arc::new(PeerHandler {
-            inner: Arc::downgrade(inner),
-        });
-        let transport = Transport::start(config, handler)?;
-        info!(host = %inner.address, host_id, listen = %transport.local_addr(), "peer transport listening (QUIC, mutual TLS)");
-        *self.transport.lock().expect("peer lock") = Some(transport);
-        Ok(())
+        let transport = Transport::start(config, self.handler.clone())?;
+        info!(host = %bind, host_id, "peer transport listening (QUIC, mutual TLS)");
+        *slot = Some(transport.clone());
+        Ok(Some(transport))
     }
 
     /// Gives the running peer server a new host id (after fencing), or starts it.
-    pub async fn rename(&self, inner: &Arc<HostInner>, host_id: &str) -> Result<(), HostError> {
+    pub fn rename(&self, host_id: &str) -> Result<(), HostError> {
         match self.transport() {
             Some(transport) => Ok(transport.set_host_id(host_id)?),
-            None => self.start(inner, host_id).await,
+            None => self.start(host_id).map(|_| ()),
         }
     }
 
@@ -103,19 +121,23 @@ impl PeerLink {
     }
 }
 
-/// Serves other hosts' requests on this host.
+/// Serves other hosts' requests on this host: forwarded turns, and the replicated store's
+/// messages when this host takes part in one.
 struct PeerHandler {
-    inner: Weak<HostInner>,
+    inner: OnceLock<Weak<HostInner>>,
+    raft: Option<RaftRequestHandler>,
 }
 
 #[async_trait]
 impl RequestHandler for PeerHandler {
-    async fn handle(&self, _peer_host_id: &str, request: Request) -> Response {
-        let Some(inner) = self.inner.upgrade() else {
-            return Response::invoke_error(&Error::ShuttingDown);
-        };
+    async fn handle(&self, peer_host_id: &str, request: Request) -> Response {
         match request.body {
             Some(request::Body::Invoke(invoke)) => {
+                let Some(inner) = self.inner.get().and_then(Weak::upgrade) else {
+                    return Response::invoke_error(&Error::HostUnavailable(
+                        "host is starting".into(),
+                    ));
+                };
                 let result = serve_invoke(inner, invoke).await;
                 Response::invoke_result(
                     result
@@ -123,6 +145,10 @@ impl RequestHandler for PeerHandler {
                         .map(|out| out.clone().map(Envelope::into_bytes)),
                 )
             }
+            Some(request::Body::Raft(_)) => match &self.raft {
+                Some(raft) => raft.handle(peer_host_id, request).await,
+                None => Response::unsupported(),
+            },
             _ => Response::unsupported(),
         }
     }

@@ -132,6 +132,8 @@ pub(crate) struct HostInner {
     pub router: crate::routing::Router,
     /// The peer link: started by `run` when runtime PSKs are configured.
     pub peer: crate::peer::PeerLink,
+    /// The replicated store this host takes part in, if any (also its `store.provider`).
+    pub replica: Option<francis_replication::ReplicatedProvider>,
 }
 
 impl HostInner {
@@ -141,6 +143,7 @@ impl HostInner {
         timings: HostTimings,
         store: StoreAccess,
         peer: crate::peer::PeerLink,
+        replica: Option<francis_replication::ReplicatedProvider>,
     ) -> Self {
         HostInner {
             address,
@@ -155,6 +158,7 @@ impl HostInner {
             running: AtomicBool::new(false),
             router: crate::routing::Router::default(),
             peer,
+            replica,
         }
     }
 

@@ -69,8 +69,9 @@ fn weight_from(actor_state: u64, host_id: &str) -> u64 {
     fmix64(field(actor_state, host_id))
 }
 
-/// The weight of `host_id` for `actor`: the host with the greatest weight among the eligible
-/// candidates owns the actor.
+/// The weight of a host for `actor`, keyed by the host's advertised address (`host_id` names
+/// any stable key; [`choose_host`] passes the address): the host with the greatest weight
+/// among the eligible candidates owns the actor.
 ///
 /// Defined as `fmix64(fnv1a64(f(actor_type) ‖ f(actor_id) ‖ f(host_id)))` where `f(s)` is the
 /// length of `s` in bytes as a little-endian `u64` followed by the UTF-8 bytes of `s`, `fnv1a64`
@@ -82,9 +83,11 @@ pub fn rendezvous_weight(actor: &ActorRef, host_id: &str) -> u64 {
     weight_from(actor_state(actor), host_id)
 }
 
-/// Preference key: greater weight first; ties (astronomically rare) go to the smaller host id,
-/// then the smaller address, then the smaller `capacity_left`, so the order never depends on
-/// the order of the input: only identical candidates compare equal.
+/// Preference key: greater weight of the host's **address** first (an address outlives a host
+/// id: a host that restarts or re-registers under a new id keeps its actors' placement), ties
+/// (astronomically rare) to the smaller host id, then the smaller address, then the smaller
+/// `capacity_left`, so the order never depends on the order of the input: only identical
+/// candidates compare equal.
 type Key<'a> = (
     u64,
     Reverse<&'a str>,
@@ -94,7 +97,7 @@ type Key<'a> = (
 
 fn key(actor_state: u64, c: &Candidate) -> Key<'_> {
     (
-        weight_from(actor_state, &c.host_id),
+        weight_from(actor_state, &c.address),
         Reverse(c.host_id.as_str()),
         Reverse(c.address.as_str()),
         Reverse(c.capacity_left),
@@ -401,21 +404,41 @@ mod tests {
     }
 
     #[test]
-    fn equal_host_ids_tie_break_on_address_deterministically() {
-        // Duplicate ids are a caller error, but the choice still does not depend on order.
+    fn the_address_decides_so_a_new_host_id_keeps_the_choice() {
         let x = Candidate {
             address: "10.0.0.1:1".into(),
-            ..cand("same")
+            ..cand("first-id")
         };
         let y = Candidate {
             address: "10.0.0.2:1".into(),
-            ..cand("same")
+            ..cand("other")
+        };
+        let renamed = Candidate {
+            host_id: "second-id".into(),
+            ..x.clone()
+        };
+        for i in 0..50 {
+            let a = actor(i);
+            let before = choose_host(&a, &[x.clone(), y.clone()])
+                .unwrap()
+                .address
+                .clone();
+            let after = choose_host(&a, &[y.clone(), renamed.clone()])
+                .unwrap()
+                .address
+                .clone();
+            assert_eq!(before, after, "actor {i}");
+        }
+        // Duplicate addresses are a caller error, but the choice still does not depend on order.
+        let twin = Candidate {
+            host_id: "twin".into(),
+            ..x.clone()
         };
         let a = actor(1);
-        let forward = [x.clone(), y.clone()];
-        let backward = [y, x];
-        assert_eq!(choose_host(&a, &forward).unwrap().address, "10.0.0.1:1");
-        assert_eq!(choose_host(&a, &backward).unwrap().address, "10.0.0.1:1");
+        assert_eq!(
+            choose_host(&a, &[x.clone(), twin.clone()]).unwrap().host_id,
+            choose_host(&a, &[twin, x]).unwrap().host_id
+        );
     }
 
     fn arb_candidate() -> impl Strategy<Value = Candidate> {
@@ -450,8 +473,8 @@ mod tests {
                     prop_assert!(c.is_eligible());
                     prop_assert!(candidates.iter().any(|x| std::ptr::eq(x, c)));
                     prop_assert!(std::ptr::eq(ranked[0], c));
-                    let w = rendezvous_weight(&a, &c.host_id);
-                    prop_assert!(ranked.iter().all(|r| rendezvous_weight(&a, &r.host_id) <= w));
+                    let w = rendezvous_weight(&a, &c.address);
+                    prop_assert!(ranked.iter().all(|r| rendezvous_weight(&a, &r.address) <= w));
                 }
             }
             prop_assert_eq!(require_host(&a, &candidates).ok(), chosen);

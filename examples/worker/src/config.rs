@@ -34,6 +34,11 @@ Flags (one dash or two; `-flag value` or `-flag=value`):
                                  (default 127.0.0.1:7571)
   -data PATH                     SQLite database file, created if missing (default data.db,
                                  in the working directory)
+  -peers ADDR,ADDR,...            the actor-host addresses of every worker of the cluster: each
+                                 keeps its own data file and they replicate it with Raft
+                                 (default: the seed's 127.0.0.1:7571,127.0.0.1:7572 when
+                                 -actor-host-address is one of them, else none; '' for none:
+                                 a plain SQLite file, which other workers may share)
   -health-deadline DURATION      a host that cannot renew its lease for this long loses its
                                  actors to the other hosts (default 20s; e.g. 2s, PT5S)
   -runtime-psk KEY               shared cluster key, at least 32 bytes (default: the
@@ -64,6 +69,8 @@ pub struct Config {
     pub actor_host_address: String,
     /// The SQLite database file.
     pub data: PathBuf,
+    /// The replicated cluster's peer addresses (empty: a plain SQLite file).
+    pub peers: Vec<String>,
     /// The host's health-check deadline (`None`: the host's default, 20 s).
     pub health_deadline: Option<std::time::Duration>,
     /// The runtime PSK (at least [`MIN_PSK_LEN`] bytes). Never logged.
@@ -78,6 +85,7 @@ impl Default for Config {
             worker_address: DEFAULT_WORKER_ADDRESS.to_owned(),
             actor_host_address: DEFAULT_ACTOR_HOST_ADDRESS.to_owned(),
             data: PathBuf::from(DEFAULT_DATA),
+            peers: default_peers(DEFAULT_ACTOR_HOST_ADDRESS),
             health_deadline: None,
             runtime_psk: EXAMPLE_RUNTIME_PSK.to_owned(),
             psk_source: PskSource::Example,
@@ -111,6 +119,7 @@ enum Flag {
     WorkerAddress,
     ActorHostAddress,
     Data,
+    Peers,
     HealthDeadline,
     RuntimePsk,
 }
@@ -121,6 +130,7 @@ impl Flag {
             "worker-address" => Flag::WorkerAddress,
             "actor-host-address" => Flag::ActorHostAddress,
             "data" => Flag::Data,
+            "peers" => Flag::Peers,
             "health-deadline" => Flag::HealthDeadline,
             "runtime-psk" => Flag::RuntimePsk,
             _ => return None,
@@ -132,6 +142,7 @@ impl Flag {
             Flag::WorkerAddress => "worker-address",
             Flag::ActorHostAddress => "actor-host-address",
             Flag::Data => "data",
+            Flag::Peers => "peers",
             Flag::HealthDeadline => "health-deadline",
             Flag::RuntimePsk => "runtime-psk",
         }
@@ -150,6 +161,7 @@ where
 {
     let mut config = Config::default();
     let mut flag_psk = None;
+    let mut flag_peers = None;
     let mut args = args.into_iter().map(Into::into);
     while let Some(arg) = args.next() {
         if arg == "--" {
@@ -191,6 +203,14 @@ where
                 }
                 config.data = PathBuf::from(value);
             }
+            Flag::Peers => {
+                let mut peers = Vec::new();
+                for peer in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    check_address(flag, peer, false)?;
+                    peers.push(peer.to_owned());
+                }
+                flag_peers = Some(peers);
+            }
             Flag::HealthDeadline => {
                 let d = francis_core::parse_interval(&value).map_err(|e| invalid(flag, e))?;
                 config.health_deadline = Some(d.as_duration());
@@ -218,7 +238,21 @@ where
     }
     config.runtime_psk = psk;
     config.psk_source = source;
+    config.peers = flag_peers.unwrap_or_else(|| default_peers(&config.actor_host_address));
     Ok(Command::Run(config))
+}
+
+/// The seed's two actor-host addresses: its workers form one cluster with no flag at all.
+pub const SEED_PEERS: [&str; 2] = ["127.0.0.1:7571", "127.0.0.1:7572"];
+
+/// Without `-peers`: the seed's cluster for a worker on one of the seed's addresses, otherwise
+/// a plain (unreplicated) SQLite file.
+pub fn default_peers(actor_host_address: &str) -> Vec<String> {
+    if SEED_PEERS.contains(&actor_host_address) {
+        SEED_PEERS.iter().map(|p| (*p).to_owned()).collect()
+    } else {
+        Vec::new()
+    }
 }
 
 fn invalid(flag: Flag, reason: impl Into<String>) -> WorkerError {
@@ -275,6 +309,33 @@ mod tests {
         assert_eq!(c.runtime_psk, EXAMPLE_RUNTIME_PSK);
         assert_eq!(c.psk_source, PskSource::Example);
         assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn peers_default_to_the_seeds_cluster_on_the_seeds_addresses() {
+        assert_eq!(run(&[]).peers, SEED_PEERS);
+        assert_eq!(
+            run(&["-actor-host-address", "127.0.0.1:7572"]).peers,
+            SEED_PEERS
+        );
+        assert!(
+            run(&["-actor-host-address", "127.0.0.1:9999"])
+                .peers
+                .is_empty()
+        );
+        assert!(run(&["-peers", ""]).peers.is_empty());
+        assert_eq!(
+            run(&[
+                "-peers",
+                "10.0.0.1:1, 10.0.0.2:2",
+                "-actor-host-address",
+                "10.0.0.1:1"
+            ])
+            .peers,
+            ["10.0.0.1:1", "10.0.0.2:2"]
+        );
+        let msg = fail(&["-peers", "a,nope"]).to_string();
+        assert!(msg.contains("peers"), "{msg}");
     }
 
     #[test]
@@ -382,9 +443,9 @@ mod tests {
 
     #[test]
     fn unknown_flags_and_positionals_are_refused() {
-        let err = fail(&["-peers", "a,b"]);
+        let err = fail(&["-replicas", "a,b"]);
         assert!(
-            matches!(&err, WorkerError::UnknownFlag(f) if f == "-peers"),
+            matches!(&err, WorkerError::UnknownFlag(f) if f == "-replicas"),
             "{err}"
         );
         assert!(matches!(fail(&["-"]), WorkerError::UnknownFlag(_)));

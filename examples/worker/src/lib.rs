@@ -35,7 +35,8 @@ use tracing::{error, info, warn};
 pub use actor::{ACTOR_TYPE, IDLE_TIMEOUT, MyActor, MyState, WAIT, WAIT_SUFFIX, register};
 pub use config::{
     Command, Config, DEFAULT_ACTOR_HOST_ADDRESS, DEFAULT_DATA, DEFAULT_WORKER_ADDRESS,
-    EXAMPLE_RUNTIME_PSK, MIN_PSK_LEN, PSK_ENV, PskSource, USAGE, parse_args,
+    EXAMPLE_RUNTIME_PSK, MIN_PSK_LEN, PSK_ENV, PskSource, SEED_PEERS, USAGE, default_peers,
+    parse_args,
 };
 pub use error::WorkerError;
 pub use http::{
@@ -73,6 +74,7 @@ impl Worker {
             .address(config.actor_host_address.clone())
             .sqlite(config.data.clone())
             .runtime_psks([config.runtime_psk.as_bytes()])
+            .peers(config.peers.clone())
             .shutdown_grace_period(SHUTDOWN_GRACE_PERIOD);
         if let Some(deadline) = config.health_deadline {
             builder = builder.health_deadline(deadline);

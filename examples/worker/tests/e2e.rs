@@ -449,7 +449,9 @@ async fn command_line_mistakes_exit_2_before_anything_starts() {
 
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
     let cases: &[Case] = &[
-        (&["-peers", "a"], &[], "unknown flag -peers"),
+        (&["-replicas", "a"], &[], "unknown flag -replicas"),
+        (&["-peers", "a"], &[], "-peers"),
+        (&["-health-deadline", "0s"], &[], "-health-deadline"),
         (&["serve"], &[], "unexpected argument"),
         (&["--worker-address"], &[], "-worker-address needs a value"),
         (&["-worker-address", "8081"], &[], "-worker-address"),

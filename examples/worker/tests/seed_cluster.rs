@@ -1,0 +1,199 @@
+//! The seed's cluster: two worker processes, each in its own directory with its own `data.db`,
+//! coordinating peer-to-peer through the replicated store (no shared file, no control plane).
+//! The seed's fixed ports are replaced by free ones, given to both workers with `-peers`, which
+//! is exactly what the default does on the seed's own addresses.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use support::{Worker, eventually, free_port, free_udp_port};
+
+fn out(reply: &support::Reply) -> i64 {
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply.json()["Out"].as_i64().expect("Out is a number")
+}
+
+struct Seed {
+    dirs: [std::path::PathBuf; 2],
+    ports: [(u16, u16); 2],
+    peers: String,
+}
+
+impl Seed {
+    fn new(root: &std::path::Path) -> Seed {
+        let ports = [
+            (free_port(), free_udp_port()),
+            (free_port(), free_udp_port()),
+        ];
+        let peers = format!("127.0.0.1:{},127.0.0.1:{}", ports[0].1, ports[1].1);
+        let dirs = [root.join("worker1"), root.join("worker2")];
+        for d in &dirs {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        Seed { dirs, ports, peers }
+    }
+
+    fn start(&self, i: usize) -> Worker {
+        let (http, host) = self.ports[i];
+        Worker::start_on(&self.dirs[i], http, host, &["-peers", &self.peers])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_two_workers_form_one_cluster() {
+    let root = tempfile::tempdir().unwrap();
+    let seed = Seed::new(root.path());
+    // Worker 2 first: the order does not matter.
+    let mut w2 = seed.start(1);
+    let mut w1 = seed.start(0);
+    w1.wait_ready().await;
+    w2.wait_ready().await;
+    assert!(seed.dirs[0].join("data.db").exists() && seed.dirs[1].join("data.db").exists());
+
+    // Invoke id1..id4 through worker 1, then through worker 2: counters continue, and each id
+    // is served by one host whichever worker is called.
+    let mut served_by = Vec::new();
+    for i in 1..=4 {
+        let r = w1
+            .http
+            .post(&format!("/invoke/myactor/id{i}/increment"), r#"{"In": 42}"#)
+            .await;
+        assert_eq!(out(&r), 42);
+        served_by.push(r.header("x-francis-host").unwrap());
+    }
+    for i in 1..=4 {
+        let r = w2
+            .http
+            .post(&format!("/invoke/myactor/id{i}/increment"), r#"{"In": 42}"#)
+            .await;
+        assert_eq!(out(&r), 84);
+        assert_eq!(
+            r.header("x-francis-host").unwrap(),
+            served_by[i - 1],
+            "id{i}"
+        );
+    }
+    // Placement spreads actors over both workers (on the seed's fixed addresses id1..id4 split
+    // 3/1; on these random ports a few more ids may be needed to see both).
+    let mut hosts: HashSet<String> = served_by.iter().cloned().collect();
+    for i in 0..32 {
+        if hosts.len() == 2 {
+            break;
+        }
+        let r = w1
+            .http
+            .post(
+                &format!("/invoke/myactor/spread{i}/increment"),
+                r#"{"In": 1}"#,
+            )
+            .await;
+        hosts.insert(r.header("x-francis-host").unwrap());
+    }
+    assert_eq!(
+        hosts.len(),
+        2,
+        "placement never used both workers: {hosts:?}"
+    );
+
+    // The seed's alarm (with a 1 s interval), set through worker 1: it fires, on one host only.
+    let body = format!(
+        r#"{{"dueTime":"{}","interval":"1s","ttl":"2028-10-08T10:00:02Z","data":{{"Hello":"World"}}}}"#,
+        Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+    );
+    assert_eq!(
+        w1.http
+            .post("/alarm/myactor/actor1/alarm1", body)
+            .await
+            .status,
+        204
+    );
+    eventually("three alarm firings", Duration::from_secs(20), || {
+        let http = w2.http.clone();
+        async move {
+            let r = http.get("/state/myactor/actor1").await;
+            (r.status == 200 && r.json()["alarms"].as_i64().unwrap_or(0) >= 3).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        w2.http.delete("/alarm/myactor/actor1/alarm1").await.status,
+        204
+    );
+    let fired_on = [&w1, &w2]
+        .iter()
+        .filter(|w| !w.log_lines(&["Actor received alarm", "actor1"]).is_empty())
+        .count();
+    assert_eq!(fired_on, 1, "the alarm fired on both workers");
+
+    // Idle deactivation (10 s), then re-activation on any host with the counter intact.
+    w1.wait_for_log(&["Actor deactivated", "\"id1\""], 1).await;
+    let r = w2
+        .http
+        .post("/invoke/myactor/id1/increment", r#"{"In": 1}"#)
+        .await;
+    assert_eq!(out(&r), 85);
+
+    // Restart worker 2: every counter survives.
+    w2.sigterm();
+    assert!(w2.wait_exit(Duration::from_secs(30)).await.success());
+    let mut w2 = seed.start(1);
+    w2.wait_ready().await;
+    for (i, expected) in [(1, 86), (2, 85), (3, 85), (4, 85)] {
+        let r = w2
+            .http
+            .post(&format!("/invoke/myactor/id{i}/increment"), r#"{"In": 1}"#)
+            .await;
+        assert_eq!(out(&r), expected, "id{i}");
+    }
+
+    // Kill worker 1: worker 2 alone has no quorum and says so quickly, naming the peer.
+    w1.kill();
+    let started = std::time::Instant::now();
+    let r = eventually("a no-quorum answer", Duration::from_secs(30), || {
+        let http = w2.http.clone();
+        async move {
+            let r = http
+                .post("/invoke/myactor/id9/increment", r#"{"In": 1}"#)
+                .await;
+            (r.status == 503 && r.code() == "no_quorum").then_some(r)
+        }
+    })
+    .await;
+    assert!(r.header("retry-after").is_some());
+    assert!(
+        r.message().contains(&format!("{}", seed.ports[0].1)),
+        "{}",
+        r.message()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    // Worker 1 comes back: service resumes by itself, nothing lost.
+    let mut w1 = seed.start(0);
+    w1.wait_ready().await;
+    let r = eventually("service to resume", Duration::from_secs(30), || {
+        let http = w2.http.clone();
+        async move {
+            let r = http
+                .post("/invoke/myactor/id2/increment", r#"{"In": 1}"#)
+                .await;
+            (r.status == 200).then_some(r)
+        }
+    })
+    .await;
+    assert_eq!(out(&r), 86);
+    w1.sigterm();
+    w2.sigterm();
+    assert!(w1.wait_exit(Duration::from_secs(30)).await.success());
+    assert!(w2.wait_exit(Duration::from_secs(30)).await.success());
+}
