@@ -34,6 +34,8 @@ mod error;
 #[cfg(feature = "testing")]
 mod memory;
 mod policy;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod provider;
 mod sqlite;
 #[cfg(feature = "testing")]
@@ -42,6 +44,12 @@ pub mod testing;
 pub use error::StoreError;
 #[cfg(feature = "testing")]
 pub use memory::MemoryProvider;
+#[cfg(all(feature = "postgres", feature = "testing"))]
+pub use postgres::testing::{PostgresTestTables, TEST_POSTGRES_URL_ENV};
+#[cfg(feature = "postgres")]
+pub use postgres::{
+    DEFAULT_TABLE_PREFIX, POSTGRES_SCHEMA_VERSION, PostgresOptions, PostgresProvider,
+};
 pub use provider::{
     ActorTypeSpec, AlarmLease, AlarmOutcome, ClaimRefusal, Fence, HostRecord, HostRegistration,
     LeaseRequest, LeasedAlarm, Placement, Provider, StateListItem, StateListPage, StateRecord,

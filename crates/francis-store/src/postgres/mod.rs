@@ -1,0 +1,476 @@
+//! [`PostgresProvider`]: the [`Provider`] over one shared PostgreSQL database (sqlx).
+
+mod migrate;
+mod ops;
+mod policy;
+#[cfg(feature = "testing")]
+pub(crate) mod testing;
+
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use francis_core::{ActorRef, AlarmProperties};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
+
+use self::ops::Db;
+use self::policy::{ErrorClass, classify_sqlstate, redact_url, validate_prefix};
+use crate::error::StoreError;
+use crate::policy::{duration_millis, millis};
+use crate::provider::{
+    AlarmLease, AlarmOutcome, Fence, HostRecord, HostRegistration, LeaseRequest, LeasedAlarm,
+    Placement, Provider, StateListPage, StateRecord, StoreResult,
+};
+
+/// The newest schema version this build of the PostgreSQL provider writes and reads.
+pub const POSTGRES_SCHEMA_VERSION: i64 = migrate::SCHEMA_VERSION;
+
+/// Default [`PostgresOptions::table_prefix`].
+pub const DEFAULT_TABLE_PREFIX: &str = "francis_";
+
+/// How many times an operation PostgreSQL aborted on a deadlock or serialization failure is
+/// run again before the caller gets [`StoreError::Unavailable`].
+const CONFLICT_RETRIES: u32 = 8;
+
+/// How a [`PostgresProvider`] connects.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PostgresOptions {
+    /// Prepended to every table, index and sequence name (default `francis_`), so several
+    /// stores (or test runs) can share one database schema. Lowercase letters, digits and `_`
+    /// only, not starting with a digit, at most 40 bytes; anything else is refused.
+    pub table_prefix: String,
+    /// Most connections the provider opens (default 10).
+    pub pool_size: u32,
+    /// How long an operation waits for a connection (including connecting) before it fails
+    /// with [`StoreError::Unavailable`] (default 5 s). Also bounds the first connection.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            table_prefix: DEFAULT_TABLE_PREFIX.to_owned(),
+            pool_size: 10,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl PostgresOptions {
+    /// Sets [`PostgresOptions::table_prefix`] (checked by [`PostgresProvider::connect`]).
+    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.table_prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`PostgresOptions::pool_size`] (at least 1).
+    pub fn pool_size(mut self, n: u32) -> Self {
+        self.pool_size = n.max(1);
+        self
+    }
+
+    /// Sets [`PostgresOptions::acquire_timeout`].
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+}
+
+/// The [`Provider`] over one PostgreSQL database shared by any number of hosts.
+///
+/// - **Schema**: versioned migrations embedded in the binary, applied on connect inside one
+///   transaction under an advisory lock on the table prefix (hosts starting together apply
+///   each once); tables written by a newer build are refused with
+///   [`StoreError::SchemaTooNew`] and left untouched.
+/// - **Atomic claims**: a claim that finds no live placement runs one READ COMMITTED
+///   transaction that locks the placement row (`SELECT .. FOR UPDATE`), or inserts it with
+///   `ON CONFLICT DO NOTHING` and starts over if another claim inserted first; capacity is
+///   counted under a lock on the candidate's type row. Exactly one claim wins.
+/// - **Epochs** come from one sequence (`<prefix>epoch`): never reused, even by claims that
+///   fail, and increasing for each actor.
+/// - **Fencing**: a fenced write is one statement that reads the placement row `FOR SHARE` and
+///   writes only if its epoch matches, so the check and the write commit together and a
+///   competing claim waits for the write (or the write sees the new epoch).
+/// - **Alarm leasing** is one statement locking its candidates `FOR UPDATE SKIP LOCKED`, so
+///   concurrent leasers never wait on each other's rows and never lease an alarm twice.
+/// - **Time is an argument**: no statement calls `now()`.
+/// - **Errors**: a lost connection, a server shutting down or an exhausted pool give
+///   [`StoreError::Unavailable`]; the pool reconnects on its own when the server is back.
+///   A write that failed that way may or may not have been applied. Deadlocks and
+///   serialization failures are retried a few times before they are reported the same way.
+/// - Times are stored as Unix milliseconds; alarm intervals as exact nanoseconds.
+pub struct PostgresProvider {
+    db: Db,
+    target: String,
+}
+
+impl std::fmt::Debug for PostgresProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresProvider")
+            .field("target", &self.target)
+            .field("table_prefix", &self.db.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `host:port/database (user ...)` for messages: no password.
+fn describe_target(options: &PgConnectOptions) -> String {
+    let place = match options.get_socket() {
+        Some(socket) => format!("socket {}", socket.display()),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    };
+    let database = options.get_database().unwrap_or(options.get_username());
+    format!(
+        "{place} (database {database}, user {})",
+        options.get_username()
+    )
+}
+
+impl PostgresProvider {
+    /// Connects to the database at `url` (`postgres://user[:password]@host[:port]/database`,
+    /// or `postgresql://...`) and brings the tables of `options.table_prefix` to
+    /// [`POSTGRES_SCHEMA_VERSION`], creating them if missing.
+    ///
+    /// Errors: a malformed URL (or one with another scheme) or table prefix is [`StoreError::InvalidArgument`]; a server
+    /// that cannot be reached (or refuses the connection) within
+    /// [`PostgresOptions::acquire_timeout`] is [`StoreError::Unavailable`] naming the host and
+    /// port; no message ever shows the password.
+    pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
+        validate_prefix(&options.table_prefix).map_err(StoreError::InvalidArgument)?;
+        if !policy::is_postgres_url(url) {
+            return Err(StoreError::InvalidArgument(format!(
+                "invalid PostgreSQL URL {}: it must start with postgres:// or postgresql://",
+                redact_url(url)
+            )));
+        }
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| {
+                StoreError::InvalidArgument(format!(
+                    "invalid PostgreSQL URL {}: {}",
+                    redact_url(url),
+                    scrub(&e.to_string(), url)
+                ))
+            })?
+            .application_name("francis");
+        let target = describe_target(&connect);
+        let first = tokio::time::timeout(
+            options.acquire_timeout,
+            PgConnection::connect_with(&connect),
+        )
+        .await;
+        let mut conn = match first {
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot reach PostgreSQL at {target}: no answer within {:?}",
+                    options.acquire_timeout
+                )));
+            }
+            Ok(Err(e)) => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot connect to PostgreSQL at {target}: {}",
+                    scrub(&e.to_string(), url)
+                )));
+            }
+            Ok(Ok(conn)) => conn,
+        };
+        let migrated =
+            migrate::migrate(&mut conn, &options.table_prefix, migrate::MIGRATIONS).await;
+        // the schema is settled (or refused); this connection's work is done either way
+        let _ = conn.close().await;
+        migrated.map_err(|e| unavailable_or(e, &target))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.pool_size.max(1))
+            .min_connections(0)
+            .acquire_timeout(options.acquire_timeout)
+            .test_before_acquire(true)
+            .connect_lazy_with(connect);
+        Ok(PostgresProvider {
+            db: Db {
+                pool,
+                prefix: options.table_prefix,
+            },
+            target,
+        })
+    }
+
+    /// The table prefix it uses.
+    pub fn table_prefix(&self) -> &str {
+        &self.db.prefix
+    }
+
+    /// Where it connects: host, port, database and user (never the password).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Closes every connection; operations still running finish first.
+    pub async fn close(self) {
+        self.db.pool.close().await;
+    }
+
+    /// Runs `op`, again after a deadlock or serialization failure, and maps connection
+    /// failures to [`StoreError::Unavailable`].
+    async fn run<T, F, Fut>(&self, mut op: F) -> StoreResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if class(&e) == ErrorClass::Conflict && attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "postgres conflict; running the operation again");
+                    // a short, growing pause lets the other side of a deadlock finish
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 3)).await;
+                }
+                Err(e) => return Err(unavailable_or(e, &self.target)),
+            }
+        }
+    }
+}
+
+/// `message` with any password of `url` replaced by `***`.
+fn scrub(message: &str, url: &str) -> String {
+    policy::passwords_in_url(url)
+        .into_iter()
+        .fold(message.to_owned(), |m, password| m.replace(password, "***"))
+}
+
+/// How a store error is handled by [`PostgresProvider::run`].
+fn class(e: &StoreError) -> ErrorClass {
+    match e {
+        StoreError::Database(sqlx::Error::Database(db)) => db
+            .code()
+            .map_or(ErrorClass::Other, |c| classify_sqlstate(&c)),
+        StoreError::Database(
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::BeginFailed,
+        ) => ErrorClass::Unavailable,
+        _ => ErrorClass::Other,
+    }
+}
+
+/// `e`, or [`StoreError::Unavailable`] naming the server if `e` means it cannot be used now.
+fn unavailable_or(e: StoreError, target: &str) -> StoreError {
+    match class(&e) {
+        ErrorClass::Unavailable | ErrorClass::Conflict => {
+            StoreError::Unavailable(format!("PostgreSQL at {target}: {e}"))
+        }
+        ErrorClass::Other => e,
+    }
+}
+
+/// Refuses strings PostgreSQL's `text` cannot hold (NUL characters).
+fn text_arg(what: &str, value: &str) -> StoreResult<()> {
+    if value.contains('\0') {
+        return Err(StoreError::InvalidArgument(format!(
+            "{what} {value:?} contains a NUL character"
+        )));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Provider for PostgresProvider {
+    async fn register_host(
+        &self,
+        registration: &HostRegistration,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        ops::validate_registration(registration)?;
+        text_arg("host id", &registration.host_id)?;
+        text_arg("address", &registration.address)?;
+        for t in &registration.actor_types {
+            text_arg("actor type", &t.actor_type)?;
+        }
+        let (now, ttl) = (millis(now), duration_millis(ttl));
+        self.run(|| ops::register_host(&self.db, registration, now, ttl))
+            .await
+    }
+
+    async fn heartbeat(&self, host_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        text_arg("host id", host_id)?;
+        let now = millis(now);
+        self.run(|| ops::heartbeat(&self.db, host_id, now)).await
+    }
+
+    async fn unregister_host(&self, host_id: &str) -> StoreResult<()> {
+        text_arg("host id", host_id)?;
+        self.run(|| ops::unregister_host(&self.db, host_id)).await
+    }
+
+    async fn live_hosts(&self, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Vec<HostRecord>> {
+        let (now, ttl) = (millis(now), duration_millis(ttl));
+        self.run(|| ops::live_hosts(&self.db, now, ttl)).await
+    }
+
+    async fn claim(
+        &self,
+        actor: &ActorRef,
+        candidate: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<Placement> {
+        text_arg("host id", candidate)?;
+        let (now, ttl) = (millis(now), duration_millis(ttl));
+        self.run(|| ops::claim(&self.db, actor, candidate, now, ttl))
+            .await
+    }
+
+    async fn lookup(
+        &self,
+        actor: &ActorRef,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<Option<Placement>> {
+        let (now, ttl) = (millis(now), duration_millis(ttl));
+        self.run(|| ops::lookup(&self.db, actor, now, ttl)).await
+    }
+
+    async fn release(&self, actor: &ActorRef, host_id: &str, epoch: u64) -> StoreResult<bool> {
+        text_arg("host id", host_id)?;
+        self.run(|| ops::release(&self.db, actor, host_id, epoch))
+            .await
+    }
+
+    async fn count_placements(&self, host_id: &str, actor_type: &str) -> StoreResult<u64> {
+        text_arg("host id", host_id)?;
+        text_arg("actor type", actor_type)?;
+        self.run(|| ops::count_placements(&self.db, host_id, actor_type))
+            .await
+    }
+
+    async fn get_state(
+        &self,
+        actor: &ActorRef,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<StateRecord>> {
+        let now = millis(now);
+        self.run(|| ops::get_state(&self.db, actor, now)).await
+    }
+
+    async fn set_state(
+        &self,
+        actor: &ActorRef,
+        data: &[u8],
+        expires_at: Option<DateTime<Utc>>,
+        fence: Fence,
+    ) -> StoreResult<()> {
+        let expires = expires_at.map(millis);
+        self.run(|| ops::set_state(&self.db, actor, data, expires, fence))
+            .await
+    }
+
+    async fn delete_state(&self, actor: &ActorRef, fence: Fence) -> StoreResult<bool> {
+        self.run(|| ops::delete_state(&self.db, actor, fence)).await
+    }
+
+    async fn list_states(
+        &self,
+        actor_type: &str,
+        after: Option<&str>,
+        limit: u32,
+        include_data: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<StateListPage> {
+        text_arg("actor type", actor_type)?;
+        if let Some(after) = after {
+            text_arg("cursor", after)?;
+        }
+        let now = millis(now);
+        self.run(|| ops::list_states(&self.db, actor_type, after, limit, include_data, now))
+            .await
+    }
+
+    async fn delete_expired_state(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let now = millis(now);
+        self.run(|| ops::delete_expired_state(&self.db, now)).await
+    }
+
+    async fn set_alarm(
+        &self,
+        actor: &ActorRef,
+        name: &str,
+        properties: &AlarmProperties,
+        fence: Fence,
+    ) -> StoreResult<()> {
+        text_arg("alarm name", name)?;
+        let row = ops::AlarmRow::from_properties(properties)?;
+        self.run(|| ops::set_alarm(&self.db, actor, name, row.clone(), fence))
+            .await
+    }
+
+    async fn get_alarm(
+        &self,
+        actor: &ActorRef,
+        name: &str,
+    ) -> StoreResult<Option<AlarmProperties>> {
+        text_arg("alarm name", name)?;
+        self.run(|| ops::get_alarm(&self.db, actor, name)).await
+    }
+
+    async fn delete_alarm(&self, actor: &ActorRef, name: &str, fence: Fence) -> StoreResult<bool> {
+        text_arg("alarm name", name)?;
+        self.run(|| ops::delete_alarm(&self.db, actor, name, fence))
+            .await
+    }
+
+    async fn lease_alarms(
+        &self,
+        request: &LeaseRequest,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<LeasedAlarm>> {
+        text_arg("host id", &request.host_id)?;
+        text_arg("lease id", &request.lease_id)?;
+        for t in &request.actor_types {
+            text_arg("actor type", t)?;
+        }
+        let now = millis(now);
+        self.run(|| ops::lease_alarms(&self.db, request, now)).await
+    }
+
+    async fn renew_alarm_leases(
+        &self,
+        host_id: &str,
+        leases: &[AlarmLease],
+        now: DateTime<Utc>,
+        lease_duration: Duration,
+    ) -> StoreResult<Vec<AlarmLease>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        text_arg("host id", host_id)?;
+        for l in leases {
+            text_arg("alarm name", &l.name)?;
+            text_arg("lease id", &l.lease_id)?;
+        }
+        let now = millis(now);
+        self.run(|| ops::renew_alarm_leases(&self.db, host_id, leases, now, lease_duration))
+            .await
+    }
+
+    async fn complete_alarm(&self, lease: &AlarmLease, outcome: AlarmOutcome) -> StoreResult<bool> {
+        text_arg("alarm name", &lease.name)?;
+        text_arg("lease id", &lease.lease_id)?;
+        self.run(|| ops::complete_alarm(&self.db, lease, outcome))
+            .await
+    }
+
+    async fn release_alarm(&self, lease: &AlarmLease) -> StoreResult<bool> {
+        text_arg("alarm name", &lease.name)?;
+        text_arg("lease id", &lease.lease_id)?;
+        self.run(|| ops::release_alarm(&self.db, lease)).await
+    }
+}

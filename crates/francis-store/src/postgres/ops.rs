@@ -1,0 +1,987 @@
+//! The SQL of every provider operation against PostgreSQL.
+//!
+//! Every operation is either one statement (atomic on its own) or one transaction at
+//! READ COMMITTED whose decisions are made over rows it has locked. How each stays atomic under
+//! concurrent hosts is said beside it; `docs/store.md` has the summary.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use francis_core::{ActorRef, AlarmProperties, Envelope, Interval};
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, PgPool, Row};
+
+use super::migrate::with_prefix;
+use super::policy::lock_key;
+use crate::error::StoreError;
+use crate::policy::{self, CandidateView, add_millis, live_cutoff, millis};
+use crate::provider::{
+    ActorTypeSpec, AlarmLease, AlarmOutcome, ClaimRefusal, Fence, HostRecord, HostRegistration,
+    LeaseRequest, LeasedAlarm, Placement, StateListItem, StateListPage, StateRecord, StoreResult,
+};
+
+/// The pool and the table prefix every statement is written with.
+#[derive(Debug, Clone)]
+pub(crate) struct Db {
+    pub pool: PgPool,
+    pub prefix: String,
+}
+
+impl Db {
+    /// A statement with the table prefix in place of `{p}`. The prefix was validated when the
+    /// provider was built (identifier characters only), so this interpolation is safe.
+    fn sql(&self, template: &'static str) -> AssertSqlSafe<String> {
+        AssertSqlSafe(with_prefix(template, &self.prefix))
+    }
+}
+
+/// Rounds a claim may go through when another claim inserts the same placement concurrently.
+const CLAIM_ROUNDS: usize = 4;
+
+// ---------------------------------------------------------------------------------------------
+// conversions
+
+fn time_from_ms(what: &str, ms: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("{what} {ms} ms is not a valid time")))
+}
+
+fn actor_from_row(actor_type: String, actor_id: String) -> StoreResult<ActorRef> {
+    ActorRef::new(actor_type, actor_id)
+        .map_err(|e| StoreError::Corrupt(format!("stored actor reference is invalid: {e}")))
+}
+
+fn epoch_to_sql(epoch: u64) -> Option<i64> {
+    i64::try_from(epoch).ok()
+}
+
+fn epoch_from_sql(epoch: i64) -> StoreResult<u64> {
+    u64::try_from(epoch).map_err(|_| StoreError::Corrupt(format!("negative epoch {epoch}")))
+}
+
+fn interval_to_ns(interval: Interval) -> StoreResult<i64> {
+    i64::try_from(interval.as_duration().as_nanos()).map_err(|_| {
+        StoreError::InvalidArgument(format!(
+            "alarm interval {interval} is longer than the store can hold (about 292 years)"
+        ))
+    })
+}
+
+fn interval_from_ns(ns: i64) -> StoreResult<Interval> {
+    let ns = u64::try_from(ns)
+        .map_err(|_| StoreError::Corrupt(format!("negative alarm interval {ns} ns")))?;
+    Interval::new(Duration::from_nanos(ns))
+        .map_err(|e| StoreError::Corrupt(format!("alarm interval {ns} ns: {e}")))
+}
+
+fn capacity_from_sql(v: Option<i64>) -> StoreResult<Option<u32>> {
+    v.map(|n| {
+        u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("host capacity {n} out of range")))
+    })
+    .transpose()
+}
+
+fn count_from_sql(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// `(epoch to compare, unfenced)` for the fenced statements; `None` when the presented epoch
+/// cannot be stored at all (so it is not the current one: the write is fenced).
+fn fence_args(fence: Fence) -> Option<(i64, bool)> {
+    match fence {
+        Fence::Unfenced => Some((0, true)),
+        Fence::Epoch(e) => epoch_to_sql(e).map(|e| (e, false)),
+    }
+}
+
+fn fenced(actor: &ActorRef, fence: Fence) -> StoreError {
+    let epoch = match fence {
+        Fence::Epoch(e) => e,
+        Fence::Unfenced => 0,
+    };
+    StoreError::Fenced {
+        actor: actor.clone(),
+        epoch,
+    }
+}
+
+fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+}
+
+// ---------------------------------------------------------------------------------------------
+// hosts
+
+/// Refuses registrations the store cannot represent faithfully.
+pub(crate) fn validate_registration(reg: &HostRegistration) -> StoreResult<()> {
+    if reg.host_id.is_empty() {
+        return Err(StoreError::InvalidArgument("host id is empty".into()));
+    }
+    if reg.address.is_empty() {
+        return Err(StoreError::InvalidArgument(format!(
+            "host {} has an empty address",
+            reg.host_id
+        )));
+    }
+    let mut seen = HashSet::new();
+    for t in &reg.actor_types {
+        if t.actor_type.is_empty() {
+            return Err(StoreError::InvalidArgument(format!(
+                "host {} lists an empty actor type",
+                reg.host_id
+            )));
+        }
+        if !seen.insert(t.actor_type.as_str()) {
+            return Err(StoreError::InvalidArgument(format!(
+                "host {} lists actor type {} twice",
+                reg.host_id, t.actor_type
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Removes a host (its types and placements go with it: ON DELETE CASCADE), then frees its
+/// alarm leases. Placements before alarms: the order fenced alarm writes lock rows in, so the
+/// two never deadlock.
+async fn remove_host(
+    db: &Db,
+    tx: &mut sqlx::PgConnection,
+    host_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(db.sql("DELETE FROM {p}hosts WHERE host_id = $1"))
+        .bind(host_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(db.sql(
+        "UPDATE {p}alarms SET lease_id = NULL, lease_host = NULL, lease_expires_ms = NULL
+         WHERE lease_host = $1",
+    ))
+    .bind(host_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// One transaction. An advisory lock on the address serialises registrations competing for it,
+/// so "no live host has this address" stays true until the commit.
+pub(crate) async fn register_host(
+    db: &Db,
+    reg: &HostRegistration,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> StoreResult<()> {
+    let mut tx = db.pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(lock_key(
+            "francis-address",
+            &format!("{}\0{}", db.prefix, reg.address),
+        ))
+        .execute(&mut *tx)
+        .await?;
+    let others: Vec<(String, i64)> = sqlx::query_as(db.sql(
+        "SELECT host_id, last_heartbeat_ms FROM {p}hosts
+         WHERE address = $1 AND host_id <> $2 ORDER BY host_id",
+    ))
+    .bind(&reg.address)
+    .bind(&reg.host_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    if let Some((live, _)) = others
+        .iter()
+        .find(|(_, hb)| policy::is_live(*hb, now_ms, ttl_ms))
+    {
+        return Err(StoreError::AddressInUse {
+            address: reg.address.clone(),
+            host_id: live.clone(),
+        });
+    }
+    for (dead, _) in &others {
+        remove_host(db, &mut tx, dead).await?;
+    }
+    sqlx::query(db.sql(
+        "INSERT INTO {p}hosts (host_id, address, last_heartbeat_ms) VALUES ($1, $2, $3)
+         ON CONFLICT (host_id) DO UPDATE SET
+             address = excluded.address,
+             last_heartbeat_ms = GREATEST({p}hosts.last_heartbeat_ms, excluded.last_heartbeat_ms)",
+    ))
+    .bind(&reg.host_id)
+    .bind(&reg.address)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(db.sql("DELETE FROM {p}host_types WHERE host_id = $1"))
+        .bind(&reg.host_id)
+        .execute(&mut *tx)
+        .await?;
+    let types: Vec<String> = reg
+        .actor_types
+        .iter()
+        .map(|t| t.actor_type.clone())
+        .collect();
+    let limits: Vec<Option<i64>> = reg
+        .actor_types
+        .iter()
+        .map(|t| t.max_active.map(i64::from))
+        .collect();
+    sqlx::query(db.sql(
+        "INSERT INTO {p}host_types (host_id, actor_type, ord, max_active)
+         SELECT $1, t.actor_type, t.ord, t.max_active
+         FROM UNNEST($2::text[], $3::bigint[]) WITH ORDINALITY AS t(actor_type, max_active, ord)",
+    ))
+    .bind(&reg.host_id)
+    .bind(types)
+    .bind(limits)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// One statement; heartbeats never move backwards.
+pub(crate) async fn heartbeat(db: &Db, host_id: &str, now_ms: i64) -> StoreResult<()> {
+    let done = sqlx::query(db.sql(
+        "UPDATE {p}hosts SET last_heartbeat_ms = GREATEST(last_heartbeat_ms, $2)
+         WHERE host_id = $1",
+    ))
+    .bind(host_id)
+    .bind(now_ms)
+    .execute(&db.pool)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::HostNotFound(host_id.to_owned()));
+    }
+    Ok(())
+}
+
+/// One transaction (see [`remove_host`]).
+pub(crate) async fn unregister_host(db: &Db, host_id: &str) -> StoreResult<()> {
+    let mut tx = db.pool.begin().await?;
+    remove_host(db, &mut tx, host_id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(crate) async fn live_hosts(db: &Db, now_ms: i64, ttl_ms: i64) -> StoreResult<Vec<HostRecord>> {
+    let rows = sqlx::query(db.sql(
+        "SELECT h.host_id, h.address, h.last_heartbeat_ms, t.actor_type, t.max_active
+         FROM {p}hosts h LEFT JOIN {p}host_types t ON t.host_id = h.host_id
+         WHERE h.last_heartbeat_ms > $1
+         ORDER BY h.host_id, t.ord",
+    ))
+    .bind(live_cutoff(now_ms, ttl_ms))
+    .fetch_all(&db.pool)
+    .await?;
+    let mut hosts: Vec<HostRecord> = Vec::new();
+    for row in rows {
+        let host_id: String = row.try_get(0)?;
+        if hosts.last().is_none_or(|h| h.host_id != host_id) {
+            hosts.push(HostRecord {
+                host_id,
+                address: row.try_get(1)?,
+                actor_types: Vec::new(),
+                last_heartbeat: time_from_ms("heartbeat", row.try_get(2)?)?,
+            });
+        }
+        let actor_type: Option<String> = row.try_get(3)?;
+        if let (Some(actor_type), Some(host)) = (actor_type, hosts.last_mut()) {
+            host.actor_types.push(ActorTypeSpec {
+                actor_type,
+                max_active: capacity_from_sql(row.try_get(4)?)?,
+            });
+        }
+    }
+    Ok(hosts)
+}
+
+// ---------------------------------------------------------------------------------------------
+// placement
+
+/// A live placement is returned by a plain read (no lock). Otherwise one transaction:
+/// - the placement row, if any, is locked `FOR UPDATE`, so two claims replacing a dead owner
+///   are serialised and the second sees the first's placement;
+/// - with no row, the insert is `ON CONFLICT DO NOTHING`: a concurrent claim that inserted first
+///   wins, and this claim starts over (and finds it);
+/// - with a capacity, the candidate's `host_types` row is locked `FOR UPDATE` before counting,
+///   so claims competing for the last slot are serialised;
+/// - the epoch is `nextval` of the store's sequence, drawn inside the transaction that writes it.
+pub(crate) async fn claim(
+    db: &Db,
+    actor: &ActorRef,
+    candidate: &str,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> StoreResult<Placement> {
+    if let Some(placement) = lookup(db, actor, now_ms, ttl_ms).await? {
+        return Ok(placement);
+    }
+    for _ in 0..CLAIM_ROUNDS {
+        if let Some(placement) = claim_round(db, actor, candidate, now_ms, ttl_ms).await? {
+            return Ok(placement);
+        }
+    }
+    Err(StoreError::Unavailable(format!(
+        "claim for {actor} kept racing with other claims; retry"
+    )))
+}
+
+/// One claim transaction; `None` if a concurrent claim inserted the placement first.
+async fn claim_round(
+    db: &Db,
+    actor: &ActorRef,
+    candidate: &str,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> StoreResult<Option<Placement>> {
+    let mut tx = db.pool.begin().await?;
+    let current: Option<(String, i64, String, i64)> = sqlx::query_as(db.sql(
+        "SELECT p.host_id, p.epoch, h.address, h.last_heartbeat_ms
+         FROM {p}placements p JOIN {p}hosts h ON h.host_id = p.host_id
+         WHERE p.actor_type = $1 AND p.actor_id = $2
+         FOR UPDATE OF p",
+    ))
+    .bind(actor.actor_type())
+    .bind(actor.actor_id())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((host_id, epoch, address, hb)) = &current
+        && policy::is_live(*hb, now_ms, ttl_ms)
+    {
+        let placement = Placement {
+            actor: actor.clone(),
+            host_id: host_id.clone(),
+            address: address.clone(),
+            epoch: epoch_from_sql(*epoch)?,
+        };
+        tx.commit().await?;
+        return Ok(Some(placement));
+    }
+    let host: Option<(String, i64, bool, Option<i64>)> = sqlx::query_as(db.sql(
+        "SELECT h.address, h.last_heartbeat_ms, t.host_id IS NOT NULL, t.max_active
+         FROM {p}hosts h
+         LEFT JOIN {p}host_types t ON t.host_id = h.host_id AND t.actor_type = $2
+         WHERE h.host_id = $1",
+    ))
+    .bind(candidate)
+    .bind(actor.actor_type())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let live = host
+        .as_ref()
+        .is_some_and(|(_, hb, _, _)| policy::is_live(*hb, now_ms, ttl_ms));
+    let mut capacity = None;
+    let mut placed = 0;
+    if let Some((_, _, true, max_active)) = &host
+        && live
+    {
+        capacity = Some(capacity_from_sql(*max_active)?);
+        if max_active.is_some() {
+            let locked: Option<Option<i64>> = sqlx::query_scalar(db.sql(
+                "SELECT max_active FROM {p}host_types
+                 WHERE host_id = $1 AND actor_type = $2 FOR UPDATE",
+            ))
+            .bind(candidate)
+            .bind(actor.actor_type())
+            .fetch_optional(&mut *tx)
+            .await?;
+            // re-read under the lock: a re-registration may have changed it
+            capacity = locked.map(capacity_from_sql).transpose()?;
+            if let Some(Some(_)) = capacity {
+                let n: i64 = sqlx::query_scalar(db.sql(
+                    "SELECT COUNT(*) FROM {p}placements WHERE host_id = $1 AND actor_type = $2",
+                ))
+                .bind(candidate)
+                .bind(actor.actor_type())
+                .fetch_one(&mut *tx)
+                .await?;
+                placed = count_from_sql(n);
+            }
+        }
+    }
+    let refuse = |reason| StoreError::ClaimRefused {
+        actor: actor.clone(),
+        candidate: candidate.to_owned(),
+        reason,
+    };
+    policy::check_candidate(CandidateView {
+        live,
+        capacity,
+        placed,
+    })
+    .map_err(refuse)?;
+    let Some((address, ..)) = host else {
+        // check_candidate refuses hosts that are not registered
+        return Err(refuse(ClaimRefusal::CandidateNotLive));
+    };
+    let written: Result<Option<i64>, sqlx::Error> = if current.is_some() {
+        sqlx::query_scalar(db.sql(
+            "UPDATE {p}placements SET host_id = $3, epoch = nextval('{p}epoch')
+             WHERE actor_type = $1 AND actor_id = $2
+             RETURNING epoch",
+        ))
+        .bind(actor.actor_type())
+        .bind(actor.actor_id())
+        .bind(candidate)
+        .fetch_optional(&mut *tx)
+        .await
+    } else {
+        sqlx::query_scalar(db.sql(
+            "INSERT INTO {p}placements (actor_type, actor_id, host_id, epoch)
+             VALUES ($1, $2, $3, nextval('{p}epoch'))
+             ON CONFLICT (actor_type, actor_id) DO NOTHING
+             RETURNING epoch",
+        ))
+        .bind(actor.actor_type())
+        .bind(actor.actor_id())
+        .bind(candidate)
+        .fetch_optional(&mut *tx)
+        .await
+    };
+    let epoch = match written {
+        Ok(Some(epoch)) => epoch,
+        // another claim inserted it first: start over and find it
+        Ok(None) => return Ok(None),
+        // the candidate was removed since it was read
+        Err(e) if is_foreign_key_violation(&e) => {
+            return Err(refuse(ClaimRefusal::CandidateNotLive));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tx.commit().await?;
+    Ok(Some(Placement {
+        actor: actor.clone(),
+        host_id: candidate.to_owned(),
+        address,
+        epoch: epoch_from_sql(epoch)?,
+    }))
+}
+
+pub(crate) async fn lookup(
+    db: &Db,
+    actor: &ActorRef,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> StoreResult<Option<Placement>> {
+    let row: Option<(String, i64, String)> = sqlx::query_as(db.sql(
+        "SELECT p.host_id, p.epoch, h.address
+         FROM {p}placements p JOIN {p}hosts h ON h.host_id = p.host_id
+         WHERE p.actor_type = $1 AND p.actor_id = $2 AND h.last_heartbeat_ms > $3",
+    ))
+    .bind(actor.actor_type())
+    .bind(actor.actor_id())
+    .bind(live_cutoff(now_ms, ttl_ms))
+    .fetch_optional(&db.pool)
+    .await?;
+    row.map(|(host_id, epoch, address)| {
+        Ok(Placement {
+            actor: actor.clone(),
+            host_id,
+            address,
+            epoch: epoch_from_sql(epoch)?,
+        })
+    })
+    .transpose()
+}
+
+pub(crate) async fn release(
+    db: &Db,
+    actor: &ActorRef,
+    host_id: &str,
+    epoch: u64,
+) -> StoreResult<bool> {
+    let Some(epoch) = epoch_to_sql(epoch) else {
+        return Ok(false);
+    };
+    let done = sqlx::query(db.sql(
+        "DELETE FROM {p}placements
+         WHERE actor_type = $1 AND actor_id = $2 AND host_id = $3 AND epoch = $4",
+    ))
+    .bind(actor.actor_type())
+    .bind(actor.actor_id())
+    .bind(host_id)
+    .bind(epoch)
+    .execute(&db.pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub(crate) async fn count_placements(db: &Db, host_id: &str, actor_type: &str) -> StoreResult<u64> {
+    let n: i64 = sqlx::query_scalar(
+        db.sql("SELECT COUNT(*) FROM {p}placements WHERE host_id = $1 AND actor_type = $2"),
+    )
+    .bind(host_id)
+    .bind(actor_type)
+    .fetch_one(&db.pool)
+    .await?;
+    Ok(count_from_sql(n))
+}
+
+// ---------------------------------------------------------------------------------------------
+// state
+//
+// Fenced writes are one statement whose `fence` CTE reads the placement row `FOR SHARE`: the
+// epoch check and the write commit together, and a claim or release of that placement (which
+// needs the row exclusively) waits until the write is done, or, if it came first, the fence
+// re-reads the row and sees the new epoch.
+
+pub(crate) async fn get_state(
+    db: &Db,
+    actor: &ActorRef,
+    now_ms: i64,
+) -> StoreResult<Option<StateRecord>> {
+    let row: Option<(Vec<u8>, Option<i64>)> = sqlx::query_as(db.sql(
+        "SELECT data, expires_ms FROM {p}state
+         WHERE actor_type = $1 AND actor_id = $2 AND (expires_ms IS NULL OR expires_ms > $3)",
+    ))
+    .bind(actor.actor_type())
+    .bind(actor.actor_id())
+    .bind(now_ms)
+    .fetch_optional(&db.pool)
+    .await?;
+    row.map(|(data, expires)| {
+        Ok(StateRecord {
+            data,
+            expires_at: expires
+                .map(|ms| time_from_ms("state expiry", ms))
+                .transpose()?,
+        })
+    })
+    .transpose()
+}
+
+pub(crate) async fn set_state(
+    db: &Db,
+    actor: &ActorRef,
+    data: &[u8],
+    expires_ms: Option<i64>,
+    fence: Fence,
+) -> StoreResult<()> {
+    let Some((epoch, unfenced)) = fence_args(fence) else {
+        return Err(fenced(actor, fence));
+    };
+    let written: Option<i32> = sqlx::query_scalar(db.sql(
+        "WITH fence AS (
+             SELECT 1 FROM {p}placements
+             WHERE actor_type = $1 AND actor_id = $2 AND epoch = $5
+             FOR SHARE
+         )
+         INSERT INTO {p}state (actor_type, actor_id, data, expires_ms)
+         SELECT $1, $2, $3, $4 WHERE $6 OR EXISTS (SELECT 1 FROM fence)
+         ON CONFLICT (actor_type, actor_id) DO UPDATE SET
+             data = excluded.data, expires_ms = excluded.expires_ms
+         RETURNING 1",
+    ))
+    .bind(actor.actor_type())
+    .bind(actor.actor_id())
+    .bind(data)
+    .bind(expires_ms)
+    .bind(epoch)
+    .bind(unfenced)
+    .fetch_optional(&db.pool)
+    .await?;
+    match written {
+        Some(_) => Ok(()),
+        None => Err(fenced(actor, fence)),
+    }
+}
+
+pub(crate) async fn delete_state(db: &Db, actor: &ActorRef, fence: Fence) -> StoreResult<bool> {
+    let Some((epoch, unfenced)) = fence_args(fence) else {
+        return Err(fenced(actor, fence));
+    };
+    let (allowed, deleted): (bool, i64) = sqlx::query_as(db.sql(
+        "WITH fence AS (
+             SELECT 1 FROM {p}placements
+             WHERE actor_type = $1 AND actor_id = $2 AND epoch = $3
+             FOR SHARE
+         ),
+         allowed AS (SELECT $4 OR EXISTS (SELECT 1 FROM fence) AS ok),
+         gone AS (
+             DELETE FROM {p}state
+             WHERE actor_type = $1 AND actor_id = $2 AND (SELECT ok FROM allowed)
+             RETURNING 1
+         )
+         SELECT (SELECT ok FROM allowed), (SELECT COUNT(*) FROM gone)",
+    ))
+    .bind(actor.actor_type())
+    .bind(actor.actor_id())
+    .bind(epoch)
+    .bind(unfenced)
+    .fetch_one(&db.pool)
+    .await?;
+    if !allowed {
+        return Err(fenced(actor, fence));
+    }
+    Ok(deleted > 0)
+}
+
+pub(crate) async fn list_states(
+    db: &Db,
+    actor_type: &str,
+    after: Option<&str>,
+    limit: u32,
+    include_data: bool,
+    now_ms: i64,
+) -> StoreResult<StateListPage> {
+    if limit == 0 {
+        return Err(StoreError::InvalidArgument(
+            "a state listing needs a limit of at least 1".into(),
+        ));
+    }
+    // One row more than asked tells whether another page follows. Actor ids are never empty,
+    // so "after the empty string" is "from the start"; ids compare bytewise (COLLATE "C").
+    let rows: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(db.sql(
+        "SELECT actor_id, CASE WHEN $5 THEN data ELSE NULL END FROM {p}state
+         WHERE actor_type = $1 AND actor_id > $2
+           AND (expires_ms IS NULL OR expires_ms > $3)
+         ORDER BY actor_id LIMIT $4",
+    ))
+    .bind(actor_type)
+    .bind(after.unwrap_or(""))
+    .bind(now_ms)
+    .bind(i64::from(limit) + 1)
+    .bind(include_data)
+    .fetch_all(&db.pool)
+    .await?;
+    let more = rows.len() > limit as usize;
+    let items: Vec<StateListItem> = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(|(actor_id, data)| StateListItem { actor_id, data })
+        .collect();
+    let next = if more {
+        items.last().map(|i| i.actor_id.clone())
+    } else {
+        None
+    };
+    Ok(StateListPage { items, next })
+}
+
+pub(crate) async fn delete_expired_state(db: &Db, now_ms: i64) -> StoreResult<u64> {
+    let done = sqlx::query(
+        db.sql("DELETE FROM {p}state WHERE expires_ms IS NOT NULL AND expires_ms <= $1"),
+    )
+    .bind(now_ms)
+    .execute(&db.pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+// ---------------------------------------------------------------------------------------------
+// alarms
+
+/// An alarm as stored, in SQL types.
+#[derive(Debug, Clone)]
+pub(crate) struct AlarmRow {
+    due_ms: i64,
+    interval_ns: Option<i64>,
+    ttl_ms: Option<i64>,
+    data: Option<Vec<u8>>,
+}
+
+impl AlarmRow {
+    /// Checks and converts properties for storage.
+    pub(crate) fn from_properties(p: &AlarmProperties) -> StoreResult<Self> {
+        p.validate()
+            .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+        Ok(AlarmRow {
+            due_ms: millis(p.due_time),
+            interval_ns: p.interval.map(interval_to_ns).transpose()?,
+            ttl_ms: p.ttl.map(millis),
+            data: p.data.as_ref().map(|d| d.as_bytes().to_vec()),
+        })
+    }
+
+    fn into_properties(self) -> StoreResult<AlarmProperties> {
+        Ok(AlarmProperties {
+            due_time: time_from_ms("alarm due time", self.due_ms)?,
+            interval: self.interval_ns.map(interval_from_ns).transpose()?,
+            ttl: self
+                .ttl_ms
+                .map(|ms| time_from_ms("alarm ttl", ms))
+                .transpose()?,
+            data: self
+                .data
+                .map(|bytes| {
+                    Envelope::from_json(bytes).map_err(|e| {
+                        StoreError::Corrupt(format!("stored alarm data is not JSON: {e}"))
+                    })
+                })
+                .transpose()?,
+        })
+    }
+
+    fn from_sql(row: &PgRow, first: usize) -> StoreResult<Self> {
+        Ok(AlarmRow {
+            due_ms: row.try_get(first)?,
+            interval_ns: row.try_get(first + 1)?,
+            ttl_ms: row.try_get(first + 2)?,
+            data: row.try_get(first + 3)?,
+        })
+    }
+}
+
+/// One statement, fenced like state writes; a replaced alarm loses its lease and attempts.
+pub(crate) async fn set_alarm(
+    db: &Db,
+    actor: &ActorRef,
+    name: &str,
+    alarm: AlarmRow,
+    fence: Fence,
+) -> StoreResult<()> {
+    let Some((epoch, unfenced)) = fence_args(fence) else {
+        return Err(fenced(actor, fence));
+    };
+    let written: Option<i32> = sqlx::query_scalar(db.sql(
+        "WITH fence AS (
+             SELECT 1 FROM {p}placements
+             WHERE actor_type = $1 AND actor_id = $2 AND epoch = $8
+             FOR SHARE
+         )
+         INSERT INTO {p}alarms (actor_type, actor_id, name, due_ms, interval_ns, ttl_ms, data)
+         SELECT $1, $2, $3, $4, $5, $6, $7 WHERE $9 OR EXISTS (SELECT 1 FROM fence)
+         ON CONFLICT (actor_type, actor_id, name) DO UPDATE SET
+             due_ms = excluded.due_ms, interval_ns = excluded.interval_ns,
+             ttl_ms = excluded.ttl_ms, data = excluded.data, attempts = 0,
+             lease_id = NULL, lease_host = NULL, lease_expires_ms = NULL
+         RETURNING 1",
+    ))
+    .bind(actor.actor_type())
+    .bind(actor.actor_id())
+    .bind(name)
+    .bind(alarm.due_ms)
+    .bind(alarm.interval_ns)
+    .bind(alarm.ttl_ms)
+    .bind(alarm.data)
+    .bind(epoch)
+    .bind(unfenced)
+    .fetch_optional(&db.pool)
+    .await?;
+    match written {
+        Some(_) => Ok(()),
+        None => Err(fenced(actor, fence)),
+    }
+}
+
+pub(crate) async fn get_alarm(
+    db: &Db,
+    actor: &ActorRef,
+    name: &str,
+) -> StoreResult<Option<AlarmProperties>> {
+    let row = sqlx::query(db.sql(
+        "SELECT due_ms, interval_ns, ttl_ms, data FROM {p}alarms
+         WHERE actor_type = $1 AND actor_id = $2 AND name = $3",
+    ))
+    .bind(actor.actor_type())
+    .bind(actor.actor_id())
+    .bind(name)
+    .fetch_optional(&db.pool)
+    .await?;
+    row.map(|r| AlarmRow::from_sql(&r, 0)?.into_properties())
+        .transpose()
+}
+
+pub(crate) async fn delete_alarm(
+    db: &Db,
+    actor: &ActorRef,
+    name: &str,
+    fence: Fence,
+) -> StoreResult<bool> {
+    let Some((epoch, unfenced)) = fence_args(fence) else {
+        return Err(fenced(actor, fence));
+    };
+    let (allowed, deleted): (bool, i64) = sqlx::query_as(db.sql(
+        "WITH fence AS (
+             SELECT 1 FROM {p}placements
+             WHERE actor_type = $1 AND actor_id = $2 AND epoch = $4
+             FOR SHARE
+         ),
+         allowed AS (SELECT $5 OR EXISTS (SELECT 1 FROM fence) AS ok),
+         gone AS (
+             DELETE FROM {p}alarms
+             WHERE actor_type = $1 AND actor_id = $2 AND name = $3 AND (SELECT ok FROM allowed)
+             RETURNING 1
+         )
+         SELECT (SELECT ok FROM allowed), (SELECT COUNT(*) FROM gone)",
+    ))
+    .bind(actor.actor_type())
+    .bind(actor.actor_id())
+    .bind(name)
+    .bind(epoch)
+    .bind(unfenced)
+    .fetch_one(&db.pool)
+    .await?;
+    if !allowed {
+        return Err(fenced(actor, fence));
+    }
+    Ok(deleted > 0)
+}
+
+/// One statement. The candidates are locked `FOR UPDATE SKIP LOCKED`: concurrent leasers from
+/// any number of hosts pass over each other's rows instead of waiting on them, and a row whose
+/// lease another leaser committed meanwhile is re-checked and skipped, so no alarm is leased
+/// twice. The rows come back unordered, so they are sorted here as the query chose them.
+pub(crate) async fn lease_alarms(
+    db: &Db,
+    request: &LeaseRequest,
+    now_ms: i64,
+) -> StoreResult<Vec<LeasedAlarm>> {
+    if request.actor_types.is_empty() || request.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let expires_ms = add_millis(now_ms, request.lease_duration);
+    let lease_expires_at = time_from_ms("lease expiry", expires_ms)
+        .map_err(|_| StoreError::InvalidArgument("lease duration is too long".into()))?;
+    let rows = sqlx::query(db.sql(
+        "WITH picked AS (
+             SELECT a.actor_type, a.actor_id, a.name, COALESCE(p.host_id = $4, FALSE) AS local
+             FROM {p}alarms a
+             LEFT JOIN {p}placements p ON p.actor_type = a.actor_type AND p.actor_id = a.actor_id
+             WHERE a.actor_type = ANY($1)
+               AND a.due_ms <= $2
+               AND (a.lease_id IS NULL OR a.lease_expires_ms <= $3)
+             ORDER BY CASE WHEN p.host_id = $4 THEN 0 ELSE 1 END,
+                      a.due_ms, a.actor_type, a.actor_id, a.name
+             LIMIT $5
+             FOR UPDATE OF a SKIP LOCKED
+         )
+         UPDATE {p}alarms a SET lease_id = $6, lease_host = $4, lease_expires_ms = $7
+         FROM picked
+         WHERE a.actor_type = picked.actor_type AND a.actor_id = picked.actor_id
+           AND a.name = picked.name
+         RETURNING picked.local, a.actor_type, a.actor_id, a.name, a.attempts,
+                   a.due_ms, a.interval_ns, a.ttl_ms, a.data",
+    ))
+    .bind(&request.actor_types)
+    .bind(millis(request.horizon))
+    .bind(now_ms)
+    .bind(&request.host_id)
+    .bind(i64::from(request.limit))
+    .bind(&request.lease_id)
+    .bind(expires_ms)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut picked = Vec::with_capacity(rows.len());
+    for row in rows {
+        let local: bool = row.try_get(0)?;
+        let actor_type: String = row.try_get(1)?;
+        let actor_id: String = row.try_get(2)?;
+        let name: String = row.try_get(3)?;
+        let attempts: i64 = row.try_get(4)?;
+        let alarm = AlarmRow::from_sql(&row, 5)?;
+        picked.push((local, alarm, actor_type, actor_id, name, attempts));
+    }
+    picked.sort_by(|a, b| {
+        (!a.0, a.1.due_ms, &a.2, &a.3, &a.4).cmp(&(!b.0, b.1.due_ms, &b.2, &b.3, &b.4))
+    });
+    picked
+        .into_iter()
+        .map(|(_, alarm, actor_type, actor_id, name, attempts)| {
+            Ok(LeasedAlarm {
+                lease: AlarmLease {
+                    actor: actor_from_row(actor_type, actor_id)?,
+                    name,
+                    lease_id: request.lease_id.clone(),
+                },
+                properties: alarm.into_properties()?,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                lease_expires_at,
+            })
+        })
+        .collect()
+}
+
+/// One statement over all the leases.
+pub(crate) async fn renew_alarm_leases(
+    db: &Db,
+    host_id: &str,
+    leases: &[AlarmLease],
+    now_ms: i64,
+    lease_duration: Duration,
+) -> StoreResult<Vec<AlarmLease>> {
+    let expires_ms = add_millis(now_ms, lease_duration);
+    let column = |f: fn(&AlarmLease) -> &str| -> Vec<String> {
+        leases.iter().map(|l| f(l).to_owned()).collect()
+    };
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(db.sql(
+        "UPDATE {p}alarms a SET lease_expires_ms = $6
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
+              AS l(actor_type, actor_id, name, lease_id)
+         WHERE a.actor_type = l.actor_type AND a.actor_id = l.actor_id AND a.name = l.name
+           AND a.lease_id = l.lease_id AND a.lease_host = $5
+         RETURNING a.actor_type, a.actor_id, a.name, a.lease_id",
+    ))
+    .bind(column(|l| l.actor.actor_type()))
+    .bind(column(|l| l.actor.actor_id()))
+    .bind(column(|l| &l.name))
+    .bind(column(|l| &l.lease_id))
+    .bind(host_id)
+    .bind(expires_ms)
+    .fetch_all(&db.pool)
+    .await?;
+    let held: HashSet<(String, String, String, String)> = rows.into_iter().collect();
+    Ok(leases
+        .iter()
+        .filter(|l| {
+            held.contains(&(
+                l.actor.actor_type().to_owned(),
+                l.actor.actor_id().to_owned(),
+                l.name.clone(),
+                l.lease_id.clone(),
+            ))
+        })
+        .cloned()
+        .collect())
+}
+
+pub(crate) async fn complete_alarm(
+    db: &Db,
+    lease: &AlarmLease,
+    outcome: AlarmOutcome,
+) -> StoreResult<bool> {
+    let done = match outcome {
+        AlarmOutcome::Delete => {
+            sqlx::query(db.sql(
+                "DELETE FROM {p}alarms
+                 WHERE actor_type = $1 AND actor_id = $2 AND name = $3 AND lease_id = $4",
+            ))
+            .bind(lease.actor.actor_type())
+            .bind(lease.actor.actor_id())
+            .bind(&lease.name)
+            .bind(&lease.lease_id)
+            .execute(&db.pool)
+            .await?
+        }
+        AlarmOutcome::Reschedule { due, attempts } => {
+            sqlx::query(db.sql(
+                "UPDATE {p}alarms SET due_ms = $5, attempts = $6,
+                     lease_id = NULL, lease_host = NULL, lease_expires_ms = NULL
+                 WHERE actor_type = $1 AND actor_id = $2 AND name = $3 AND lease_id = $4",
+            ))
+            .bind(lease.actor.actor_type())
+            .bind(lease.actor.actor_id())
+            .bind(&lease.name)
+            .bind(&lease.lease_id)
+            .bind(millis(due))
+            .bind(i64::from(attempts))
+            .execute(&db.pool)
+            .await?
+        }
+    };
+    Ok(done.rows_affected() > 0)
+}
+
+pub(crate) async fn release_alarm(db: &Db, lease: &AlarmLease) -> StoreResult<bool> {
+    let done = sqlx::query(db.sql(
+        "UPDATE {p}alarms SET lease_id = NULL, lease_host = NULL, lease_expires_ms = NULL
+         WHERE actor_type = $1 AND actor_id = $2 AND name = $3 AND lease_id = $4",
+    ))
+    .bind(lease.actor.actor_type())
+    .bind(lease.actor.actor_id())
+    .bind(&lease.name)
+    .bind(&lease.lease_id)
+    .execute(&db.pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
