@@ -46,6 +46,7 @@ pub use clock::{Clock, SystemClock, TokioClock};
 pub use config::{ActorOptions, HostTimings};
 pub use error::HostError;
 pub use events::{DeactivationReason, HostEvent};
+pub use francis_replication::ReplicationStatus;
 pub use host::{LocalHost, LocalHostBuilder};
 pub use runtime::Health;
 pub use service::{HostService, Invoked};

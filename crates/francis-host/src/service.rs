@@ -228,6 +228,12 @@ impl HostService {
         })
     }
 
+    /// The replicated store's view (role, leader, members, unreachable peers), when this host
+    /// takes part in one.
+    pub fn replication_status(&self) -> Option<francis_replication::ReplicationStatus> {
+        self.inner.replica.as_ref().map(|r| r.status())
+    }
+
     /// The actors active on this host.
     pub fn active_actors(&self) -> Vec<ActorRef> {
         let mut actors: Vec<_> = self

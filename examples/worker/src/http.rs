@@ -99,6 +99,13 @@ pub fn health_status(health: &Health) -> (StatusCode, &'static str) {
     }
 }
 
+/// Whether a replicated store with `members` voters, `unreachable` of which this host cannot
+/// reach, has a majority (this host included).
+pub fn has_quorum(members: usize, unreachable: usize) -> bool {
+    let reachable = members.saturating_sub(unreachable);
+    members == 0 || reachable * 2 > members
+}
+
 /// A request body as an invocation payload: empty (or blank) means JSON `null`; anything else
 /// must be one JSON document.
 pub fn payload(body: Bytes) -> Result<Envelope, Error> {
@@ -360,8 +367,21 @@ async fn halt_all(State(app): State<AppState>) -> Response {
 
 async fn healthz(State(app): State<AppState>) -> Response {
     let health = app.health.borrow().clone();
-    let (status, label) = health_status(&health);
-    let body = axum::Json(json!({ "status": label, "host": app.service.host_address() }));
+    let (mut status, mut label) = health_status(&health);
+    let mut body = json!({ "status": label, "host": app.service.host_address() });
+    if let Some(store) = app.service.replication_status() {
+        if status == StatusCode::OK && !has_quorum(store.members.len(), store.unreachable.len()) {
+            (status, label) = (StatusCode::SERVICE_UNAVAILABLE, "no_quorum");
+            body["status"] = json!(label);
+        }
+        body["store"] = json!({
+            "role": store.role,
+            "leader": store.leader,
+            "members": store.members,
+            "unreachable": store.unreachable,
+        });
+    }
+    let body = axum::Json(body);
     let mut response = (status, body).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response
@@ -462,6 +482,16 @@ mod tests {
         assert_eq!(retry_after_secs(Some(Duration::from_millis(200))), 1);
         assert_eq!(retry_after_secs(Some(Duration::from_secs(2))), 2);
         assert_eq!(retry_after_secs(Some(Duration::from_millis(2001))), 3);
+    }
+
+    #[test]
+    fn quorum_is_a_strict_majority() {
+        assert!(has_quorum(0, 0));
+        assert!(has_quorum(1, 0));
+        assert!(has_quorum(2, 0));
+        assert!(!has_quorum(2, 1));
+        assert!(has_quorum(3, 1));
+        assert!(!has_quorum(3, 2));
     }
 
     #[test]

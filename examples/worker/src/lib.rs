@@ -40,8 +40,8 @@ pub use config::{
 };
 pub use error::WorkerError;
 pub use http::{
-    CODE_PAYLOAD_TOO_LARGE, HOST_HEADER, MAX_BODY_BYTES, health_status, payload, retry_after_secs,
-    router, status_for,
+    CODE_PAYLOAD_TOO_LARGE, HOST_HEADER, MAX_BODY_BYTES, has_quorum, health_status, payload,
+    retry_after_secs, router, status_for,
 };
 
 /// How long running turns may take to finish on shutdown, as in the seed.

@@ -13,8 +13,9 @@ async fn halt_cancels_a_waiting_call_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         worker_address: "127.0.0.1:0".into(),
-        actor_host_address: format!("127.0.0.1:{}", support::free_port()),
+        actor_host_address: format!("127.0.0.1:{}", support::free_udp_port()),
         data: dir.path().join("w.db"),
+        peers: Vec::new(),
         ..Config::default()
     };
     let host_address = config.actor_host_address.clone();
