@@ -24,6 +24,7 @@ use crate::state::StoreAccess;
 enum StoreChoice {
     None,
     Sqlite(PathBuf),
+    Postgres(String),
     Provider(Arc<dyn Provider>),
 }
 
@@ -73,6 +74,17 @@ impl LocalHostBuilder {
             .map(Into::into)
             .filter(|p: &String| !p.trim().is_empty())
             .collect();
+        self
+    }
+
+    /// Use a PostgreSQL database shared with other hosts as the store: a `postgres://` or
+    /// `postgresql://` URL, opened by [`LocalHostBuilder::build`] with the default
+    /// [`francis_store::PostgresOptions`] (tables prefixed `francis_`, created if missing).
+    /// For other options, build a [`francis_store::PostgresProvider`] and pass it to
+    /// [`LocalHostBuilder::provider`]. A server that cannot be reached makes `build` fail
+    /// with an error naming its host and port (never the password).
+    pub fn postgres(mut self, url: impl Into<String>) -> Self {
+        self.store = StoreChoice::Postgres(url.into());
         self
     }
 
@@ -145,7 +157,8 @@ impl LocalHostBuilder {
         let provider: Arc<dyn Provider> = match (self.store, raft) {
             (StoreChoice::None, _) => {
                 return Err(HostError::InvalidConfig(
-                    "a store is required: call .sqlite(path) or .provider(..)".into(),
+                    "a store is required: call .sqlite(path), .postgres(url) or .provider(..)"
+                        .into(),
                 ));
             }
             (StoreChoice::Sqlite(path), Some(raft)) => {
@@ -172,6 +185,13 @@ impl LocalHostBuilder {
                 ));
             }
             (StoreChoice::Provider(p), None) => p,
+            (StoreChoice::Postgres(url), None) => Arc::new(
+                francis_store::PostgresProvider::connect(
+                    &url,
+                    francis_store::PostgresOptions::default(),
+                )
+                .await?,
+            ),
             (StoreChoice::Sqlite(path), None) => Arc::new(
                 francis_store::SqliteProvider::open(&path, francis_store::SqliteOptions::default())
                     .await?,

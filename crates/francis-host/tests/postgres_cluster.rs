@@ -1,0 +1,332 @@
+//! Three hosts sharing one PostgreSQL database (each with its own `PostgresProvider` and pool,
+//! as separate processes would have): exact counters, single activation, failover after a
+//! host freezes or stops, alarms across hosts. Real time, real QUIC; conditions are polled
+//! with deadlines. Needs `FRANCIS_TEST_POSTGRES_URL`; each test uses tables of its own (a unique
+//! prefix), dropped when it ends, and says it is skipped without the variable.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::Utc;
+use francis_core::{ActorService, AlarmProperties, Envelope, Interval};
+use francis_host::{ActorOptions, HostEvent, HostService, LocalHost};
+use francis_store::{PostgresTestTables, Provider, TEST_POSTGRES_URL_ENV};
+use support::*;
+use tokio::time::Instant;
+
+const PSK: &str = "a-test-runtime-psk-that-is-long-enough";
+const DEADLINE: Duration = Duration::from_secs(2);
+
+/// Private tables in the test database, or `None` after printing why the test is skipped.
+fn tables_or_skip(test: &str) -> Option<PostgresTestTables> {
+    let tables = PostgresTestTables::from_env();
+    if tables.is_none() {
+        println!("skipped {test}: {TEST_POSTGRES_URL_ENV} is not set");
+    }
+    tables
+}
+
+fn free_udp_addr() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A host with its own provider (pool) on the shared tables, and a short health deadline.
+async fn host_on(provider: Arc<dyn Provider>, probe: Arc<Probe>) -> TestHost {
+    let addr = free_udp_addr();
+    let opts = ActorOptions {
+        idle_timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    start_with_probe(provider, opts, probe, move |b| {
+        b.address(addr.to_string())
+            .runtime_psks([PSK])
+            .with_timings(|t| {
+                t.health_deadline = DEADLINE;
+                t.heartbeat_interval = Duration::from_millis(250);
+                t.store_timeout = Duration::from_secs(1);
+                t.alarm_poll_interval = Duration::from_millis(100);
+                t.alarm_fetch_ahead = Duration::from_millis(200);
+                t.alarm_lease = Duration::from_secs(1);
+                t.invoke_timeout = Duration::from_secs(10);
+            })
+    })
+    .await
+}
+
+async fn served_by(svc: &HostService, id: &str) -> (i64, String) {
+    let out = svc
+        .invoke_traced(&actor(id), "increment", Envelope::null())
+        .await
+        .unwrap();
+    (out.output.unwrap().decode().unwrap(), out.served_by)
+}
+
+/// Retries `increment` until it succeeds or `limit` passes; returns the count and the host.
+async fn increment_eventually(svc: &HostService, id: &str, limit: Duration) -> (i64, String) {
+    let until = Instant::now() + limit;
+    loop {
+        match svc
+            .invoke_traced(&actor(id), "increment", Envelope::null())
+            .await
+        {
+            Ok(out) => return (out.output.unwrap().decode().unwrap(), out.served_by),
+            // A timed-out call was not acknowledged (its write never landed): retry it too.
+            Err(e)
+                if (e.is_retryable() || e.kind() == francis_core::ErrorKind::Timeout)
+                    && Instant::now() < until =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("increment of {id} failed: {e}"),
+        }
+    }
+}
+
+/// An actor id (`<prefix><n>`) that `via` routes to `owner`.
+async fn actor_owned_by(via: &HostService, owner: &TestHost, prefix: &str) -> String {
+    for i in 0..40 {
+        let id = format!("{prefix}{i}");
+        let (_, host) = served_by(via, &id).await;
+        if host == owner.host.address() {
+            return id;
+        }
+    }
+    panic!("no actor landed on {}", owner.host.address());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_stay_exact_and_single_activation_holds_across_three_hosts() {
+    let Some(tables) = tables_or_skip("counters_stay_exact_across_three_hosts") else {
+        return;
+    };
+    let probe = Arc::new(Probe::default());
+    let mut hosts = Vec::new();
+    for _ in 0..3 {
+        hosts.push(host_on(Arc::new(tables.connect().await), probe.clone()).await);
+    }
+    let services: Vec<HostService> = hosts.iter().map(|h| h.service()).collect();
+    let ids: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    let mut calls = Vec::new();
+    for round in 0..20 {
+        for (i, id) in ids.iter().enumerate() {
+            let svc = services[(round + i) % 3].clone();
+            let id = id.clone();
+            calls.push(tokio::spawn(async move { served_by(&svc, &id).await }));
+        }
+    }
+    let mut owners = HashMap::<String, HashSet<String>>::new();
+    for (n, call) in calls.into_iter().enumerate() {
+        let (_, host) = call.await.unwrap();
+        owners
+            .entry(ids[n % ids.len()].clone())
+            .or_default()
+            .insert(host);
+    }
+    // every id was served by exactly one host, whichever host received the call
+    for (id, hosts) in &owners {
+        assert_eq!(hosts.len(), 1, "{id} served by {hosts:?}");
+    }
+    let distinct: HashSet<_> = owners.values().flatten().collect();
+    assert!(
+        distinct.len() >= 2,
+        "placement did not spread: {distinct:?}"
+    );
+    // exact: 20 concurrent increments each, plus this one
+    for (i, id) in ids.iter().enumerate() {
+        let (n, _) = served_by(&services[(i + 1) % 3], id).await;
+        assert_eq!(n, 21, "{id}");
+    }
+    assert_eq!(probe.double_activations.load(Ordering::SeqCst), 0);
+    assert_eq!(probe.created.load(Ordering::SeqCst), ids.len());
+    for h in hosts {
+        h.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_freezes_fences_itself_and_its_actors_move_after_the_deadline() {
+    let Some(tables) = tables_or_skip("a_host_that_freezes_fences_itself") else {
+        return;
+    };
+    let probe = Arc::new(Probe::default());
+    let frozen_store = Arc::new(StallingProvider::new(tables.connect().await));
+    let a = host_on(frozen_store.clone(), probe.clone()).await;
+    let b = host_on(Arc::new(tables.connect().await), probe.clone()).await;
+    let c = host_on(Arc::new(tables.connect().await), probe.clone()).await;
+    let via_b = b.service();
+    // an actor owned by A, with two acknowledged increments
+    let victim = actor_owned_by(&via_b, &a, "k").await;
+    served_by(&c.service(), &victim).await;
+    // A's store access freezes (as if its process hung): it cannot heartbeat.
+    let mut a_events = a.host.events();
+    let fenced_at = tokio::spawn(async move {
+        loop {
+            if let Ok(HostEvent::Fenced { .. }) = a_events.recv().await {
+                return Instant::now();
+            }
+        }
+    });
+    let frozen_at = Instant::now();
+    frozen_store.stall.store(true, Ordering::SeqCst);
+    let (n, host) = increment_eventually(&via_b, &victim, Duration::from_secs(20)).await;
+    let moved_at = Instant::now();
+    assert_ne!(host, a.host.address());
+    assert_eq!(n, 3, "an acknowledged increment was lost");
+    // another host could take over only once A's lease expired in the store...
+    let moved_after = moved_at - frozen_at;
+    assert!(
+        moved_after >= DEADLINE - Duration::from_millis(300),
+        "{moved_after:?}"
+    );
+    // ...and A had fenced itself before that.
+    let fenced_at = tokio::time::timeout(Duration::from_secs(1), fenced_at)
+        .await
+        .expect("A never fenced itself")
+        .unwrap();
+    assert!(
+        fenced_at < moved_at,
+        "A fenced {:?} after the takeover",
+        fenced_at - moved_at
+    );
+    assert!(matches!(a.host.health(), francis_host::Health::Fenced(_)));
+    // both remaining hosts agree on the new owner, and the count goes on from there
+    let (n, again) = served_by(&c.service(), &victim).await;
+    assert_eq!((n, again.as_str()), (4, host.as_str()));
+    assert_eq!(probe.double_activations.load(Ordering::SeqCst), 0);
+    frozen_store.stall.store(false, Ordering::SeqCst);
+    b.stop().await;
+    c.stop().await;
+    a.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), a.task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_hands_actors_over_at_once() {
+    let Some(tables) = tables_or_skip("a_graceful_stop_hands_actors_over_at_once") else {
+        return;
+    };
+    let probe = Arc::new(Probe::default());
+    let a = host_on(Arc::new(tables.connect().await), probe.clone()).await;
+    let b = host_on(Arc::new(tables.connect().await), probe.clone()).await;
+    let via_b = b.service();
+    let on_a = actor_owned_by(&via_b, &a, "g").await;
+    a.stop().await;
+    // A released its placements on the way out: B serves the actor without waiting for A's
+    // lease to expire, and its state is intact.
+    let started = Instant::now();
+    let (n, host) = served_by(&via_b, &on_a).await;
+    assert_eq!((n, host.as_str()), (2, b.host.address()));
+    assert!(started.elapsed() < DEADLINE, "took {:?}", started.elapsed());
+    assert_eq!(probe.double_activations.load(Ordering::SeqCst), 0);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_run_on_the_owner_and_keep_their_cadence_across_a_failover() {
+    let Some(tables) = tables_or_skip("alarms_run_on_the_owner_across_a_failover") else {
+        return;
+    };
+    let probe = Arc::new(Probe::default());
+    let frozen_store = Arc::new(StallingProvider::new(tables.connect().await));
+    let a = host_on(frozen_store.clone(), probe.clone()).await;
+    let b = host_on(Arc::new(tables.connect().await), probe.clone()).await;
+    let c = host_on(Arc::new(tables.connect().await), probe.clone()).await;
+    let victim = actor_owned_by(&b.service(), &a, "t").await;
+    let interval = Duration::from_millis(500);
+    // set through C, for an actor A owns: it runs on A
+    c.service()
+        .set_alarm(
+            &actor(&victim),
+            "tick",
+            AlarmProperties {
+                due_time: Utc::now(),
+                interval: Some(Interval::new(interval).unwrap()),
+                ttl: None,
+                data: None,
+            },
+        )
+        .await
+        .unwrap();
+    let wait_for = |count: usize, limit: Duration| {
+        let probe = probe.clone();
+        async move {
+            let until = Instant::now() + limit;
+            while probe.alarm_count() < count {
+                assert!(
+                    Instant::now() < until,
+                    "only {} firings",
+                    probe.alarm_count()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for(3, Duration::from_secs(10)).await;
+    frozen_store.stall.store(true, Ordering::SeqCst);
+    let before = probe.alarm_count();
+    // after A's lease expires, another host takes the actor and its alarm over
+    wait_for(before + 3, Duration::from_secs(15)).await;
+    let times: Vec<Duration> = probe
+        .alarms
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, t)| *t)
+        .collect();
+    for pair in times.windows(2) {
+        // never twice for one due time: firings are at least most of an interval apart
+        assert!(pair[1] - pair[0] >= interval / 2, "{times:?}");
+    }
+    assert_eq!(probe.double_activations.load(Ordering::SeqCst), 0);
+    b.service()
+        .delete_alarm(&actor(&victim), "tick")
+        .await
+        .unwrap();
+    frozen_store.stall.store(false, Ordering::SeqCst);
+    b.stop().await;
+    c.stop().await;
+    a.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), a.task).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_database_fails_build_with_a_clear_error() {
+    let port = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = LocalHost::builder()
+        .address(free_udp_addr().to_string())
+        .postgres(format!(
+            "postgres://francis:hunter2@127.0.0.1:{port}/francis"
+        ))
+        .build()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(text.contains("PostgreSQL"), "{text}");
+    assert!(!text.contains("hunter2"), "the password leaked: {text}");
+    assert!(!format!("{err:?}").contains("hunter2"));
+
+    let err = LocalHost::builder()
+        .address(free_udp_addr().to_string())
+        .postgres("mysql://u@h/d")
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("postgres://"),
+        "a non-PostgreSQL URL is refused: {err}"
+    );
+}
