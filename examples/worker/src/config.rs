@@ -32,8 +32,10 @@ Flags (one dash or two; `-flag value` or `-flag=value`):
   -worker-address HOST:PORT      HTTP control server address (default 127.0.0.1:8081)
   -actor-host-address HOST:PORT  peer address this host advertises to other hosts
                                  (default 127.0.0.1:7571)
-  -data PATH                     SQLite database file, created if missing (default data.db,
-                                 in the working directory)
+  -data PATH|URL                 SQLite database file, created if missing (default data.db,
+                                 in the working directory); or a postgres:// (postgresql://)
+                                 URL: one PostgreSQL database shared by every worker (tables
+                                 prefixed francis_, created if missing; no -peers)
   -peers ADDR,ADDR,...            the actor-host addresses of every worker of the cluster: each
                                  keeps its own data file and they replicate it with Raft
                                  (default: the seed's 127.0.0.1:7571,127.0.0.1:7572 when
@@ -67,7 +69,8 @@ pub struct Config {
     pub worker_address: String,
     /// The peer address the actor host advertises (`host:port`).
     pub actor_host_address: String,
-    /// The SQLite database file.
+    /// The SQLite database file, or a `postgres://` / `postgresql://` URL
+    /// (see [`Config::data_store`]).
     pub data: PathBuf,
     /// The replicated cluster's peer addresses (empty: a plain SQLite file).
     pub peers: Vec<String>,
@@ -98,7 +101,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("worker_address", &self.worker_address)
             .field("actor_host_address", &self.actor_host_address)
-            .field("data", &self.data)
+            .field("data", &self.data_for_logs())
             .field("runtime_psk", &"<redacted>")
             .field("psk_source", &self.psk_source)
             .finish()
@@ -238,8 +241,85 @@ where
     }
     config.runtime_psk = psk;
     config.psk_source = source;
-    config.peers = flag_peers.unwrap_or_else(|| default_peers(&config.actor_host_address));
+    config.peers = match (config.data_store(), flag_peers) {
+        // a shared PostgreSQL database needs no replication between workers
+        (DataStore::Postgres(_), Some(peers)) if !peers.is_empty() => {
+            return Err(invalid(
+                Flag::Peers,
+                "a PostgreSQL -data is shared by every worker; -peers (Raft replication of \
+                 SQLite files) cannot be combined with it",
+            ));
+        }
+        (DataStore::Postgres(_), _) => Vec::new(),
+        (DataStore::Sqlite(_), peers) => {
+            peers.unwrap_or_else(|| default_peers(&config.actor_host_address))
+        }
+    };
     Ok(Command::Run(config))
+}
+
+/// Where a worker keeps its store, as `-data` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataStore {
+    /// An SQLite database file (created if missing).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database shared by every worker, by URL.
+    Postgres(String),
+}
+
+/// Whether a `-data` value selects PostgreSQL: it starts with `postgres://` or
+/// `postgresql://` (the scheme in any case). Anything else is an SQLite path.
+pub fn is_postgres_url(value: &str) -> bool {
+    ["postgres://", "postgresql://"].iter().any(|scheme| {
+        value
+            .get(..scheme.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(scheme))
+    })
+}
+
+/// `url` with the password of its authority, and of a `password=` parameter, shown as `***`.
+fn redact_password(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(start) = out.find("://").map(|i| i + 3) {
+        let end = out[start..]
+            .find(['/', '?', '#'])
+            .map_or(out.len(), |i| start + i);
+        if let Some(at) = out[start..end].rfind('@').map(|i| start + i)
+            && let Some(colon) = out[start..at].find(':').map(|i| start + i)
+        {
+            out.replace_range(colon + 1..at, "***");
+        }
+    }
+    if let Some((head, query)) = out.split_once('?') {
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out = format!("{head}?{}", query.join("&"));
+    }
+    out
+}
+
+impl Config {
+    /// The store `-data` selects: a `postgres://` or `postgresql://` URL is PostgreSQL,
+    /// anything else an SQLite file path.
+    pub fn data_store(&self) -> DataStore {
+        match self.data.to_str() {
+            Some(text) if is_postgres_url(text) => DataStore::Postgres(text.to_owned()),
+            _ => DataStore::Sqlite(self.data.clone()),
+        }
+    }
+
+    /// `-data` as logs and messages show it: a PostgreSQL URL's password is replaced by `***`.
+    pub fn data_for_logs(&self) -> String {
+        match self.data_store() {
+            DataStore::Postgres(url) => redact_password(&url),
+            DataStore::Sqlite(path) => path.display().to_string(),
+        }
+    }
 }
 
 /// The seed's two actor-host addresses: its workers form one cluster with no flag at all.
@@ -498,6 +578,85 @@ mod tests {
         );
         let err = fail(&["-actor-host-address", "127.0.0.1:0"]);
         assert!(err.to_string().contains("-actor-host-address"), "{err}");
+    }
+
+    #[test]
+    fn postgres_urls_select_postgresql_and_anything_else_is_a_sqlite_path() {
+        for url in [
+            "postgres://francis@db:5432/app",
+            "postgresql://u:pw@10.0.0.5/app?sslmode=disable",
+            "POSTGRES://h/d",
+        ] {
+            let c = run(&["-data", url]);
+            assert_eq!(c.data_store(), DataStore::Postgres(url.to_owned()), "{url}");
+            assert!(
+                c.peers.is_empty(),
+                "{url}: a shared database needs no peers"
+            );
+        }
+        // even on the seed's address (whose default is the seed's Raft cluster)
+        let c = run(&[
+            "-actor-host-address",
+            "127.0.0.1:7571",
+            "-data=postgres://h/d",
+        ]);
+        assert!(c.peers.is_empty());
+        assert_eq!(c.data_store(), DataStore::Postgres("postgres://h/d".into()));
+        for path in [
+            "data.db",
+            "postgres.db",
+            "postgres:/x",
+            "./postgres://x",
+            "sqlite:a.db",
+        ] {
+            let c = run(&["-data", path]);
+            assert_eq!(
+                c.data_store(),
+                DataStore::Sqlite(PathBuf::from(path)),
+                "{path}"
+            );
+        }
+        assert_eq!(run(&[]).data_store(), DataStore::Sqlite("data.db".into()));
+    }
+
+    #[test]
+    fn postgres_data_refuses_peers() {
+        let err = fail(&["-data", "postgres://h/d", "-peers", "127.0.0.1:7000"]);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("-peers") && msg.contains("PostgreSQL"),
+            "{msg}"
+        );
+        assert_eq!(err.exit_code(), 2);
+        // an explicitly empty -peers is fine
+        assert!(
+            run(&["-data", "postgres://h/d", "-peers", ""])
+                .peers
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn postgres_passwords_stay_out_of_logs() {
+        let c = run(&[
+            "-data",
+            "postgres://francis:s3cr3t@db:5432/app?password=other&application_name=w",
+        ]);
+        let shown = c.data_for_logs();
+        assert_eq!(
+            shown,
+            "postgres://francis:***@db:5432/app?password=***&application_name=w"
+        );
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("s3cr3t") && !debug.contains("other"),
+            "{debug}"
+        );
+        assert_eq!(run(&["-data", "x/y.db"]).data_for_logs(), "x/y.db");
+        assert_eq!(
+            run(&["-data", "postgres://u@h/d"]).data_for_logs(),
+            "postgres://u@h/d"
+        );
     }
 
     #[test]

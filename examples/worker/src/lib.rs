@@ -34,9 +34,9 @@ use tracing::{error, info, warn};
 
 pub use actor::{ACTOR_TYPE, IDLE_TIMEOUT, MyActor, MyState, WAIT, WAIT_SUFFIX, register};
 pub use config::{
-    Command, Config, DEFAULT_ACTOR_HOST_ADDRESS, DEFAULT_DATA, DEFAULT_WORKER_ADDRESS,
+    Command, Config, DEFAULT_ACTOR_HOST_ADDRESS, DEFAULT_DATA, DEFAULT_WORKER_ADDRESS, DataStore,
     EXAMPLE_RUNTIME_PSK, MIN_PSK_LEN, PSK_ENV, PskSource, SEED_PEERS, USAGE, default_peers,
-    parse_args,
+    is_postgres_url, parse_args,
 };
 pub use error::WorkerError;
 pub use http::{
@@ -70,9 +70,12 @@ impl Worker {
                 address: config.worker_address.clone(),
                 source,
             })?;
-        let mut builder = LocalHost::builder()
-            .address(config.actor_host_address.clone())
-            .sqlite(config.data.clone())
+        let builder = LocalHost::builder().address(config.actor_host_address.clone());
+        let builder = match config.data_store() {
+            DataStore::Sqlite(path) => builder.sqlite(path),
+            DataStore::Postgres(url) => builder.postgres(url),
+        };
+        let mut builder = builder
             .runtime_psks([config.runtime_psk.as_bytes()])
             .peers(config.peers.clone())
             .shutdown_grace_period(SHUTDOWN_GRACE_PERIOD);
@@ -111,7 +114,7 @@ impl Worker {
             config,
         } = self;
         info!(worker_address = %worker_address, actor_host_address = %config.actor_host_address,
-              data = %config.data.display(), actor_type = ACTOR_TYPE, "worker started");
+              data = %config.data_for_logs(), actor_type = ACTOR_TYPE, "worker started");
         if config.psk_source == PskSource::Example {
             warn!("using the example runtime PSK; set -runtime-psk or {PSK_ENV} for anything real");
         }
