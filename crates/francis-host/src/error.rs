@@ -5,11 +5,11 @@ use francis_store::StoreError;
 impl HostError {
     /// Whether trying again later may succeed (the store has no quorum or is unreachable).
     pub fn is_retryable(&self) -> bool {
-        match self {
-            HostError::Store(StoreError::NoQuorum { .. } | StoreError::Unavailable(_)) => true,
-            HostError::StoreTimeout(_) => true,
-            _ => false,
-        }
+        matches!(
+            self,
+            HostError::Store(StoreError::NoQuorum { .. } | StoreError::Unavailable(_))
+                | HostError::StoreTimeout(_)
+        )
     }
 }
 
