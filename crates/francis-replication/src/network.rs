@@ -33,9 +33,20 @@ pub(crate) mod kind {
 }
 
 /// When this node last exchanged a message with each peer, and the last failure.
-#[derive(Debug, Default)]
+///
+/// A peer not heard from yet counts as heard from when the node started: a node restarted as
+/// leader (openraft keeps a committed vote across restarts) must not call its peers
+/// unreachable before it even tried them.
+#[derive(Debug)]
 pub(crate) struct Contacts {
+    since: Instant,
     peers: Mutex<HashMap<NodeId, Contact>>,
+}
+
+impl Default for Contacts {
+    fn default() -> Self {
+        Self::since(Instant::now())
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -45,6 +56,13 @@ struct Contact {
 }
 
 impl Contacts {
+    fn since(since: Instant) -> Self {
+        Contacts {
+            since,
+            peers: Mutex::default(),
+        }
+    }
+
     pub(crate) fn ok(&self, node: NodeId) {
         let mut peers = self
             .peers
@@ -70,7 +88,10 @@ impl Contacts {
         nodes
             .iter()
             .copied()
-            .filter(|n| !recently_reached(peers.get(n).and_then(|c| c.last_ok), window))
+            .filter(|n| {
+                let last_ok = peers.get(n).and_then(|c| c.last_ok).unwrap_or(self.since);
+                !recently_reached(Some(last_ok), window)
+            })
             .collect()
     }
 }
@@ -283,13 +304,18 @@ mod tests {
             Some(Instant::now()),
             Duration::from_secs(1)
         ));
-        let c = Contacts::default();
+        let window = Duration::from_secs(60);
+        let Some(long_ago) = Instant::now().checked_sub(window * 2) else {
+            return; // the clock started too recently on this machine
+        };
+        let c = Contacts::since(long_ago);
         c.ok(1);
         c.failed(2, "down".into());
-        assert_eq!(
-            c.unreachable(&[1, 2, 3], Duration::from_secs(60)),
-            vec![2, 3]
-        );
+        assert_eq!(c.unreachable(&[1, 2, 3], window), vec![2, 3]);
         assert_eq!(c.unreachable(&[1], Duration::ZERO), vec![1]);
+        // just started: peers not tried yet get the benefit of the doubt
+        let fresh = Contacts::default();
+        assert_eq!(fresh.unreachable(&[1, 2], window), Vec::<u64>::new());
+        assert_eq!(fresh.unreachable(&[1, 2], Duration::ZERO), vec![1, 2]);
     }
 }

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use francis_store::{SqliteOptions, SqliteProvider, StoreError};
 use francis_transport::Transport;
 use francis_transport::proto::{RaftReply, RaftRequest, Response, WireError, raft_reply, response};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, InitializeError, RaftError,
+};
 use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::time::error::Elapsed;
@@ -320,6 +322,7 @@ impl Node {
 
     fn no_quorum(&self) -> WireStoreError {
         let mut unreachable = self.unreachable();
+        tracing::debug!(node = self.id, ?unreachable, status = ?self.raft.metrics().borrow().state, leader = ?self.raft.metrics().borrow().current_leader, "no quorum");
         if unreachable.is_empty() {
             // Every peer answered lately, yet no quorum formed: name them all.
             let (nodes, voters) = self.members();
@@ -393,20 +396,42 @@ impl Node {
             Forward::AddMember(address) => {
                 let id = node_id_of(&address);
                 let node = BasicNode { addr: address };
-                let changed = async {
-                    self.raft.add_learner(id, node, true).await?;
+                self.change_members(deadline, || async {
+                    self.raft.add_learner(id, node.clone(), true).await?;
                     self.raft
                         .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                         .await
-                };
-                self.membership_result(tokio::time::timeout(remaining, changed).await)
+                })
+                .await
             }
             Forward::RemoveMember(address) => {
                 let id = node_id_of(&address);
-                let changed = self
-                    .raft
-                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false);
-                self.membership_result(tokio::time::timeout(remaining, changed).await)
+                self.change_members(deadline, || {
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Runs a membership change, waiting while another one is still in progress.
+    async fn change_members<T, F, Fut>(&self, deadline: Instant, mut change: F) -> Reply
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = MembershipResult<T>>,
+    {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, change()).await {
+                Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                )))) if Instant::now() < deadline => {
+                    let wait = self.config.heartbeat_interval;
+                    let _ = tokio::time::timeout(wait, metrics.changed()).await;
+                }
+                other => return self.membership_result(other),
             }
         }
     }

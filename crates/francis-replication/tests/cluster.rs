@@ -475,3 +475,131 @@ async fn a_node_with_another_psk_cannot_join_vote_or_read() {
     stranger.shutdown().await;
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_refuses_the_majority_serves_and_healing_catches_up() {
+    let c = Cluster::start(3).await;
+    let old = c.leader().await;
+    let majority: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let p_old = c.provider(old);
+    let p_major = c.provider(majority[0]);
+    p_major
+        .set_state(&key(1), b"before", None, Fence::Unfenced)
+        .await
+        .unwrap();
+
+    c.partition(&[old]);
+    // the majority side elects a new leader and keeps serving
+    eventually(
+        "a write on the majority side",
+        Duration::from_secs(10),
+        || {
+            let p = p_major.clone();
+            async move {
+                p.set_state(&key(2), b"majority", None, Fence::Unfenced)
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
+    let new = majority
+        .iter()
+        .copied()
+        .find(|i| c.provider(*i).status().role == "leader")
+        .expect("a leader on the majority side");
+    assert_ne!(new, old);
+    // the minority side refuses reads and writes, fast, naming the peers it lost
+    let started = Instant::now();
+    let err = p_old
+        .set_state(&key(3), b"minority", None, Fence::Unfenced)
+        .await
+        .expect_err("the minority cannot write");
+    match &err {
+        StoreError::NoQuorum { unreachable } => {
+            let mut expected: Vec<String> = majority.iter().map(|i| c.addrs[*i].clone()).collect();
+            expected.sort();
+            assert_eq!(unreachable, &expected);
+        }
+        other => panic!("expected NoQuorum, got {other}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let read = p_old.get_state(&key(1), at(0)).await;
+    assert!(matches!(read, Err(StoreError::NoQuorum { .. })), "{read:?}");
+
+    // heal: the old leader follows the new one and catches up; its refused write is gone
+    c.heal();
+    eventually("the old leader caught up", Duration::from_secs(10), || {
+        let p = p_old.clone();
+        async move { local_state(&p, 2).await == Some(b"majority".to_vec()) }
+    })
+    .await;
+    for i in 0..3 {
+        let p = c.provider(i);
+        let s = p.get_state(&key(3), at(0)).await.unwrap();
+        assert_eq!(s, None, "a write refused for lack of quorum was applied");
+        let s = p.get_state(&key(1), at(0)).await.unwrap();
+        assert_eq!(s.map(|s| s.data), Some(b"before".to_vec()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_started_one_after_the_other_form_one_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    // reserve two addresses; the second node is not running at first
+    let (ha, hb) = (RaftRequestHandler::new(), RaftRequestHandler::new());
+    let ta = transport("127.0.0.1:0".parse().unwrap(), PSK, &ha);
+    let tb = transport("127.0.0.1:0".parse().unwrap(), PSK, &hb);
+    let (a, b) = (ta.local_addr().to_string(), tb.local_addr().to_string());
+    let b_bind = tb.local_addr();
+    tb.shutdown().await;
+    drop(tb);
+    let peers = vec![a.clone(), b.clone()];
+
+    let pa =
+        ReplicatedProvider::start(config(&a, &peers, dir.path().join("a.db")), ta.clone(), &ha)
+            .await
+            .unwrap();
+    // alone, it has no quorum
+    let err = pa.set_state(&key(1), b"1", None, Fence::Unfenced).await;
+    assert!(
+        matches!(&err, Err(StoreError::NoQuorum { unreachable }) if unreachable == &vec![b.clone()]),
+        "{err:?}"
+    );
+
+    // the second starts later, with the same peers: one cluster forms
+    let tb = transport_again(b_bind, PSK, &hb, &Cut::default()).await;
+    let pb =
+        ReplicatedProvider::start(config(&b, &peers, dir.path().join("b.db")), tb.clone(), &hb)
+            .await
+            .unwrap();
+    eventually(
+        "a write through the second node",
+        Duration::from_secs(10),
+        || {
+            let pb = pb.clone();
+            async move {
+                pb.set_state(&key(2), b"2", None, Fence::Unfenced)
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
+    let s = pa.get_state(&key(2), at(0)).await.unwrap();
+    assert_eq!(s.map(|s| s.data), Some(b"2".to_vec()));
+    let mut members = pa.status().members;
+    members.sort();
+    let mut expected = peers.clone();
+    expected.sort();
+    assert_eq!(members, expected);
+    assert_eq!(pb.status().members, members);
+    for (p, t) in [(pa, ta), (pb, tb)] {
+        p.shutdown().await;
+        t.shutdown().await;
+    }
+}

@@ -8,11 +8,25 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
 use francis_replication::{RaftRequestHandler, ReplicatedProvider, ReplicationConfig};
-use francis_transport::{Limits, Transport, TransportConfig};
+use francis_transport::proto::{Request, Response, WireError};
+use francis_transport::{Limits, RequestHandler, Transport, TransportConfig, async_trait};
 
 pub const PSK: &[u8] = b"replication-test-psk-0123456789abcdef-0123";
 pub const OTHER_PSK: &[u8] = b"another-cluster-psk-fedcba9876543210-fedc";
+
+/// Logs to the test's output when `RUST_LOG` is set (shown for failing tests).
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
 
 /// Polls `cond` every 20 ms until it holds, panicking after `limit`.
 pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut cond: F)
@@ -44,12 +58,55 @@ pub fn limits() -> Limits {
 
 /// Starts a transport serving `handler` at `bind` (port 0: a free one).
 pub fn transport(bind: SocketAddr, psk: &[u8], handler: &RaftRequestHandler) -> Transport {
+    start_gated(bind, psk, handler, &Cut::default()).expect("start a transport")
+}
+
+/// The host ids on one side of a network partition: a request crosses the partition (and is
+/// refused, as if dropped) when exactly one of its two ends is in the set.
+pub type Cut = Arc<Mutex<HashSet<String>>>;
+
+/// A handler that refuses requests crossing the partition, and passes the others on.
+#[derive(Debug)]
+struct Gate {
+    inner: RaftRequestHandler,
+    me: String,
+    cut: Cut,
+}
+
+#[async_trait]
+impl RequestHandler for Gate {
+    async fn handle(&self, peer_host_id: &str, request: Request) -> Response {
+        let crosses = {
+            let cut = self.cut.lock().unwrap();
+            cut.contains(peer_host_id) != cut.contains(&self.me)
+        };
+        if crosses {
+            return Response::error(WireError::new(
+                francis_core::ErrorKind::HostUnavailable,
+                "partitioned",
+                None,
+            ));
+        }
+        self.inner.handle(peer_host_id, request).await
+    }
+}
+
+fn start_gated(
+    bind: SocketAddr,
+    psk: &[u8],
+    handler: &RaftRequestHandler,
+    cut: &Cut,
+) -> Result<Transport, francis_transport::TransportError> {
     let host_id = format!("node-{}", uuid_like());
+    let gate = Gate {
+        inner: handler.clone(),
+        me: host_id.clone(),
+        cut: cut.clone(),
+    };
     Transport::start(
         TransportConfig::new(host_id, bind, vec![psk.to_vec()]).with_limits(limits()),
-        Arc::new(handler.clone()),
+        Arc::new(gate),
     )
-    .expect("start a transport")
 }
 
 /// Starts a transport on a port a stopped node used: the old endpoint releases its socket
@@ -58,13 +115,11 @@ pub async fn transport_again(
     bind: SocketAddr,
     psk: &[u8],
     handler: &RaftRequestHandler,
+    cut: &Cut,
 ) -> Transport {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let config =
-            TransportConfig::new(format!("node-{}", uuid_like()), bind, vec![psk.to_vec()])
-                .with_limits(limits());
-        match Transport::start(config, Arc::new(handler.clone())) {
+        match start_gated(bind, psk, handler, cut) {
             Ok(t) => return t,
             Err(francis_transport::TransportError::Bind { .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -116,6 +171,7 @@ pub struct Cluster {
     pub addrs: Vec<String>,
     pub nodes: Vec<Option<TestNode>>,
     pub tune: fn(&mut ReplicationConfig),
+    pub cut: Cut,
 }
 
 fn no_tuning(_: &mut ReplicationConfig) {}
@@ -127,11 +183,13 @@ impl Cluster {
     }
 
     pub async fn start_tuned(n: usize, tune: fn(&mut ReplicationConfig)) -> Cluster {
+        init_logs();
         let dir = tempfile::tempdir().expect("temporary directory");
         let handlers: Vec<RaftRequestHandler> = (0..n).map(|_| RaftRequestHandler::new()).collect();
+        let cut = Cut::default();
         let transports: Vec<Transport> = handlers
             .iter()
-            .map(|h| transport("127.0.0.1:0".parse().unwrap(), PSK, h))
+            .map(|h| start_gated("127.0.0.1:0".parse().unwrap(), PSK, h, &cut).expect("transport"))
             .collect();
         let addrs: Vec<String> = transports
             .iter()
@@ -142,6 +200,7 @@ impl Cluster {
             addrs,
             nodes: (0..n).map(|_| None).collect(),
             tune,
+            cut,
         };
         let starts = transports
             .into_iter()
@@ -242,7 +301,7 @@ impl Cluster {
         assert!(self.nodes[i].is_none(), "node {i} is running");
         let handler = RaftRequestHandler::new();
         let addr: SocketAddr = self.addrs[i].parse().unwrap();
-        let transport = transport_again(addr, PSK, &handler).await;
+        let transport = transport_again(addr, PSK, &handler, &self.cut).await;
         let provider = ReplicatedProvider::start(self.config(i), transport.clone(), &handler)
             .await
             .expect("restart a node");
@@ -251,6 +310,20 @@ impl Cluster {
             transport,
             handler,
         });
+    }
+
+    /// Cuts the network between `side` and the other nodes (requests across are refused).
+    pub fn partition(&self, side: &[usize]) {
+        let mut cut = self.cut.lock().unwrap();
+        cut.clear();
+        for i in side {
+            cut.insert(self.node(*i).transport.host_id().to_string());
+        }
+    }
+
+    /// Restores the network.
+    pub fn heal(&self) {
+        self.cut.lock().unwrap().clear();
     }
 
     pub async fn stop_all(&mut self) {
