@@ -2,8 +2,10 @@
 //!
 //! [`Provider`] is the contract every backend implements (its doc lists the guarantees:
 //! atomicity, durability, fencing, single placement, exclusive alarm leases).
-//! [`SqliteProvider`] implements it over one SQLite file with group commit; the `testing`
-//! feature exposes [`testing`], the conformance suite every implementation runs.
+//! [`SqliteProvider`] implements it over one SQLite file with group commit;
+//! `PostgresProvider` (feature `postgres`) over one PostgreSQL database shared by any number of
+//! hosts. The `testing` feature exposes [`testing`], the conformance suite every implementation
+//! runs.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), francis_store::StoreError> {
