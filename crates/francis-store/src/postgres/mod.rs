@@ -35,6 +35,9 @@ pub const DEFAULT_TABLE_PREFIX: &str = "francis_";
 /// run again before the caller gets [`StoreError::Unavailable`].
 const CONFLICT_RETRIES: u32 = 8;
 
+/// A pooled connection idle at least this long is pinged before it is used again.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// How a [`PostgresProvider`] connects.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -99,7 +102,8 @@ impl PostgresOptions {
 ///   concurrent leasers never wait on each other's rows and never lease an alarm twice.
 /// - **Time is an argument**: no statement calls `now()`.
 /// - **Errors**: a lost connection, a server shutting down or an exhausted pool give
-///   [`StoreError::Unavailable`]; the pool reconnects on its own when the server is back.
+///   [`StoreError::Unavailable`]; the pool drops broken connections and reconnects on its own
+///   when the server is back.
 ///   A write that failed that way may or may not have been applied. Deadlocks and
 ///   serialization failures are retried a few times before they are reported the same way.
 /// - Times are stored as Unix milliseconds; alarm intervals as exact nanoseconds.
@@ -186,7 +190,17 @@ impl PostgresProvider {
             .max_connections(options.pool_size.max(1))
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
-            .test_before_acquire(true)
+            // sqlx pings every connection when it is released (a broken one is dropped then);
+            // one that sat idle may have been cut meanwhile, so it is pinged before reuse too.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IDLE_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(connect);
         Ok(PostgresProvider {
             db: Db {
