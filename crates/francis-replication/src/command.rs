@@ -139,8 +139,7 @@ pub(crate) enum Op {
         /// The alarm's name.
         name: String,
         /// Its properties.
-        #[doc(hidden)]
-        properties: WireAlarmBox,
+        properties: WireAlarm,
         /// The fence.
         fence: Fence,
     },
@@ -235,10 +234,6 @@ pub(crate) enum Op {
     },
 }
 
-/// An alarm's properties inside an [`Op`] (opaque).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct WireAlarmBox(pub(crate) WireAlarm);
-
 impl Op {
     /// Whether the operation changes the store (and so goes through the Raft log).
     pub(crate) fn is_write(&self) -> bool {
@@ -263,7 +258,7 @@ impl Op {
         Op::SetAlarm {
             actor: actor.clone(),
             name: name.to_string(),
-            properties: WireAlarmBox(properties.into()),
+            properties: properties.into(),
             fence,
         }
     }
@@ -289,18 +284,12 @@ pub(crate) enum Outcome {
     /// A page of states.
     Page(StateListPage),
     /// Maybe an alarm.
-    #[doc(hidden)]
-    Alarm(Option<WireAlarmBox>),
+    Alarm(Option<WireAlarm>),
     /// Leased alarms.
-    #[doc(hidden)]
-    Leased(Vec<WireLeasedBox>),
+    Leased(Vec<WireLeased>),
     /// Leases.
     Leases(Vec<AlarmLease>),
 }
-
-/// A leased alarm inside an [`Outcome`] (opaque).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct WireLeasedBox(pub(crate) WireLeased);
 
 /// A [`StoreError`] as it travels in replies: the variants a caller acts on keep their data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -471,7 +460,7 @@ pub(crate) async fn execute(p: &SqliteProvider, op: Op) -> Result<Outcome, Store
             properties,
             fence,
         } => {
-            let properties = properties.0.into_properties()?;
+            let properties = properties.into_properties()?;
             p.set_alarm(&actor, &name, &properties, fence).await?;
             Outcome::Unit
         }
@@ -482,13 +471,11 @@ pub(crate) async fn execute(p: &SqliteProvider, op: Op) -> Result<Outcome, Store
             p.lease_alarms(&request, now)
                 .await?
                 .into_iter()
-                .map(|l| {
-                    WireLeasedBox(WireLeased {
-                        lease: l.lease,
-                        properties: (&l.properties).into(),
-                        attempts: l.attempts,
-                        lease_expires_at: l.lease_expires_at,
-                    })
+                .map(|l| WireLeased {
+                    properties: (&l.properties).into(),
+                    lease: l.lease,
+                    attempts: l.attempts,
+                    lease_expires_at: l.lease_expires_at,
                 })
                 .collect(),
         ),
@@ -527,16 +514,16 @@ pub(crate) async fn execute(p: &SqliteProvider, op: Op) -> Result<Outcome, Store
         Op::GetAlarm { actor, name } => Outcome::Alarm(
             p.get_alarm(&actor, &name)
                 .await?
-                .map(|a| WireAlarmBox((&a).into())),
+                .map(|a| WireAlarm::from(&a)),
         ),
     })
 }
 
 /// The leased alarms of an outcome.
-pub(crate) fn leased_alarms(leased: Vec<WireLeasedBox>) -> Result<Vec<LeasedAlarm>, StoreError> {
+pub(crate) fn leased_alarms(leased: Vec<WireLeased>) -> Result<Vec<LeasedAlarm>, StoreError> {
     leased
         .into_iter()
-        .map(|WireLeasedBox(l)| {
+        .map(|l| {
             Ok(LeasedAlarm {
                 lease: l.lease,
                 properties: l.properties.into_properties()?,
@@ -548,8 +535,8 @@ pub(crate) fn leased_alarms(leased: Vec<WireLeasedBox>) -> Result<Vec<LeasedAlar
 }
 
 /// An alarm of an outcome.
-pub(crate) fn alarm(a: Option<WireAlarmBox>) -> Result<Option<AlarmProperties>, StoreError> {
-    a.map(|WireAlarmBox(w)| w.into_properties()).transpose()
+pub(crate) fn alarm(a: Option<WireAlarm>) -> Result<Option<AlarmProperties>, StoreError> {
+    a.map(WireAlarm::into_properties).transpose()
 }
 
 #[cfg(test)]
@@ -580,7 +567,7 @@ mod tests {
         let Op::SetAlarm { properties, .. } = back else {
             panic!("not a set_alarm")
         };
-        assert_eq!(properties.0.into_properties().unwrap(), p);
+        assert_eq!(properties.into_properties().unwrap(), p);
     }
 
     #[test]

@@ -307,10 +307,20 @@ impl Node {
     }
 
     /// Voting members (other than this node) not heard from recently, by address.
+    ///
+    /// A follower talks only to its leader: while it hears from the leader, it reports
+    /// nothing (the leader, which talks to everyone, reports the rest).
     pub(crate) fn unreachable(&self) -> Vec<String> {
         let (nodes, voters) = self.members();
+        let window = self.reach_window();
+        let leader = self.raft.metrics().borrow().current_leader;
+        if let Some(leader) = leader.filter(|l| *l != self.id)
+            && self.contacts.unreachable(&[leader], window).is_empty()
+        {
+            return Vec::new();
+        }
         let others: Vec<NodeId> = voters.iter().copied().filter(|v| *v != self.id).collect();
-        let ids = self.contacts.unreachable(&others, self.reach_window());
+        let ids = self.contacts.unreachable(&others, window);
         let mut names: Vec<String> = nodes
             .iter()
             .filter(|(id, _)| ids.contains(id))
@@ -322,7 +332,7 @@ impl Node {
 
     fn no_quorum(&self) -> WireStoreError {
         let mut unreachable = self.unreachable();
-        tracing::debug!(node = self.id, ?unreachable, status = ?self.raft.metrics().borrow().state, leader = ?self.raft.metrics().borrow().current_leader, "no quorum");
+        tracing::debug!(node = self.id, ?unreachable, "no quorum");
         if unreachable.is_empty() {
             // Every peer answered lately, yet no quorum formed: name them all.
             let (nodes, voters) = self.members();

@@ -194,8 +194,9 @@ impl ReplicatedProvider {
             .map_err(Into::into)
     }
 
-    /// Stops Raft, unbinds the handler and closes the node's databases. Other clones fail
-    /// afterwards. The transport is left to its owner.
+    /// Stops Raft, unbinds the handler and closes the Raft log. Calls on any clone fail
+    /// afterwards; the data file is closed when the last clone is dropped. The transport is
+    /// left to its owner.
     pub async fn shutdown(&self) {
         self.handler.unbind();
         if let Err(e) = self.node.raft.shutdown().await {

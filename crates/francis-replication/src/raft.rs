@@ -2,7 +2,6 @@
 
 use std::io::Cursor;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use francis_store::{ApplyMarker, SqliteProvider, StoreError};
 use openraft::storage::RaftStateMachine;
@@ -46,15 +45,11 @@ fn decode<T: DeserializeOwned>(bytes: Option<&Vec<u8>>) -> Result<Option<T>, Any
 #[derive(Debug, Clone)]
 pub(crate) struct StateMachine {
     pub(crate) store: Arc<SqliteProvider>,
-    snapshot_seq: Arc<AtomicU64>,
 }
 
 impl StateMachine {
     pub(crate) fn new(store: Arc<SqliteProvider>) -> Self {
-        StateMachine {
-            store,
-            snapshot_seq: Arc::new(AtomicU64::new(0)),
-        }
+        StateMachine { store }
     }
 
     async fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, AnyError> {
@@ -73,10 +68,14 @@ impl StateMachine {
         let last_membership: StoredMembership<NodeId, BasicNode> = decode(meta.get(MEMBERSHIP_KEY))
             .map_err(StorageIOError::read_state_machine)?
             .unwrap_or_default();
-        let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        // Two dumps at the same applied log id hold the same state, so the id names the
+        // log id alone.
         let snapshot_id = match last_log_id {
-            Some(id) => format!("{}-{}-{seq}", id.leader_id.term, id.index),
-            None => format!("empty-{seq}"),
+            Some(id) => format!(
+                "{}-{}-{}",
+                id.leader_id.term, id.leader_id.node_id, id.index
+            ),
+            None => "empty".to_string(),
         };
         Ok(Snapshot {
             meta: SnapshotMeta {
@@ -222,5 +221,37 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         // Always the current state: a snapshot is a dump of the node's own tables.
         Ok(Some(self.build().await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::{StoreBuilder, Suite};
+
+    use super::*;
+    use crate::log_store::LogStore;
+
+    /// A log store and a state machine on fresh files in a temporary directory.
+    struct Files;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Files {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<NodeId>> {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let log = LogStore::open(&dir.path().join("data.db-raft"))
+                .await
+                .expect("open the log");
+            let store = SqliteProvider::open(dir.path().join("data.db"), Default::default())
+                .await
+                .expect("open the store");
+            Ok((dir, log, StateMachine::new(Arc::new(store))))
+        }
+    }
+
+    /// openraft's own conformance suite for log stores and state machines.
+    #[test]
+    fn openraft_storage_suite() {
+        Suite::test_all(Files).expect("the storage suite passes");
     }
 }

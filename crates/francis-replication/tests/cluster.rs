@@ -127,6 +127,17 @@ async fn stopping_the_leader_loses_no_acknowledged_write_and_service_resumes() {
     );
     let new_leader = c.wait_leader().await;
     assert_ne!(new_leader, leader);
+    // health: the new leader names the stopped node; the follower, hearing from its leader,
+    // names nobody
+    let stopped = vec![c.addrs[leader].clone()];
+    let (p_new, p_follower) = (c.provider(new_leader), writer.clone());
+    eventually("the health report", Duration::from_secs(10), || {
+        let (p_new, p_follower, stopped) = (p_new.clone(), p_follower.clone(), stopped.clone());
+        async move {
+            p_new.status().unreachable == stopped && p_follower.status().unreachable.is_empty()
+        }
+    })
+    .await;
     // every acknowledged write is there, through every surviving node
     for (_, n) in c.running() {
         for (k, epoch) in &acked {
