@@ -15,8 +15,10 @@ use std::time::Duration;
 use chrono::Utc;
 use francis_core::{ActorService, AlarmProperties, Envelope, Interval};
 use francis_host::{ActorOptions, HostEvent, HostService, LocalHost};
-use francis_store::{PostgresTestTables, Provider, TEST_POSTGRES_URL_ENV};
+use francis_store::{PostgresProvider, PostgresTestTables, Provider, TEST_POSTGRES_URL_ENV};
 use support::*;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 const PSK: &str = "a-test-runtime-psk-that-is-long-enough";
@@ -38,8 +40,41 @@ fn free_udp_addr() -> SocketAddr {
         .unwrap()
 }
 
-/// A host with its own provider (pool) on the shared tables, and a short health deadline.
-async fn host_on(provider: Arc<dyn Provider>, probe: Arc<Probe>) -> TestHost {
+/// A provider of its own (as another process would have) on the shared tables.
+async fn provider(tables: &PostgresTestTables) -> PostgresProvider {
+    tables
+        .connect_with(
+            tables
+                .options()
+                .pool_size(8)
+                .acquire_timeout(Duration::from_secs(5)),
+        )
+        .await
+}
+
+/// How quickly hosts give up on the store and on each other.
+#[derive(Clone, Copy)]
+struct Pace {
+    health_deadline: Duration,
+    store_timeout: Duration,
+}
+
+/// For failover tests: a short health deadline, and store calls that give up well within it
+/// (so a turn stuck on a frozen store ends before another host may take the actor).
+const FAILOVER: Pace = Pace {
+    health_deadline: DEADLINE,
+    store_timeout: Duration::from_secs(1),
+};
+
+/// For load tests, where nobody should fail over: room for a network round trip per store call
+/// under a burst of calls on a loaded 2-core machine.
+const STEADY: Pace = Pace {
+    health_deadline: Duration::from_secs(10),
+    store_timeout: Duration::from_secs(5),
+};
+
+/// A host with its own provider (pool) on the shared tables.
+async fn host_on(provider: Arc<dyn Provider>, probe: Arc<Probe>, pace: Pace) -> TestHost {
     let addr = free_udp_addr();
     let opts = ActorOptions {
         idle_timeout: Some(Duration::from_secs(60)),
@@ -49,9 +84,9 @@ async fn host_on(provider: Arc<dyn Provider>, probe: Arc<Probe>) -> TestHost {
         b.address(addr.to_string())
             .runtime_psks([PSK])
             .with_timings(|t| {
-                t.health_deadline = DEADLINE;
+                t.health_deadline = pace.health_deadline;
                 t.heartbeat_interval = Duration::from_millis(250);
-                t.store_timeout = Duration::from_secs(1);
+                t.store_timeout = pace.store_timeout;
                 t.alarm_poll_interval = Duration::from_millis(100);
                 t.alarm_fetch_ahead = Duration::from_millis(200);
                 t.alarm_lease = Duration::from_secs(1);
@@ -110,7 +145,7 @@ async fn counters_stay_exact_and_single_activation_holds_across_three_hosts() {
     let probe = Arc::new(Probe::default());
     let mut hosts = Vec::new();
     for _ in 0..3 {
-        hosts.push(host_on(Arc::new(tables.connect().await), probe.clone()).await);
+        hosts.push(host_on(Arc::new(provider(&tables).await), probe.clone(), STEADY).await);
     }
     let services: Vec<HostService> = hosts.iter().map(|h| h.service()).collect();
     let ids: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
@@ -157,10 +192,10 @@ async fn a_host_that_freezes_fences_itself_and_its_actors_move_after_the_deadlin
         return;
     };
     let probe = Arc::new(Probe::default());
-    let frozen_store = Arc::new(StallingProvider::new(tables.connect().await));
-    let a = host_on(frozen_store.clone(), probe.clone()).await;
-    let b = host_on(Arc::new(tables.connect().await), probe.clone()).await;
-    let c = host_on(Arc::new(tables.connect().await), probe.clone()).await;
+    let frozen_store = Arc::new(StallingProvider::new(provider(&tables).await));
+    let a = host_on(frozen_store.clone(), probe.clone(), FAILOVER).await;
+    let b = host_on(Arc::new(provider(&tables).await), probe.clone(), FAILOVER).await;
+    let c = host_on(Arc::new(provider(&tables).await), probe.clone(), FAILOVER).await;
     let via_b = b.service();
     // an actor owned by A, with two acknowledged increments
     let victim = actor_owned_by(&via_b, &a, "k").await;
@@ -214,8 +249,8 @@ async fn a_graceful_stop_hands_actors_over_at_once() {
         return;
     };
     let probe = Arc::new(Probe::default());
-    let a = host_on(Arc::new(tables.connect().await), probe.clone()).await;
-    let b = host_on(Arc::new(tables.connect().await), probe.clone()).await;
+    let a = host_on(Arc::new(provider(&tables).await), probe.clone(), FAILOVER).await;
+    let b = host_on(Arc::new(provider(&tables).await), probe.clone(), FAILOVER).await;
     let via_b = b.service();
     let on_a = actor_owned_by(&via_b, &a, "g").await;
     a.stop().await;
@@ -235,10 +270,10 @@ async fn alarms_run_on_the_owner_and_keep_their_cadence_across_a_failover() {
         return;
     };
     let probe = Arc::new(Probe::default());
-    let frozen_store = Arc::new(StallingProvider::new(tables.connect().await));
-    let a = host_on(frozen_store.clone(), probe.clone()).await;
-    let b = host_on(Arc::new(tables.connect().await), probe.clone()).await;
-    let c = host_on(Arc::new(tables.connect().await), probe.clone()).await;
+    let frozen_store = Arc::new(StallingProvider::new(provider(&tables).await));
+    let a = host_on(frozen_store.clone(), probe.clone(), FAILOVER).await;
+    let b = host_on(Arc::new(provider(&tables).await), probe.clone(), FAILOVER).await;
+    let c = host_on(Arc::new(provider(&tables).await), probe.clone(), FAILOVER).await;
     let victim = actor_owned_by(&b.service(), &a, "t").await;
     let interval = Duration::from_millis(500);
     // set through C, for an actor A owns: it runs on A
@@ -295,6 +330,120 @@ async fn alarms_run_on_the_owner_and_keep_their_cadence_across_a_failover() {
     c.stop().await;
     a.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), a.task).await;
+}
+
+/// A TCP relay between a host's provider and the database, which the test can cut and restore
+/// (as a network partition between that host and the database would).
+struct Relay {
+    addr: SocketAddr,
+    tasks: JoinSet<()>,
+}
+
+impl Relay {
+    async fn start(addr: SocketAddr, upstream: SocketAddr) -> Relay {
+        let listener = TcpListener::bind(addr).await.expect("relay bind");
+        let addr = listener.local_addr().unwrap();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            let mut pipes = JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                pipes.spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Relay { addr, tasks }
+    }
+
+    /// Closes the listener and every relayed connection.
+    async fn cut(mut self) -> SocketAddr {
+        self.tasks.shutdown().await;
+        self.addr
+    }
+}
+
+/// The `host:port` of a `postgres://` URL (port 5432 when absent), and the URL with it
+/// replaced by `addr`.
+fn split_server(url: &str) -> (String, impl Fn(SocketAddr) -> String) {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let at = authority.rfind('@').map_or(0, |i| i + 1);
+    let (userinfo, server) = authority.split_at(at);
+    let server = if server.contains(':') {
+        server.to_owned()
+    } else {
+        format!("{server}:5432")
+    };
+    let (scheme, userinfo, tail) = (scheme.to_owned(), userinfo.to_owned(), tail.to_owned());
+    (server, move |addr| {
+        format!("{scheme}://{userinfo}{addr}{tail}")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_cut_off_from_the_database_fences_itself_and_comes_back() {
+    let Some(tables) = tables_or_skip("a_host_cut_off_from_the_database") else {
+        return;
+    };
+    let (server, via) = split_server(tables.url());
+    let upstream = tokio::net::lookup_host(server.as_str())
+        .await
+        .unwrap()
+        .next()
+        .expect("the database's address");
+    let relay = Relay::start("127.0.0.1:0".parse().unwrap(), upstream).await;
+    let cut_off = PostgresProvider::connect(
+        &via(relay.addr),
+        tables.options().acquire_timeout(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    let probe = Arc::new(Probe::default());
+    let a = host_on(Arc::new(cut_off), probe.clone(), FAILOVER).await;
+    let b = host_on(Arc::new(provider(&tables).await), probe.clone(), FAILOVER).await;
+    let victim = actor_owned_by(&b.service(), &a, "p").await;
+
+    let mut a_events = a.host.events();
+    let cut_at = Instant::now();
+    let relay_addr = relay.cut().await;
+    let fenced = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(HostEvent::Fenced { .. }) = a_events.recv().await {
+                return Instant::now();
+            }
+        }
+    })
+    .await
+    .expect("A never fenced itself");
+    assert!(
+        fenced - cut_at < DEADLINE,
+        "fenced after {:?}",
+        fenced - cut_at
+    );
+    // B takes the actor over once A's lease expired in the store; nothing acknowledged is lost
+    let (n, host) = increment_eventually(&b.service(), &victim, Duration::from_secs(20)).await;
+    assert_eq!((n, host.as_str()), (2, b.host.address()));
+
+    // the database comes back: A re-registers by itself and serves (routing to B) again
+    let relay = Relay::start(relay_addr, upstream).await;
+    let until = Instant::now() + Duration::from_secs(20);
+    while a.host.health() != francis_host::Health::Serving {
+        assert!(
+            Instant::now() < until,
+            "A never recovered: {:?}",
+            a.host.health()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (n, host) = increment_eventually(&a.service(), &victim, Duration::from_secs(10)).await;
+    assert_eq!((n, host.as_str()), (3, b.host.address()));
+    assert_eq!(probe.double_activations.load(Ordering::SeqCst), 0);
+    a.stop().await;
+    b.stop().await;
+    relay.cut().await;
 }
 
 #[tokio::test]
