@@ -372,6 +372,12 @@ impl Node {
     /// Runs a forwarded request here, as the leader; `NotLeader` if this node is not it.
     async fn as_leader(&self, request: Forward, deadline: Instant) -> Reply {
         let remaining = deadline.saturating_duration_since(Instant::now());
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader != Some(self.id) && !matches!(request, Forward::Status) {
+            // Openraft would say so too; answering before the quorum check keeps a stale
+            // caller from taking this follower's view of its peers for the leader's.
+            return Err(self.not_leader(leader));
+        }
         match request {
             Forward::Status => Ok(Outcome::Unit),
             Forward::Op(op) if op.is_write() => {
@@ -473,18 +479,35 @@ impl Node {
     pub(crate) async fn run(&self, request: Forward) -> Reply {
         let deadline = Instant::now() + self.budget(&request);
         let mut metrics = self.raft.metrics();
+        // A leader named by the node we asked, tried once before waiting for our own view.
+        let mut hint: Option<String> = None;
+        let mut hops = 0;
         loop {
             let leader = metrics.borrow_and_update().current_leader;
-            let attempt = match leader {
-                Some(l) if l == self.id => self.as_leader(request.clone(), deadline).await,
-                Some(l) => match self.address_of(l) {
+            let attempt = match (hint.take(), leader) {
+                (Some(addr), _) if addr != self.address => {
+                    self.forward(node_id_of(&addr), &addr, &request, deadline)
+                        .await
+                }
+                (_, Some(l)) if l == self.id => self.as_leader(request.clone(), deadline).await,
+                (_, Some(l)) => match self.address_of(l) {
                     Some(addr) => self.forward(l, &addr, &request, deadline).await,
                     None => Err(self.not_leader(None)),
                 },
-                None => Err(self.not_leader(None)),
+                (_, None) => Err(self.not_leader(None)),
             };
             match attempt {
-                Err(WireStoreError::NotLeader { .. }) => {}
+                Err(WireStoreError::NotLeader { leader }) => {
+                    // Follow a named leader at once, twice at most between waits (stale
+                    // nodes may name each other).
+                    let named = leader.is_some();
+                    hint = leader;
+                    if named && hops < 2 && Instant::now() < deadline {
+                        hops += 1;
+                        continue;
+                    }
+                    hops = 0;
+                }
                 other => return other,
             }
             let now = Instant::now();

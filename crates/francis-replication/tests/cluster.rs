@@ -130,7 +130,8 @@ async fn stopping_the_leader_loses_no_acknowledged_write_and_service_resumes() {
     // health: the new leader names the stopped node; the follower, hearing from its leader,
     // names nobody
     let stopped = vec![c.addrs[leader].clone()];
-    let (p_new, p_follower) = (c.provider(new_leader), writer.clone());
+    let follower = (0..3).find(|i| *i != leader && *i != new_leader).unwrap();
+    let (p_new, p_follower) = (c.provider(new_leader), c.provider(follower));
     eventually("the health report", Duration::from_secs(10), || {
         let (p_new, p_follower, stopped) = (p_new.clone(), p_follower.clone(), stopped.clone());
         async move {
