@@ -1,0 +1,113 @@
+//! `francis-bench`: the benchmark scenarios of issue 9, each measured beside its baseline in the
+//! same run. Run it with `cargo xtask bench [--quick] [--json PATH] [SCENARIO...]`.
+//!
+//! Speed never fails the run: the exit status is non-zero only when the command line is wrong
+//! or a scenario could not be run at all.
+
+mod actors;
+mod args;
+mod load;
+mod report;
+mod scenarios;
+mod stats;
+
+use std::process::ExitCode;
+
+use args::Command;
+use report::{Row, RunReport};
+use scenarios::Sizes;
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let command = match args::parse(&argv) {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("error: {message}\n\n{}", args::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = match command {
+        Command::Help => {
+            print!("{}", args::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Command::Serve {
+            db,
+            host_addr,
+            echo_addr,
+        } => runtime.block_on(scenarios::serve(&db, &host_addr, &echo_addr)),
+        Command::MemoryChild { n } => runtime.block_on(scenarios::memory_child(n)),
+        Command::Run(opts) => runtime.block_on(run_all(opts, &argv)),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_all(opts: args::RunOptions, argv: &[String]) -> anyhow::Result<()> {
+    let sizes = Sizes { quick: opts.quick };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let command = format!("francis-bench {}", argv.join(" "));
+    println!(
+        "francis-bench: {date}, {cores} cores, {}",
+        if opts.quick { "quick" } else { "full" }
+    );
+    let started = std::time::Instant::now();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut failed = Vec::new();
+    for name in &opts.scenarios {
+        println!("== {name}");
+        let t = std::time::Instant::now();
+        match scenarios::run(name, sizes).await {
+            Ok(new) => {
+                print!("{}", report::table(&new));
+                rows.extend(new);
+            }
+            Err(e) => {
+                println!("   FAILED: {e:#}");
+                failed.push(format!("{name}: {e:#}"));
+            }
+        }
+        println!("   ({:.1} s)", t.elapsed().as_secs_f64());
+    }
+    println!(
+        "\n== summary ({:.1} s)\n{}",
+        started.elapsed().as_secs_f64(),
+        report::table(&rows)
+    );
+    report::write_json(
+        &opts.json,
+        &RunReport {
+            date,
+            command,
+            quick: opts.quick,
+            cores,
+            rows: &rows,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", opts.json.display()))?;
+    println!("results written to {}", opts.json.display());
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "scenarios failed:\n  {}",
+            failed.join("\n  ")
+        ))
+    }
+}
