@@ -10,7 +10,7 @@ pub enum ReplicationError {
     /// The database was created by another node.
     #[error(
         "this database belongs to node {node_id} at address {address}, not to node {expected_id} at {expected_address}; \
-         start with -address {address} or use another data directory"
+         advertise {address} again or use another data directory"
     )]
     IdentityMismatch {
         /// The node id stored in the database.
