@@ -200,7 +200,7 @@ impl Node {
         }))
     }
 
-    /// Forms the cluster or joins it (see docs/replication.md, "Forming a cluster").
+    /// Forms the cluster or joins it (see docs/replication.md, "Forming and changing the cluster").
     pub(crate) async fn form(self: &Arc<Self>) -> Result<(), ReplicationError> {
         let initialized = self
             .raft
