@@ -143,9 +143,11 @@ fn uuid_like() -> String {
 pub fn config(address: &str, peers: &[String], data: PathBuf) -> ReplicationConfig {
     let mut c = ReplicationConfig::new(address, peers.to_vec(), data);
     c.heartbeat_interval = Duration::from_millis(100);
-    c.election_timeout = (Duration::from_millis(400), Duration::from_millis(800));
+    // Short enough for quick failovers, long enough that a loaded 2-core CI machine (tests of
+    // several crates running at once) does not see spurious elections or forward timeouts.
+    c.election_timeout = (Duration::from_millis(600), Duration::from_millis(1200));
     c.quorum_timeout = Duration::from_secs(3);
-    c.rpc_timeout = Duration::from_millis(700);
+    c.rpc_timeout = Duration::from_millis(2000);
     c
 }
 
