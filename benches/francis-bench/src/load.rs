@@ -78,6 +78,29 @@ where
     Measure::new(all, errors, first_error, start.elapsed())
 }
 
+/// Measures `a` (the baseline) and `b` alternately, `a b a b`, each round with half the
+/// budget, so neither side always runs first on a warmer (or more tired) machine; returns each
+/// side's rounds merged.
+pub async fn interleave<FA, FutA, FB, FutB>(
+    callers: usize,
+    budget: Budget,
+    a: FA,
+    b: FB,
+) -> (Measure, Measure)
+where
+    FA: Fn(usize, u64) -> FutA + Clone + Send + Sync + 'static,
+    FutA: Future<Output = Result<(), String>> + Send + 'static,
+    FB: Fn(usize, u64) -> FutB + Clone + Send + Sync + 'static,
+    FutB: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let half = Budget::new(budget.max_ops.div_ceil(2), budget.max_time / 2);
+    let a1 = drive(callers, half, a.clone()).await;
+    let b1 = drive(callers, half, b.clone()).await;
+    let a2 = drive(callers, half, a).await;
+    let b2 = drive(callers, half, b).await;
+    (a1.merge(a2), b1.merge(b2))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +122,34 @@ mod tests {
         assert_eq!(m.ops + m.errors, 100);
         assert_eq!(m.errors, 10);
         assert!(m.first_error.unwrap().ends_with("failed"));
+    }
+
+    #[tokio::test]
+    async fn interleaving_runs_each_side_twice_with_half_the_budget() {
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (oa, ob) = (order.clone(), order.clone());
+        let (a, b) = interleave(
+            1,
+            Budget::new(10, Duration::from_secs(60)),
+            move |_, n| {
+                let o = oa.clone();
+                async move {
+                    o.lock().unwrap().push(('a', n));
+                    Ok(())
+                }
+            },
+            move |_, n| {
+                let o = ob.clone();
+                async move {
+                    o.lock().unwrap().push(('b', n));
+                    Ok(())
+                }
+            },
+        )
+        .await;
+        assert_eq!((a.ops, b.ops), (10, 10));
+        let sides: String = order.lock().unwrap().iter().map(|(s, _)| *s).collect();
+        assert_eq!(sides, "aaaaabbbbbaaaaabbbbb");
     }
 
     #[tokio::test]

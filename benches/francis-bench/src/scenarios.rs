@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::actors::{
     BENCH, IDLE, Msg, PSK, Running, echo_json, free_addr, sqlite_host, start_host,
 };
-use crate::load::{Budget, drive};
+use crate::load::{Budget, drive, interleave};
 use crate::report::Row;
 use crate::stats::{Measure, Target};
 
@@ -66,28 +66,31 @@ pub async fn invoke_local(sz: Sizes) -> anyhow::Result<Vec<Row>> {
     for callers in [1usize, 64] {
         let budget = sz.budget((300_000, 4_000), (30_000, 700));
         let tx2 = tx.clone();
-        let base = drive(callers, budget, move |_, n| {
-            let tx = tx2.clone();
-            async move {
-                let req = serde_json::to_vec(&Msg::sample(n)).map_err(err)?;
-                let (otx, orx) = oneshot::channel();
-                tx.send((req, otx)).await.map_err(err)?;
-                let resp = orx.await.map_err(err)??;
-                let _: Msg = serde_json::from_slice(&resp).map_err(err)?;
-                Ok(())
-            }
-        })
-        .await;
         let (svc2, target2) = (svc.clone(), target.clone());
-        let m = drive(callers, budget, move |_, n| {
-            let (svc, target) = (svc2.clone(), target2.clone());
-            async move {
-                let data = Envelope::encode(&Msg::sample(n)).map_err(err)?;
-                let out = svc.invoke(&target, "echo", data).await.map_err(err)?;
-                let _: Msg = out.ok_or("no output")?.decode().map_err(err)?;
-                Ok(())
-            }
-        })
+        let (base, m) = interleave(
+            callers,
+            budget,
+            move |_, n| {
+                let tx = tx2.clone();
+                async move {
+                    let req = serde_json::to_vec(&Msg::sample(n)).map_err(err)?;
+                    let (otx, orx) = oneshot::channel();
+                    tx.send((req, otx)).await.map_err(err)?;
+                    let resp = orx.await.map_err(err)??;
+                    let _: Msg = serde_json::from_slice(&resp).map_err(err)?;
+                    Ok(())
+                }
+            },
+            move |_, n| {
+                let (svc, target) = (svc2.clone(), target2.clone());
+                async move {
+                    let data = Envelope::encode(&Msg::sample(n)).map_err(err)?;
+                    let out = svc.invoke(&target, "echo", data).await.map_err(err)?;
+                    let _: Msg = out.ok_or("no output")?.decode().map_err(err)?;
+                    Ok(())
+                }
+            },
+        )
         .await;
         let goal = if callers == 64 {
             Target::RatioAtLeast(0.5)
@@ -290,34 +293,37 @@ async fn remote_measure(
     for n_callers in [1usize, callers] {
         let budget = sz.budget((100_000, 4_000), (5_000, 800));
         let c = client.clone();
-        let base = drive(n_callers, budget, move |caller, n| {
-            let c = c.clone();
-            async move {
-                let payload = Bytes::from(serde_json::to_vec(&Msg::sample(n)).map_err(err)?);
-                let invoke = proto::Invoke {
-                    actor_type: BENCH.into(),
-                    actor_id: format!("r{caller}"),
-                    method: "echo".into(),
-                    payload,
-                    request_id: n.to_string(),
-                    ..Default::default()
-                };
-                let out = c.invoke(echo_addr, ECHO_ID, invoke).await.map_err(err)?;
-                let _: Msg = serde_json::from_slice(&out.ok_or("no output")?).map_err(err)?;
-                Ok(())
-            }
-        })
-        .await;
         let (s, acts) = (svc.clone(), actors.clone());
-        let m = drive(n_callers, budget, move |caller, n| {
-            let (s, acts) = (s.clone(), acts.clone());
-            async move {
-                let data = Envelope::encode(&Msg::sample(n)).map_err(err)?;
-                let out = s.invoke(&acts[caller], "echo", data).await.map_err(err)?;
-                let _: Msg = out.ok_or("no output")?.decode().map_err(err)?;
-                Ok(())
-            }
-        })
+        let (base, m) = interleave(
+            n_callers,
+            budget,
+            move |caller, n| {
+                let c = c.clone();
+                async move {
+                    let payload = Bytes::from(serde_json::to_vec(&Msg::sample(n)).map_err(err)?);
+                    let invoke = proto::Invoke {
+                        actor_type: BENCH.into(),
+                        actor_id: format!("r{caller}"),
+                        method: "echo".into(),
+                        payload,
+                        request_id: n.to_string(),
+                        ..Default::default()
+                    };
+                    let out = c.invoke(echo_addr, ECHO_ID, invoke).await.map_err(err)?;
+                    let _: Msg = serde_json::from_slice(&out.ok_or("no output")?).map_err(err)?;
+                    Ok(())
+                }
+            },
+            move |caller, n| {
+                let (s, acts) = (s.clone(), acts.clone());
+                async move {
+                    let data = Envelope::encode(&Msg::sample(n)).map_err(err)?;
+                    let out = s.invoke(&acts[caller], "echo", data).await.map_err(err)?;
+                    let _: Msg = out.ok_or("no output")?.decode().map_err(err)?;
+                    Ok(())
+                }
+            },
+        )
         .await;
         let goal = if n_callers == callers {
             Target::RatioAtLeast(0.7)
@@ -345,14 +351,13 @@ fn kib_value() -> serde_json::Value {
     serde_json::Value::String("x".repeat(1022))
 }
 
-/// Measures `write` of 1 KiB to `callers` actors (one per caller) through `services`
-/// (caller `c` uses `services[c % len]`).
-async fn write_load(
-    services: Vec<HostService>,
-    callers: usize,
-    budget: Budget,
-    prefix: &str,
-) -> anyhow::Result<Measure> {
+/// One load operation, boxed so setup functions can return it.
+type Op = Arc<dyn Fn(usize, u64) -> OpFuture + Send + Sync>;
+type OpFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+/// `write` of 1 KiB to `callers` actors (one per caller, each written once first) through
+/// `services` (caller `c` uses `services[c % len]`).
+async fn write_op(services: Vec<HostService>, callers: usize, prefix: &str) -> anyhow::Result<Op> {
     let data = Envelope::encode(&kib_value())?;
     let actors: Arc<Vec<ActorRef>> = Arc::new(
         (0..callers)
@@ -365,23 +370,27 @@ async fn write_load(
             .await?;
     }
     let services = Arc::new(services);
-    Ok(drive(callers, budget, move |caller, _| {
+    Ok(Arc::new(move |caller, _| {
         let (s, acts, data) = (services.clone(), actors.clone(), data.clone());
-        async move {
+        Box::pin(async move {
             s[caller % s.len()]
                 .invoke(&acts[caller], "write", data)
                 .await
                 .map_err(err)?;
             Ok(())
-        }
-    })
-    .await)
+        })
+    }))
+}
+
+/// Drives a boxed operation.
+async fn drive_op(callers: usize, budget: Budget, op: Op) -> Measure {
+    drive(callers, budget, move |c, n| op(c, n)).await
 }
 
 /// Raw sqlx upserts of the same rows: the same schema and pragmas (WAL, synchronous FULL,
 /// foreign keys, busy timeout), one `BEGIN IMMEDIATE` transaction per write, from `callers`
 /// tasks over one connection (SQLite has one writer; more connections only add lock waits).
-async fn raw_sqlx_writes(path: &Path, callers: usize, budget: Budget) -> anyhow::Result<Measure> {
+async fn raw_sqlx_op(path: &Path) -> anyhow::Result<Op> {
     let opts = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
@@ -405,9 +414,9 @@ async fn raw_sqlx_writes(path: &Path, callers: usize, budget: Budget) -> anyhow:
     .execute(&pool)
     .await?;
     let data = Bytes::from(serde_json::to_vec(&kib_value())?);
-    let m = drive(callers, budget, move |caller, _| {
+    Ok(Arc::new(move |caller, _| {
         let (pool, data) = (pool.clone(), data.clone());
-        async move {
+        Box::pin(async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
             sqlx::query(
                 "INSERT INTO state (actor_type, actor_id, data, expires_ms) VALUES (?1, ?2, ?3, NULL)
@@ -422,19 +431,18 @@ async fn raw_sqlx_writes(path: &Path, callers: usize, budget: Budget) -> anyhow:
             .map_err(err)?;
             tx.commit().await.map_err(err)?;
             Ok(())
-        }
-    })
-    .await;
-    Ok(m)
+        })
+    }))
 }
 
 /// `state-write`: 1 KiB `set_state` from 64 actors on one SQLite host, beside raw sqlx.
 pub async fn state_write(sz: Sizes) -> anyhow::Result<Vec<Row>> {
     let dir = tempfile::tempdir()?;
     let budget = sz.budget((40_000, 6_000), (3_000, 1_200));
-    let base = raw_sqlx_writes(&dir.path().join("raw.db"), 64, budget).await?;
+    let raw = raw_sqlx_op(&dir.path().join("raw.db")).await?;
     let host = sqlite_host(&dir.path().join("host.db")).await?;
-    let m = write_load(vec![host.host.service()], 64, budget, "w").await?;
+    let write = write_op(vec![host.host.service()], 64, "w").await?;
+    let (base, m) = interleave(64, budget, move |c, n| raw(c, n), move |c, n| write(c, n)).await;
     host.stop(Duration::from_secs(20)).await;
     Ok(vec![
         Row::new(
@@ -548,7 +556,8 @@ pub async fn replicated_write(sz: Sizes) -> anyhow::Result<Vec<Row>> {
     let dir = tempfile::tempdir()?;
     let budget = sz.budget((20_000, 6_000), (1_500, 1_500));
     let single = sqlite_host(&dir.path().join("single.db")).await?;
-    let base = write_load(vec![single.host.service()], 64, budget, "w").await?;
+    let write = write_op(vec![single.host.service()], 64, "w").await?;
+    let base = drive_op(64, budget, write).await;
     single.stop(Duration::from_secs(20)).await;
 
     let addrs: Vec<String> = (0..3).map(|_| free_addr()).collect();
@@ -563,7 +572,10 @@ pub async fn replicated_write(sz: Sizes) -> anyhow::Result<Vec<Row>> {
     let (a, b, c) = tokio::join!(node(0), node(1), node(2));
     let hosts: Vec<Running> = vec![a?, b?, c?];
     let services = hosts.iter().map(|h| h.host.service()).collect();
-    let m = write_load(services, 64, budget, "rw").await;
+    let m = match write_op(services, 64, "rw").await {
+        Ok(write) => Ok(drive_op(64, budget, write).await),
+        Err(e) => Err(e),
+    };
     let stops = hosts
         .into_iter()
         .map(|h| tokio::spawn(h.stop(Duration::from_secs(30))));

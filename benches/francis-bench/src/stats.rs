@@ -62,6 +62,18 @@ impl Measure {
         }
     }
 
+    /// Both runs as one: counts and wall times add up, latencies are pooled.
+    pub fn merge(self, other: Measure) -> Measure {
+        let mut latencies = self.latencies;
+        latencies.extend(other.latencies);
+        Measure::new(
+            latencies,
+            self.errors + other.errors,
+            self.first_error.or(other.first_error),
+            self.elapsed + other.elapsed,
+        )
+    }
+
     /// Successful operations per second.
     pub fn ops_per_sec(&self) -> Option<f64> {
         per_second(self.ops, self.elapsed)
@@ -173,6 +185,19 @@ mod tests {
         assert_eq!(m.ops_per_sec(), Some(1.0));
         assert_eq!(m.p_us(50.0), Some(2000.0));
         assert_eq!(m.p_us(99.0), Some(3000.0));
+    }
+
+    #[test]
+    fn merged_measures_pool_everything() {
+        let a = Measure::new(ms(&[1, 3]), 0, None, Duration::from_secs(1));
+        let b = Measure::new(ms(&[2]), 2, Some("x".into()), Duration::from_secs(2));
+        let m = a.merge(b);
+        assert_eq!(m.ops, 3);
+        assert_eq!(m.errors, 2);
+        assert_eq!(m.first_error.as_deref(), Some("x"));
+        assert_eq!(m.elapsed, Duration::from_secs(3));
+        assert_eq!(m.latencies, ms(&[1, 2, 3]));
+        assert_eq!(m.ops_per_sec(), Some(1.0));
     }
 
     #[test]
