@@ -245,3 +245,35 @@ async fn an_alarm_that_came_due_while_down_fires_after_a_restart() {
     assert_eq!(increment(&h2.service(), "a").await, 2);
     h2.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_due_alarms_drains_at_once_rather_than_a_batch_per_poll() {
+    // 300 alarms due together, default timings (poll 1.5 s, batch 25): one batch per poll
+    // would need 18 s. Leasing again at once after a full batch, and as soon as a running
+    // alarm makes room, fires them all within a poll interval of their due time.
+    let h = memory_host(options()).await;
+    let svc = h.service();
+    let due = alarm_in(2);
+    for i in 0..300 {
+        svc.set_alarm(
+            &actor(&format!("burst{}", i % 30)),
+            &format!("n{}", i / 30),
+            due.clone(),
+        )
+        .await
+        .unwrap();
+    }
+    let drained = tokio::time::timeout(Duration::from_secs(4), async {
+        while fired(&h).len() < 300 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        drained.is_ok(),
+        "only {} of 300 alarms fired within 4 s",
+        fired(&h).len()
+    );
+    assert_eq!(h.probe.violations.load(Ordering::SeqCst), 0);
+    h.stop().await;
+}

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,13 +18,6 @@ use tokio::time::Instant;
 
 const PSK: &str = "a-test-runtime-psk-that-is-long-enough";
 const DEADLINE: Duration = Duration::from_secs(2);
-
-fn free_udp_addr() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 async fn open(path: &Path) -> SqliteProvider {
     SqliteProvider::open(path, SqliteOptions::default())
@@ -54,35 +46,6 @@ async fn host_on(provider: Arc<dyn Provider>, probe: Arc<Probe>) -> TestHost {
             })
     })
     .await
-}
-
-async fn served_by(svc: &HostService, id: &str) -> (i64, String) {
-    let out = svc
-        .invoke_traced(&actor(id), "increment", Envelope::null())
-        .await
-        .unwrap();
-    (out.output.unwrap().decode().unwrap(), out.served_by)
-}
-
-/// Retries `increment` until it succeeds or `limit` passes; returns the count and the host.
-async fn increment_eventually(svc: &HostService, id: &str, limit: Duration) -> (i64, String) {
-    let until = Instant::now() + limit;
-    loop {
-        match svc
-            .invoke_traced(&actor(id), "increment", Envelope::null())
-            .await
-        {
-            Ok(out) => return (out.output.unwrap().decode().unwrap(), out.served_by),
-            // A timed-out call was not acknowledged (its write never landed): retry it too.
-            Err(e)
-                if (e.is_retryable() || e.kind() == francis_core::ErrorKind::Timeout)
-                    && Instant::now() < until =>
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("increment of {id} failed: {e}"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

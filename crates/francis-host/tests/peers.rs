@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -12,13 +12,6 @@ use support::*;
 
 const PSK: &str = "a-test-runtime-psk-that-is-long-enough";
 const OTHER_PSK: &str = "another-cluster-psk-that-is-long-enough";
-
-fn free_udp_addr() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 async fn peer_host(provider: Arc<dyn Provider>, psk: &str) -> (TestHost, SocketAddr) {
     let addr = free_udp_addr();

@@ -7,13 +7,13 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::Utc;
-use francis_core::{ActorService, AlarmProperties, Envelope, Interval};
+use francis_core::{ActorService, AlarmProperties, Interval};
 use francis_host::{ActorOptions, HostEvent, HostService, LocalHost};
 use francis_store::{PostgresProvider, PostgresTestTables, Provider, TEST_POSTGRES_URL_ENV};
 use support::*;
@@ -31,13 +31,6 @@ fn tables_or_skip(test: &str) -> Option<PostgresTestTables> {
         println!("skipped {test}: {TEST_POSTGRES_URL_ENV} is not set");
     }
     tables
-}
-
-fn free_udp_addr() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// A provider of its own (as another process would have) on the shared tables.
@@ -94,47 +87,6 @@ async fn host_on(provider: Arc<dyn Provider>, probe: Arc<Probe>, pace: Pace) -> 
             })
     })
     .await
-}
-
-async fn served_by(svc: &HostService, id: &str) -> (i64, String) {
-    let out = svc
-        .invoke_traced(&actor(id), "increment", Envelope::null())
-        .await
-        .unwrap();
-    (out.output.unwrap().decode().unwrap(), out.served_by)
-}
-
-/// Retries `increment` until it succeeds or `limit` passes; returns the count and the host.
-async fn increment_eventually(svc: &HostService, id: &str, limit: Duration) -> (i64, String) {
-    let until = Instant::now() + limit;
-    loop {
-        match svc
-            .invoke_traced(&actor(id), "increment", Envelope::null())
-            .await
-        {
-            Ok(out) => return (out.output.unwrap().decode().unwrap(), out.served_by),
-            // A timed-out call was not acknowledged (its write never landed): retry it too.
-            Err(e)
-                if (e.is_retryable() || e.kind() == francis_core::ErrorKind::Timeout)
-                    && Instant::now() < until =>
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("increment of {id} failed: {e}"),
-        }
-    }
-}
-
-/// An actor id (`<prefix><n>`) that `via` routes to `owner`.
-async fn actor_owned_by(via: &HostService, owner: &TestHost, prefix: &str) -> String {
-    for i in 0..40 {
-        let id = format!("{prefix}{i}");
-        let (_, host) = served_by(via, &id).await;
-        if host == owner.host.address() {
-            return id;
-        }
-    }
-    panic!("no actor landed on {}", owner.host.address());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

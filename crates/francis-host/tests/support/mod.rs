@@ -573,3 +573,61 @@ impl<P: Provider> Provider for StallingProvider<P> {
         self.inner.release_alarm(l).await
     }
 }
+
+/// A free UDP port on 127.0.0.1, for a host's peer (QUIC) address.
+pub fn free_udp_addr() -> std::net::SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Increments `id` through `svc`; returns the count and the host that ran it.
+pub async fn served_by(svc: &francis_host::HostService, id: &str) -> (i64, String) {
+    let out = svc
+        .invoke_traced(&actor(id), "increment", Envelope::null())
+        .await
+        .unwrap();
+    (out.output.unwrap().decode().unwrap(), out.served_by)
+}
+
+/// Retries `increment` until it succeeds or `limit` passes; returns the count and the host.
+pub async fn increment_eventually(
+    svc: &francis_host::HostService,
+    id: &str,
+    limit: Duration,
+) -> (i64, String) {
+    let until = Instant::now() + limit;
+    loop {
+        match svc
+            .invoke_traced(&actor(id), "increment", Envelope::null())
+            .await
+        {
+            Ok(out) => return (out.output.unwrap().decode().unwrap(), out.served_by),
+            // A timed-out call was not acknowledged (its write never landed): retry it too.
+            Err(e)
+                if (e.is_retryable() || e.kind() == francis_core::ErrorKind::Timeout)
+                    && Instant::now() < until =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("increment of {id} failed: {e}"),
+        }
+    }
+}
+
+/// An actor id (`<prefix><n>`) that `via` routes to `owner`.
+pub async fn actor_owned_by(
+    via: &francis_host::HostService,
+    owner: &TestHost,
+    prefix: &str,
+) -> String {
+    for i in 0..40 {
+        let id = format!("{prefix}{i}");
+        let (_, host) = served_by(via, &id).await;
+        if host == owner.host.address() {
+            return id;
+        }
+    }
+    panic!("no actor landed on {}", owner.host.address());
+}
