@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use francis_core::{Error, ErrorKind};
 use francis_store::{AlarmLease, LeaseRequest, LeasedAlarm};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -36,11 +37,24 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
     if types.is_empty() {
         return;
     }
+    // Set when the last lease came back full (more alarms are due): lease again at once
+    // instead of waiting for the next tick, so a burst drains at the store's pace.
+    let mut more_due = false;
+    // Signalled by every alarm that finishes, so a host held back by backpressure resumes
+    // as soon as there is room rather than a poll interval later.
+    let finished = Arc::new(Notify::new());
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = poll.tick() => {}
+        if more_due {
+            if stop.is_cancelled() {
+                break;
+            }
+        } else {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = poll.tick() => {}
+            }
         }
+        more_due = false;
         while tasks.try_join_next().is_some() {}
         if last_renewal.elapsed() >= timings.alarm_lease / 3 {
             renew(&inner, &in_flight).await;
@@ -49,6 +63,12 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
         // Backpressure: do not lease more than a few batches ahead of what is running.
         let running = in_flight.lock().expect("in-flight lock").len();
         if running >= 4 * timings.alarm_batch_size as usize {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = poll.tick() => {}
+                _ = finished.notified() => {}
+            }
+            more_due = true;
             continue;
         }
         let now = inner.store.clock.now();
@@ -72,12 +92,19 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
                 continue;
             }
         };
+        more_due = leased.len() >= timings.alarm_batch_size as usize;
         for alarm in leased {
             in_flight
                 .lock()
                 .expect("in-flight lock")
                 .insert(alarm.lease.clone());
-            tasks.spawn(fire(inner.clone(), alarm, in_flight.clone(), stop.clone()));
+            tasks.spawn(fire(
+                inner.clone(),
+                alarm,
+                in_flight.clone(),
+                finished.clone(),
+                stop.clone(),
+            ));
         }
     }
     // Alarms waiting for their time give their leases back; running ones finish their turn.
@@ -119,11 +146,13 @@ async fn fire(
     inner: Arc<HostInner>,
     alarm: LeasedAlarm,
     in_flight: InFlight,
+    finished: Arc<Notify>,
     stop: CancellationToken,
 ) {
     let lease = alarm.lease.clone();
     fire_inner(&inner, alarm, &stop).await;
     in_flight.lock().expect("in-flight lock").remove(&lease);
+    finished.notify_one();
 }
 
 async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &CancellationToken) {
