@@ -80,10 +80,29 @@ pub fn cargo_args(root: &Path, opts: &BenchOptions) -> Vec<String> {
     args
 }
 
+/// Whether `name` is one of the variables `cargo run` sets for the program it runs (here:
+/// xtask). They must not reach the inner cargo: build scripts such as ring's rerun when
+/// `CARGO_PKG_NAME` or `CARGO_MANIFEST_DIR` change, so the release build would be redone on
+/// every alternation between `cargo build --release` and `cargo xtask bench`.
+pub fn set_by_cargo_run(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_MANIFEST_")
+        || matches!(
+            name,
+            "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "OUT_DIR"
+        )
+}
+
 /// Runs the benchmark; returns its exit status (or an error if cargo could not be started).
 pub fn run(root: &Path, opts: &BenchOptions) -> Result<i32, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(&cargo)
+    let mut command = Command::new(&cargo);
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_run) {
+            command.env_remove(&name);
+        }
+    }
+    let status = command
         .args(cargo_args(root, opts))
         .current_dir(root)
         .status()
@@ -159,6 +178,29 @@ mod tests {
         );
         let err = parse_options(&strings(&["--fast"])).unwrap_err();
         assert!(err.contains("`--fast`"), "{err}");
+    }
+
+    #[test]
+    fn the_variables_of_cargo_run_are_kept_from_the_inner_cargo() {
+        for name in [
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_CRATE_NAME",
+            "OUT_DIR",
+        ] {
+            assert!(set_by_cargo_run(name), "{name}");
+        }
+        for name in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "PATH",
+            "RUSTFLAGS",
+        ] {
+            assert!(!set_by_cargo_run(name), "{name}");
+        }
     }
 
     #[test]
