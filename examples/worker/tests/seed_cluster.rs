@@ -134,7 +134,14 @@ async fn the_seeds_two_workers_form_one_cluster() {
     assert_eq!(fired_on, 1, "the alarm fired on both workers");
 
     // Idle deactivation (10 s), then re-activation on any host with the counter intact.
-    w1.wait_for_log(&["Actor deactivated", "\"id1\""], 1).await;
+    let id1_owner = if served_by[0] == w1.host_address {
+        &w1
+    } else {
+        &w2
+    };
+    id1_owner
+        .wait_for_log(&["Actor deactivated", "\"id1\""], 1)
+        .await;
     let r = w2
         .http
         .post("/invoke/myactor/id1/increment", r#"{"In": 1}"#)
