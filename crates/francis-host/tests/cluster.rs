@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use chrono::Utc;
-use francis_core::{ActorService, AlarmProperties, Envelope, Interval};
+use francis_core::{ActorService, Envelope};
 use francis_host::{ActorOptions, HostEvent, HostService};
 use francis_store::{Provider, SqliteOptions, SqliteProvider};
 use support::*;
@@ -256,67 +255,8 @@ async fn alarms_run_on_the_owner_and_keep_their_cadence_across_a_failover() {
     let frozen_store = Arc::new(StallingProvider::new(open(&path).await));
     let a = host_on(frozen_store.clone(), probe.clone()).await;
     let b = host_on(Arc::new(open(&path).await), probe.clone()).await;
-    // an actor owned by A
-    let mut victim = None;
-    for i in 0..20 {
-        let id = format!("t{i}");
-        let (_, host) = served_by(&b.service(), &id).await;
-        if host == a.host.address() {
-            victim = Some(id);
-            break;
-        }
-    }
-    let victim = victim.expect("some actor lands on A");
-    let interval = Duration::from_millis(500);
-    b.service()
-        .set_alarm(
-            &actor(&victim),
-            "tick",
-            AlarmProperties {
-                due_time: Utc::now(),
-                interval: Some(Interval::new(interval).unwrap()),
-                ttl: None,
-                data: None,
-            },
-        )
-        .await
-        .unwrap();
-    let wait_for = |count: usize, limit: Duration| {
-        let probe = probe.clone();
-        async move {
-            let until = Instant::now() + limit;
-            while probe.alarm_count() < count {
-                assert!(
-                    Instant::now() < until,
-                    "only {} firings",
-                    probe.alarm_count()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    wait_for(3, Duration::from_secs(10)).await;
-    frozen_store.stall.store(true, Ordering::SeqCst);
-    let before = probe.alarm_count();
-    // after A's lease expires, B takes the actor and its alarm over
-    wait_for(before + 3, Duration::from_secs(15)).await;
-    let times: Vec<Duration> = probe
-        .alarms
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, _, t)| *t)
-        .collect();
-    for pair in times.windows(2) {
-        // never twice for one due time: firings are at least most of an interval apart
-        assert!(pair[1] - pair[0] >= interval / 2, "{times:?}");
-    }
-    assert_eq!(probe.double_activations.load(Ordering::SeqCst), 0);
-    b.service()
-        .delete_alarm(&actor(&victim), "tick")
-        .await
-        .unwrap();
-    frozen_store.stall.store(false, Ordering::SeqCst);
+    let victim = actor_owned_by(&b.service(), &a, "t").await;
+    alarm_cadence_survives_an_owner_freeze(&b.service(), &victim, &frozen_store, &probe).await;
     b.stop().await;
     a.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), a.task).await;

@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use chrono::Utc;
-use francis_core::{ActorService, AlarmProperties, Interval};
 use francis_host::{ActorOptions, HostEvent, HostService, LocalHost};
 use francis_store::{PostgresProvider, PostgresTestTables, Provider, TEST_POSTGRES_URL_ENV};
 use support::*;
@@ -227,57 +225,8 @@ async fn alarms_run_on_the_owner_and_keep_their_cadence_across_a_failover() {
     let b = host_on(Arc::new(provider(&tables).await), probe.clone(), FAILOVER).await;
     let c = host_on(Arc::new(provider(&tables).await), probe.clone(), FAILOVER).await;
     let victim = actor_owned_by(&b.service(), &a, "t").await;
-    let interval = Duration::from_millis(500);
-    // set through C, for an actor A owns: it runs on A
-    c.service()
-        .set_alarm(
-            &actor(&victim),
-            "tick",
-            AlarmProperties {
-                due_time: Utc::now(),
-                interval: Some(Interval::new(interval).unwrap()),
-                ttl: None,
-                data: None,
-            },
-        )
-        .await
-        .unwrap();
-    let wait_for = |count: usize, limit: Duration| {
-        let probe = probe.clone();
-        async move {
-            let until = Instant::now() + limit;
-            while probe.alarm_count() < count {
-                assert!(
-                    Instant::now() < until,
-                    "only {} firings",
-                    probe.alarm_count()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    wait_for(3, Duration::from_secs(10)).await;
-    frozen_store.stall.store(true, Ordering::SeqCst);
-    let before = probe.alarm_count();
-    // after A's lease expires, another host takes the actor and its alarm over
-    wait_for(before + 3, Duration::from_secs(15)).await;
-    let times: Vec<Duration> = probe
-        .alarms
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, _, t)| *t)
-        .collect();
-    for pair in times.windows(2) {
-        // never twice for one due time: firings are at least most of an interval apart
-        assert!(pair[1] - pair[0] >= interval / 2, "{times:?}");
-    }
-    assert_eq!(probe.double_activations.load(Ordering::SeqCst), 0);
-    b.service()
-        .delete_alarm(&actor(&victim), "tick")
-        .await
-        .unwrap();
-    frozen_store.stall.store(false, Ordering::SeqCst);
+    // set through C, for an actor A owns: it runs on A, then moves
+    alarm_cadence_survives_an_owner_freeze(&c.service(), &victim, &frozen_store, &probe).await;
     b.stop().await;
     c.stop().await;
     a.shutdown.cancel();

@@ -631,3 +631,59 @@ pub async fn actor_owned_by(
     }
     panic!("no actor landed on {}", owner.host.address());
 }
+
+/// The alarm-failover scenario shared by the store-specific cluster tests: a repeating alarm
+/// (every 500 ms) set through `via` on `victim`, an actor owned by the host whose store is
+/// `frozen`, fires there; then that store freezes, and once the owner's lease has expired the
+/// alarm keeps firing on another host. Never twice for one due time (firings stay at least half
+/// an interval apart), never on two activations at once.
+pub async fn alarm_cadence_survives_an_owner_freeze<P: Provider>(
+    via: &francis_host::HostService,
+    victim: &str,
+    frozen: &StallingProvider<P>,
+    probe: &Probe,
+) {
+    use francis_core::ActorService;
+    let interval = Duration::from_millis(500);
+    via.set_alarm(
+        &actor(victim),
+        "tick",
+        francis_core::AlarmProperties {
+            due_time: Utc::now(),
+            interval: Some(francis_core::Interval::new(interval).unwrap()),
+            ttl: None,
+            data: None,
+        },
+    )
+    .await
+    .unwrap();
+    let wait_for = |count: usize, limit: Duration| async move {
+        let until = Instant::now() + limit;
+        while probe.alarm_count() < count {
+            assert!(
+                Instant::now() < until,
+                "only {} firings",
+                probe.alarm_count()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    wait_for(3, Duration::from_secs(10)).await;
+    frozen.stall.store(true, Ordering::SeqCst);
+    let before = probe.alarm_count();
+    // after the owner's lease expires, another host takes the actor and its alarm over
+    wait_for(before + 3, Duration::from_secs(15)).await;
+    let times: Vec<Duration> = probe
+        .alarms
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, t)| *t)
+        .collect();
+    for pair in times.windows(2) {
+        assert!(pair[1] - pair[0] >= interval / 2, "{times:?}");
+    }
+    assert_eq!(probe.double_activations.load(Ordering::SeqCst), 0);
+    via.delete_alarm(&actor(victim), "tick").await.unwrap();
+    frozen.stall.store(false, Ordering::SeqCst);
+}
