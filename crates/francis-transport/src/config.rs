@@ -81,9 +81,15 @@ impl TransportConfig {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Limits {
-    /// Largest encoded request or response, in bytes (default 16 MiB). A frame declaring more is
-    /// refused before its body is read.
+    /// Largest payload a request or response carries, in bytes (default 16 MiB): an actor's
+    /// call data, a state document, a replicated store command. A frame may exceed it by
+    /// [`Limits::frame_headroom`] for its envelope (ids, names, metadata), so a payload at
+    /// the limit is accepted whichever host it travels to. A frame declaring more than
+    /// [`Limits::max_frame_size`] is refused before its body is read.
     pub max_message_size: usize,
+    /// Bytes a frame may carry beyond [`Limits::max_message_size`] for its envelope
+    /// (default 64 KiB).
+    pub frame_headroom: usize,
     /// Requests one peer connection may have in progress on this host (default 100). The excess
     /// is answered at once with a retryable `overloaded` error, never queued.
     pub max_in_flight_per_connection: u32,
@@ -96,10 +102,12 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Time allowed to open a connection, handshake included (default 5 s).
     pub connect_timeout: Duration,
-    /// A connection with no traffic for this long is closed (default 30 s); keep-alives
-    /// ([`Limits::keep_alive_interval`]) keep healthy pooled connections open.
+    /// A connection that hears nothing from its peer for this long is closed, failing every
+    /// request in flight on it (default 4 s): a peer that died without closing its
+    /// connections (kill -9, power loss, a partition) is noticed within this time.
+    /// Keep-alives ([`Limits::keep_alive_interval`]) keep healthy pooled connections open.
     pub idle_timeout: Duration,
-    /// How often an idle connection is pinged (default 5 s).
+    /// How often an idle connection is pinged (default 1 s).
     pub keep_alive_interval: Duration,
     /// How long [`crate::Transport::shutdown`] lets in-flight requests finish (default 10 s).
     pub shutdown_grace: Duration,
@@ -109,22 +117,31 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_message_size: 16 * 1024 * 1024,
+            frame_headroom: 64 * 1024,
             max_in_flight_per_connection: 100,
             read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(30),
-            keep_alive_interval: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(4),
+            keep_alive_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
         }
     }
 }
 
 impl Limits {
+    /// The largest frame sent or accepted: [`Limits::max_message_size`] plus
+    /// [`Limits::frame_headroom`].
+    pub fn max_frame_size(&self) -> usize {
+        self.max_message_size.saturating_add(self.frame_headroom)
+    }
+
     fn validate(&self) -> Result<(), TransportError> {
         let bad = |what: &str| Err(TransportError::InvalidConfig(what.to_string()));
-        if self.max_message_size == 0 || self.max_message_size > u32::MAX as usize {
-            return bad("max_message_size must be between 1 byte and 4 GiB");
+        if self.max_message_size == 0 || self.max_frame_size() > u32::MAX as usize {
+            return bad(
+                "max_message_size must be at least 1 byte, and with frame_headroom at most 4 GiB",
+            );
         }
         if self.max_in_flight_per_connection == 0 {
             return bad("max_in_flight_per_connection must be at least 1");

@@ -27,7 +27,7 @@ use crate::{server, tls};
 ///
 /// If the caller gives up (cancels or times out) before the answer is ready, the `handle`
 /// future is dropped at its next await point: spawn the work if it must run to completion
-/// regardless. A response larger than [`Limits::max_message_size`] is replaced by an `encode`
+/// regardless. A response larger than [`Limits::max_frame_size`] is replaced by an `encode`
 /// error.
 #[crate::async_trait]
 pub trait RequestHandler: Send + Sync + 'static {
@@ -286,6 +286,11 @@ impl Transport {
         self.inner.identity.get().primary_der().to_vec()
     }
 
+    /// The limits this transport was configured with.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
     /// A snapshot of this transport's counters.
     pub fn stats(&self) -> TransportStats {
         self.inner.stats.snapshot()
@@ -314,7 +319,7 @@ impl Transport {
             return Err(TransportError::Closed);
         }
         validate_host_id(peer_host_id)?;
-        let limit = self.inner.limits.max_message_size;
+        let limit = self.inner.limits.max_frame_size();
         let len = prost::Message::encoded_len(&request);
         if len > limit {
             return Err(TransportError::FrameTooLarge {
@@ -356,7 +361,7 @@ impl Transport {
         if self.inner.shutdown.is_cancelled() {
             return Err(TransportError::Closed);
         }
-        let limit = self.inner.limits.max_message_size;
+        let limit = self.inner.limits.max_frame_size();
         let len = prost::Message::encoded_len(&request);
         if len > limit {
             return Err(TransportError::FrameTooLarge {

@@ -178,8 +178,8 @@ impl TransportError {
 impl From<TransportError> for francis_core::Error {
     /// Keeps the peer's error kind for [`TransportError::Rejected`] (e.g. `overloaded`), maps
     /// timeouts to [`francis_core::Error::Timeout`], a closed transport to
-    /// [`francis_core::Error::ShuttingDown`], bad configuration to
-    /// [`francis_core::Error::InvalidArgument`], and every other failure to the retryable
+    /// [`francis_core::Error::ShuttingDown`], bad configuration and a message too large to
+    /// send to [`francis_core::Error::InvalidArgument`], and every other failure to the retryable
     /// [`francis_core::Error::Transport`].
     fn from(e: TransportError) -> Self {
         match e {
@@ -199,6 +199,10 @@ impl From<TransportError> for francis_core::Error {
             }
             TransportError::InvalidConfig(_) => {
                 francis_core::Error::invalid_argument("transport configuration", e.to_string())
+            }
+            // Too large to send: sending it again can never succeed.
+            TransportError::FrameTooLarge { .. } => {
+                francis_core::Error::invalid_argument("message", e.to_string())
             }
             other => francis_core::Error::Transport(other.to_string()),
         }
@@ -265,5 +269,9 @@ mod tests {
             max: 5,
         };
         assert!(!malformed.is_retryable());
+        // Too large is too large on every try: the caller must not be told to retry.
+        let e: francis_core::Error = malformed.into();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert!(!e.is_retryable());
     }
 }

@@ -84,7 +84,7 @@ pub(crate) async fn call(
     loop {
         attempt += 1;
         let conn = connection(inner, &key).await?;
-        match exchange(&conn, peer, &frame, inner.limits.max_message_size).await {
+        match exchange(&conn, peer, &frame, inner.limits.max_frame_size()).await {
             Ok(response) => {
                 return match response.body {
                     Some(response::Body::Error(error)) => {

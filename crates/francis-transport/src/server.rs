@@ -117,7 +117,7 @@ async fn serve_stream(
     let limits = &inner.limits;
     let read = tokio::time::timeout(
         limits.read_timeout,
-        read_frame::<Request>(&mut recv, limits.max_message_size),
+        read_frame::<Request>(&mut recv, limits.max_frame_size()),
     )
     .await;
     let response = match read {
@@ -164,13 +164,13 @@ async fn serve_stream(
         }
     };
     Stats::bump(&inner.stats.requests_served);
-    let response = if prost::Message::encoded_len(&response) > limits.max_message_size {
+    let response = if prost::Message::encoded_len(&response) > limits.max_frame_size() {
         Response::error(WireError::new(
             ErrorKind::Encode,
             format!(
                 "the response of {} bytes exceeds the maximum message size of {} bytes",
                 prost::Message::encoded_len(&response),
-                limits.max_message_size
+                limits.max_frame_size()
             ),
             None,
         ))

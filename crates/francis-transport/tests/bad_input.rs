@@ -73,7 +73,10 @@ fn varint(n: u64) -> Vec<u8> {
 #[tokio::test]
 async fn an_oversized_frame_is_refused_before_its_body_is_read() {
     let (server, handler) =
-        start_with(config("server", &[PSK_OLD]).with_limits(limits(|l| l.max_message_size = 1024)));
+        start_with(config("server", &[PSK_OLD]).with_limits(limits(|l| {
+            l.max_message_size = 1024;
+            l.frame_headroom = 0;
+        })));
     let (_ep, conn) = raw_connection(&server).await;
     // Declares 64 MiB and sends only a little: the refusal must not wait for the rest.
     let mut bytes = varint(64 << 20);
@@ -137,7 +140,10 @@ async fn a_stream_that_never_finishes_times_out() {
 
 #[tokio::test]
 async fn oversized_messages_are_refused_on_both_sides() {
-    let small = |l: &mut francis_transport::Limits| l.max_message_size = 1024;
+    let small = |l: &mut francis_transport::Limits| {
+        l.max_message_size = 1024;
+        l.frame_headroom = 0;
+    };
     let (server, _) = start_with(config("server", &[PSK_OLD]).with_limits(limits(small)));
     let (client, _) = start_with(config("client", &[PSK_OLD]).with_limits(limits(small)));
     let addr = server.local_addr();

@@ -351,3 +351,53 @@ async fn a_peer_that_crashed_and_restarted_resets_stale_connections_at_once() {
     client.ping(addr, "server").await.unwrap();
     assert_eq!(client.stats().connections_opened, 2);
 }
+
+#[tokio::test]
+async fn a_peer_that_goes_silent_fails_the_request_in_flight_within_the_idle_timeout() {
+    // The server runs on a runtime of its own with one worker thread; blocking that thread
+    // freezes it like SIGSTOP would: no answers, no acknowledgements, no keep-alives.
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = {
+        let _runtime = server_runtime.enter();
+        start("server", &[PSK_OLD]).0
+    };
+    let addr = server.local_addr();
+    // A request timeout far above the idle timeout: only noticing the silence can end the
+    // call early.
+    let patient = |l: &mut francis_transport::Limits| l.request_timeout = Duration::from_secs(60);
+    let (client, _) = start_with(config("client", &[PSK_OLD]).with_limits(limits(patient)));
+    client.ping(addr, "server").await.unwrap();
+
+    let (frozen_tx, frozen_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    server_runtime.spawn(async move {
+        frozen_tx.send(()).unwrap();
+        // Blocks the server's only worker thread until the test is done.
+        let _ = release_rx.recv();
+    });
+    frozen_rx.recv().unwrap();
+
+    let started = std::time::Instant::now();
+    let err = client
+        .invoke(addr, "server", invoke("echo", "1"))
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        !matches!(err.kind(), ErrorKind::Timeout),
+        "the call ran into its own timeout ({waited:?}) instead of noticing the silent peer: {err}"
+    );
+    // Within a few idle timeouts (4 s by default), never the 30 s it once took.
+    let limits = francis_transport::Limits::default();
+    assert!(
+        waited < limits.idle_timeout * 3,
+        "noticed only after {waited:?}: {err}"
+    );
+    release_tx.send(()).unwrap();
+    server_runtime.shutdown_background();
+}
