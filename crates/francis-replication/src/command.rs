@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use francis_core::{ActorRef, AlarmProperties, Envelope, Interval};
 use francis_store::{
     AlarmLease, AlarmOutcome, ClaimRefusal, Fence, HostRecord, HostRegistration, LeaseRequest,
-    LeasedAlarm, Placement, Provider, SqliteProvider, StateListPage, StateRecord, StoreError,
+    LeasedAlarm, Placement, Provider, SqliteProvider, StateListItem, StateListPage, StateRecord,
+    StoreError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,7 @@ pub(crate) struct WireAlarm {
     due_time: DateTime<Utc>,
     interval: Option<Duration>,
     ttl: Option<DateTime<Utc>>,
+    #[serde(with = "crate::json_bytes::option")]
     data: Option<Vec<u8>>,
 }
 
@@ -114,6 +116,7 @@ pub(crate) enum Op {
         /// The actor.
         actor: ActorRef,
         /// The document.
+        #[serde(with = "crate::json_bytes")]
         data: Vec<u8>,
         /// Its expiry.
         expires_at: Option<DateTime<Utc>>,
@@ -235,6 +238,24 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// The length of the command's encoding in the log, without building it.
+    pub(crate) fn encoded_len(&self) -> usize {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        // Writing to a counter cannot fail, and every command encodes.
+        let _ = serde_json::to_writer(&mut count, self);
+        count.0
+    }
+
     /// Whether the operation changes the store (and so goes through the Raft log).
     pub(crate) fn is_write(&self) -> bool {
         !matches!(
@@ -264,6 +285,78 @@ impl Op {
     }
 }
 
+/// A [`StateRecord`] as a reply carries it (the document embedded, see [`crate::json_bytes`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct WireState {
+    #[serde(with = "crate::json_bytes")]
+    data: Vec<u8>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<StateRecord> for WireState {
+    fn from(r: StateRecord) -> Self {
+        WireState {
+            data: r.data,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+impl From<WireState> for StateRecord {
+    fn from(w: WireState) -> Self {
+        StateRecord {
+            data: w.data,
+            expires_at: w.expires_at,
+        }
+    }
+}
+
+/// A [`StateListPage`] as a reply carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct WirePage {
+    items: Vec<WireListItem>,
+    next: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct WireListItem {
+    actor_id: String,
+    #[serde(with = "crate::json_bytes::option")]
+    data: Option<Vec<u8>>,
+}
+
+impl From<StateListPage> for WirePage {
+    fn from(p: StateListPage) -> Self {
+        WirePage {
+            items: p
+                .items
+                .into_iter()
+                .map(|i| WireListItem {
+                    actor_id: i.actor_id,
+                    data: i.data,
+                })
+                .collect(),
+            next: p.next,
+        }
+    }
+}
+
+impl From<WirePage> for StateListPage {
+    fn from(p: WirePage) -> Self {
+        StateListPage {
+            items: p
+                .items
+                .into_iter()
+                .map(|i| StateListItem {
+                    actor_id: i.actor_id,
+                    data: i.data,
+                })
+                .collect(),
+            next: p.next,
+        }
+    }
+}
+
 /// A successful result of an [`Op`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Outcome {
@@ -280,9 +373,9 @@ pub(crate) enum Outcome {
     /// Maybe a placement.
     MaybePlacement(Option<Placement>),
     /// Maybe a state document.
-    State(Option<StateRecord>),
+    State(Option<WireState>),
     /// A page of states.
-    Page(StateListPage),
+    Page(WirePage),
     /// Maybe an alarm.
     Alarm(Option<WireAlarm>),
     /// Leased alarms.
@@ -500,7 +593,9 @@ pub(crate) async fn execute(p: &SqliteProvider, op: Op) -> Result<Outcome, Store
             host_id,
             actor_type,
         } => Outcome::Count(p.count_placements(&host_id, &actor_type).await?),
-        Op::GetState { actor, now } => Outcome::State(p.get_state(&actor, now).await?),
+        Op::GetState { actor, now } => {
+            Outcome::State(p.get_state(&actor, now).await?.map(WireState::from))
+        }
         Op::ListStates {
             actor_type,
             after,
@@ -509,7 +604,8 @@ pub(crate) async fn execute(p: &SqliteProvider, op: Op) -> Result<Outcome, Store
             now,
         } => Outcome::Page(
             p.list_states(&actor_type, after.as_deref(), limit, include_data, now)
-                .await?,
+                .await?
+                .into(),
         ),
         Op::GetAlarm { actor, name } => Outcome::Alarm(
             p.get_alarm(&actor, &name)

@@ -30,6 +30,7 @@
 mod command;
 mod config;
 mod error;
+mod json_bytes;
 mod log_store;
 mod network;
 mod node;

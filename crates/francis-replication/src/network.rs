@@ -1,5 +1,8 @@
 //! Raft RPCs over francis-transport, and what this node knows about reaching its peers.
 
+// openraft's `RaftNetwork` prescribes its large `RPCError` as the error of every RPC.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -34,19 +37,13 @@ pub(crate) mod kind {
 
 /// When this node last exchanged a message with each peer, and the last failure.
 ///
-/// A peer not heard from yet counts as heard from when the node started: a node restarted as
-/// leader (openraft keeps a committed vote across restarts) must not call its peers
-/// unreachable before it even tried them.
-#[derive(Debug)]
+/// A peer is unreachable when the latest exchange with it failed, recently. Silence alone
+/// names nobody: a node that was frozen (SIGSTOP) or restarted has heard from no one for a
+/// while through no fault of its peers, and must not report a healthy majority as
+/// unreachable before it even tried them again.
+#[derive(Debug, Default)]
 pub(crate) struct Contacts {
-    since: Instant,
     peers: Mutex<HashMap<NodeId, Contact>>,
-}
-
-impl Default for Contacts {
-    fn default() -> Self {
-        Self::since(Instant::now())
-    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -56,13 +53,6 @@ struct Contact {
 }
 
 impl Contacts {
-    fn since(since: Instant) -> Self {
-        Contacts {
-            since,
-            peers: Mutex::default(),
-        }
-    }
-
     pub(crate) fn ok(&self, node: NodeId) {
         let mut peers = self
             .peers
@@ -79,7 +69,7 @@ impl Contacts {
         peers.entry(node).or_default().last_error = Some((Instant::now(), why));
     }
 
-    /// Of `nodes`, those with no successful exchange within `window`.
+    /// Of `nodes`, those whose latest exchange failed within `window`.
     pub(crate) fn unreachable(&self, nodes: &[NodeId], window: Duration) -> Vec<NodeId> {
         let peers = self
             .peers
@@ -89,16 +79,24 @@ impl Contacts {
             .iter()
             .copied()
             .filter(|n| {
-                let last_ok = peers.get(n).and_then(|c| c.last_ok).unwrap_or(self.since);
-                !recently_reached(Some(last_ok), window)
+                peers.get(n).is_some_and(|c| {
+                    failed_lately(c.last_ok, c.last_error.as_ref().map(|e| e.0), window)
+                })
             })
             .collect()
     }
 }
 
-/// Whether a peer last answered within `window` (never answering counts as unreachable).
-pub(crate) fn recently_reached(last_ok: Option<Instant>, window: Duration) -> bool {
-    last_ok.is_some_and(|t| t.elapsed() < window)
+/// Whether the latest exchange with a peer failed, within `window`.
+pub(crate) fn failed_lately(
+    last_ok: Option<Instant>,
+    last_error: Option<Instant>,
+    window: Duration,
+) -> bool {
+    match last_error {
+        Some(failed) => failed.elapsed() < window && last_ok.is_none_or(|ok| ok < failed),
+        None => false,
+    }
 }
 
 /// Resolves a peer address (`ip:port`, or `host:port` through the system resolver).
@@ -142,9 +140,24 @@ pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
     payload: &Req,
     timeout: Duration,
 ) -> Result<Resp, CallError> {
+    let payload = encode_request(kind, payload)?;
+    call_encoded(transport, addr, kind, payload, timeout).await
+}
+
+fn encode_request<Req: Serialize>(kind: &str, payload: &Req) -> Result<Vec<u8>, CallError> {
+    serde_json::to_vec(payload)
+        .map_err(|e| CallError::Remote(format!("cannot encode a {kind} request: {e}")))
+}
+
+/// [`call`] with the request already encoded.
+async fn call_encoded<Resp: DeserializeOwned>(
+    transport: &Transport,
+    addr: &str,
+    kind: &str,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<Resp, CallError> {
     let peer = resolve(addr).await.map_err(CallError::Unsent)?;
-    let payload = serde_json::to_vec(payload)
-        .map_err(|e| CallError::Remote(format!("cannot encode a {kind} request: {e}")))?;
     let request = Request {
         body: Some(request::Body::Raft(RaftRequest {
             kind: kind.to_string(),
@@ -181,6 +194,10 @@ fn transport_error(addr: &str, e: TransportError) -> CallError {
         TransportError::Rejected { error, .. } if error.code == "overloaded" => {
             CallError::Unsent(format!("{addr} is overloaded: {}", error.message))
         }
+        // The peer's replication is not running (starting, or shutting down): not handled.
+        TransportError::Rejected { error, .. } if error.code == "host_unavailable" => {
+            CallError::Unsent(format!("{addr}: {}", error.message))
+        }
         TransportError::Rejected { error, .. } => {
             CallError::Remote(format!("{addr} refused the request: {}", error.message))
         }
@@ -198,6 +215,8 @@ fn transport_error(addr: &str, e: TransportError) -> CallError {
 pub(crate) struct Network {
     pub(crate) transport: Transport,
     pub(crate) contacts: Arc<Contacts>,
+    /// The longest a Raft RPC may take before its payload is counted in.
+    pub(crate) rpc_timeout: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -205,17 +224,21 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
         PeerClient {
-            target,
-            addr: node.addr.clone(),
-            transport: self.transport.clone(),
-            contacts: self.contacts.clone(),
+            link: Link {
+                target,
+                addr: node.addr.clone(),
+                transport: self.transport.clone(),
+                contacts: self.contacts.clone(),
+            },
+            rpc_timeout: self.rpc_timeout,
+            transfer: None,
         }
     }
 }
 
-/// Sends openraft's RPCs to one peer.
-#[derive(Debug)]
-pub(crate) struct PeerClient {
+/// How one peer is reached, and where what happened is recorded.
+#[derive(Debug, Clone)]
+struct Link {
     target: NodeId,
     addr: String,
     transport: Transport,
@@ -223,21 +246,21 @@ pub(crate) struct PeerClient {
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+type AppendResult = RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible>;
 
-impl PeerClient {
-    async fn rpc<Req, Resp, E>(
+impl Link {
+    async fn rpc<Resp, E>(
         &self,
         kind: &str,
-        req: &Req,
+        payload: Vec<u8>,
         timeout: Duration,
     ) -> RpcResult<Resp, E>
     where
-        Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
         let result: Result<Result<Resp, RaftError<NodeId, E>>, CallError> =
-            call(&self.transport, &self.addr, kind, req, timeout).await;
+            call_encoded(&self.transport, &self.addr, kind, payload, timeout).await;
         match result {
             Ok(Ok(resp)) => {
                 self.contacts.ok(self.target);
@@ -259,14 +282,205 @@ impl PeerClient {
     }
 }
 
+fn encoding_failed<T, E: std::error::Error>(e: CallError) -> RpcResult<T, E> {
+    Err(RPCError::Network(NetworkError::new(&e)))
+}
+
+/// An AppendEntries still on its way to the peer, which outlives openraft's deadline.
+///
+/// openraft gives every AppendEntries one heartbeat interval (250 ms by default) and then
+/// sends it again. An entry that takes longer to ship and persist (a large state document)
+/// would be cancelled and sent again for ever, and never commit. So each AppendEntries is
+/// sent by a task of its own with a deadline that grows with its size; while it is on its
+/// way, later calls for the same range wait for it, and in the meantime send the peer an
+/// empty AppendEntries (a heartbeat), which keeps it from starting an election and lets the
+/// leader count it for its quorum.
+#[derive(Debug)]
+struct Transfer {
+    vote: openraft::Vote<NodeId>,
+    prev: Option<openraft::LogId<NodeId>>,
+    /// The last entry it carries (`prev` when it carries none).
+    last: Option<openraft::LogId<NodeId>>,
+    task: tokio::task::JoinHandle<AppendResult>,
+}
+
+impl Transfer {
+    /// Whether `rpc` asks for what this transfer is already sending (or a longer range that
+    /// starts where it does).
+    fn covers(&self, rpc: &AppendEntriesRequest<TypeConfig>) -> bool {
+        self.vote == rpc.vote && self.prev == rpc.prev_log_id && self.last <= last_log_id(rpc)
+    }
+}
+
+fn last_log_id(rpc: &AppendEntriesRequest<TypeConfig>) -> Option<openraft::LogId<NodeId>> {
+    rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id)
+}
+
+/// Sends openraft's RPCs to one peer.
+#[derive(Debug)]
+pub(crate) struct PeerClient {
+    link: Link,
+    rpc_timeout: Duration,
+    transfer: Option<Transfer>,
+}
+
+impl Drop for PeerClient {
+    fn drop(&mut self) {
+        if let Some(t) = self.transfer.take() {
+            t.task.abort();
+        }
+    }
+}
+
+/// A deadline for a message of `bytes`: the base RPC timeout, plus a second for every 8 MiB.
+pub(crate) fn rpc_deadline(base: Duration, bytes: usize) -> Duration {
+    const BYTES_PER_SECOND: u64 = 8 * 1024 * 1024;
+    base + Duration::from_millis((bytes as u64).saturating_mul(1000) / BYTES_PER_SECOND)
+}
+
+/// How many of `entry_sizes` (in order) fit in `budget` bytes beside `base` bytes of the
+/// request's other fields; always at least one, since a single entry was sized to fit when
+/// it was proposed.
+pub(crate) fn entries_that_fit(base: usize, entry_sizes: &[usize], budget: usize) -> usize {
+    let mut total = base;
+    let mut n = 0;
+    for size in entry_sizes {
+        // One byte for the separating comma.
+        total = total.saturating_add(size + 1);
+        if total > budget && n > 0 {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+impl PeerClient {
+    /// The largest AppendEntries payload that fits in one transport frame.
+    fn frame_budget(&self) -> usize {
+        // The frame also carries the request kind and protobuf framing: a few bytes.
+        self.link
+            .transport
+            .limits()
+            .max_frame_size()
+            .saturating_sub(1024)
+    }
+
+    /// Cuts `rpc` down to the entries that fit in one frame, and encodes it.
+    fn encode_fitting(
+        &self,
+        rpc: &mut AppendEntriesRequest<TypeConfig>,
+    ) -> Result<Vec<u8>, CallError> {
+        let budget = self.frame_budget();
+        let encoded = encode_request(kind::APPEND_ENTRIES, &*rpc)?;
+        if encoded.len() <= budget || rpc.entries.len() <= 1 {
+            return Ok(encoded);
+        }
+        let sizes = rpc
+            .entries
+            .iter()
+            .map(|e| serde_json::to_vec(e).map(|b| b.len()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CallError::Remote(format!("cannot encode a log entry: {e}")))?;
+        let base = encoded.len() - sizes.iter().map(|s| s + 1).sum::<usize>();
+        let n = entries_that_fit(base, &sizes, budget);
+        rpc.entries.truncate(n);
+        encode_request(kind::APPEND_ENTRIES, &*rpc)
+    }
+
+    async fn heartbeat_beside(
+        &self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> AppendResult {
+        let beat = AppendEntriesRequest::<TypeConfig> {
+            vote: rpc.vote,
+            prev_log_id: rpc.prev_log_id,
+            leader_commit: rpc.leader_commit,
+            entries: Vec::new(),
+        };
+        let payload = match encode_request(kind::APPEND_ENTRIES, &beat) {
+            Ok(p) => p,
+            Err(e) => return encoding_failed(e),
+        };
+        match self
+            .link
+            .rpc(kind::APPEND_ENTRIES, payload, option.hard_ttl())
+            .await?
+        {
+            // The peer holds everything up to `prev` (and no further, as far as we know).
+            AppendEntriesResponse::Success => {
+                Ok(AppendEntriesResponse::PartialSuccess(rpc.prev_log_id))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+/// The result of a transfer's task (one that was aborted or panicked is a failed RPC).
+fn finished(joined: Result<AppendResult, tokio::task::JoinError>) -> AppendResult {
+    joined.unwrap_or_else(|e| {
+        encoding_failed(CallError::Transport(format!(
+            "the AppendEntries task ended: {e}"
+        )))
+    })
+}
+
+/// What a finished transfer of the entries up to `last` means for a call asking for more.
+fn transfer_outcome(result: AppendResult, last: Option<openraft::LogId<NodeId>>) -> AppendResult {
+    match result? {
+        AppendEntriesResponse::Success => Ok(AppendEntriesResponse::PartialSuccess(last)),
+        other => Ok(other),
+    }
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.rpc(kind::APPEND_ENTRIES, &rpc, option.hard_ttl())
-            .await
+    ) -> AppendResult {
+        if let Some(mut transfer) = self.transfer.take() {
+            if transfer.covers(&rpc) {
+                // Wait for it for part of openraft's deadline, then keep the peer's timers
+                // going with a heartbeat.
+                let wait = option.soft_ttl() / 2;
+                match tokio::time::timeout(wait, &mut transfer.task).await {
+                    Ok(joined) => return transfer_outcome(finished(joined), transfer.last),
+                    Err(_) => {
+                        self.transfer = Some(transfer);
+                        return self.heartbeat_beside(&rpc, &option).await;
+                    }
+                }
+            }
+            // openraft moved on (a new term, a conflict): that range is not wanted any more.
+            transfer.task.abort();
+        }
+        let requested = last_log_id(&rpc);
+        let payload = match self.encode_fitting(&mut rpc) {
+            Ok(p) => p,
+            Err(e) => return encoding_failed(e),
+        };
+        let sent = last_log_id(&rpc);
+        let deadline = rpc_deadline(self.rpc_timeout, payload.len()).max(option.hard_ttl());
+        let link = self.link.clone();
+        let task =
+            tokio::spawn(async move { link.rpc(kind::APPEND_ENTRIES, payload, deadline).await });
+        let transfer = self.transfer.insert(Transfer {
+            vote: rpc.vote,
+            prev: rpc.prev_log_id,
+            last: sent,
+            task,
+        });
+        // If openraft gives up on this call, the transfer goes on and the next call joins it.
+        let joined = (&mut transfer.task).await;
+        self.transfer = None;
+        let result = finished(joined);
+        if sent == requested {
+            result
+        } else {
+            transfer_outcome(result, sent)
+        }
     }
 
     async fn install_snapshot(
@@ -274,7 +488,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.rpc(kind::INSTALL_SNAPSHOT, &rpc, option.hard_ttl())
+        let payload = match encode_request(kind::INSTALL_SNAPSHOT, &rpc) {
+            Ok(p) => p,
+            Err(e) => return encoding_failed(e),
+        };
+        let deadline = rpc_deadline(option.hard_ttl(), payload.len());
+        self.link
+            .rpc(kind::INSTALL_SNAPSHOT, payload, deadline)
             .await
     }
 
@@ -283,7 +503,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
-        self.rpc(kind::VOTE, &rpc, option.hard_ttl()).await
+        let payload = match encode_request(kind::VOTE, &rpc) {
+            Ok(p) => p,
+            Err(e) => return encoding_failed(e),
+        };
+        self.link.rpc(kind::VOTE, payload, option.hard_ttl()).await
     }
 
     fn backoff(&self) -> openraft::network::Backoff {
@@ -299,23 +523,33 @@ mod tests {
 
     #[test]
     fn reachability_window() {
-        assert!(!recently_reached(None, Duration::from_secs(1)));
-        assert!(recently_reached(
-            Some(Instant::now()),
-            Duration::from_secs(1)
-        ));
         let window = Duration::from_secs(60);
-        let Some(long_ago) = Instant::now().checked_sub(window * 2) else {
+        let now = Instant::now();
+        let Some(earlier) = now.checked_sub(Duration::from_secs(1)) else {
             return; // the clock started too recently on this machine
         };
-        let c = Contacts::since(long_ago);
+        // Never tried, or last answered: reachable.
+        assert!(!failed_lately(None, None, window));
+        assert!(!failed_lately(Some(now), None, window));
+        assert!(!failed_lately(Some(now), Some(earlier), window));
+        // The latest exchange failed: unreachable, for the window only.
+        assert!(failed_lately(Some(earlier), Some(now), window));
+        assert!(failed_lately(None, Some(now), window));
+        assert!(!failed_lately(
+            None,
+            Some(earlier),
+            Duration::from_millis(1)
+        ));
+
+        let c = Contacts::default();
         c.ok(1);
         c.failed(2, "down".into());
-        assert_eq!(c.unreachable(&[1, 2, 3], window), vec![2, 3]);
-        assert_eq!(c.unreachable(&[1], Duration::ZERO), vec![1]);
-        // just started: peers not tried yet get the benefit of the doubt
-        let fresh = Contacts::default();
-        assert_eq!(fresh.unreachable(&[1, 2], window), Vec::<u64>::new());
-        assert_eq!(fresh.unreachable(&[1, 2], Duration::ZERO), vec![1, 2]);
+        c.failed(4, "down".into());
+        c.ok(4);
+        assert_eq!(c.unreachable(&[1, 2, 3, 4], window), vec![2]);
+        // A node back from a long pause has heard from no one, and names no one until an
+        // exchange fails again.
+        let resumed = Contacts::default();
+        assert_eq!(resumed.unreachable(&[1, 2], window), Vec::<u64>::new());
     }
 }

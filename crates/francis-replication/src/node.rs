@@ -91,6 +91,9 @@ pub(crate) struct Node {
     /// Bounds the requests this node forwards at once (below the transport's per-connection
     /// limit, so a burst of calls queues here instead of being refused as overloaded).
     forwarding: tokio::sync::Semaphore,
+    /// Set once the node begins to shut down: it proposes nothing more, and tells peers that
+    /// forward to it to look for another leader.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// The result of a membership change.
@@ -141,6 +144,19 @@ pub(crate) async fn check_identity(
     }
 }
 
+/// The members to ask to add this node to a running cluster: the members its running peers
+/// reported, or, when none reported any yet (a peer that just initialized may not know its
+/// membership), those peers themselves, which pass the request on to their leader.
+fn join_contacts(running: Vec<Status>, peers: &[String]) -> Vec<String> {
+    let mut contacts: Vec<String> = running.into_iter().flat_map(|s| s.members).collect();
+    contacts.sort();
+    contacts.dedup();
+    if contacts.is_empty() {
+        contacts = peers.to_vec();
+    }
+    contacts
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -177,6 +193,7 @@ impl Node {
         let network = Network {
             transport: transport.clone(),
             contacts: contacts.clone(),
+            rpc_timeout: config.rpc_timeout,
         };
         let raft = Raft::new(
             id,
@@ -197,6 +214,7 @@ impl Node {
             transport,
             contacts,
             forwarding: tokio::sync::Semaphore::new(MAX_FORWARDING),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -250,12 +268,15 @@ impl Node {
         } else {
             // A running cluster that does not know this node: ask one of its members to add
             // us, in the background (the leader first brings this node up to date).
-            let contacts: Vec<String> = running.into_iter().flat_map(|s| s.members).collect();
+            let contacts = join_contacts(running, &others);
             let node = Arc::downgrade(self);
             tokio::spawn(async move {
-                for attempt in 0usize.. {
+                for via in contacts.iter().cycle() {
                     let Some(node) = node.upgrade() else { return };
-                    let via = &contacts[attempt % contacts.len()];
+                    if node.members().1.contains(&node.id) {
+                        tracing::info!(node = node.id, "a member of the cluster");
+                        return;
+                    }
                     let request = Forward::AddMember(node.address.clone());
                     let budget = node.budget(&request);
                     match call::<_, Reply>(&node.transport, via, kind::FORWARD, &request, budget)
@@ -279,6 +300,16 @@ impl Node {
             });
         }
         Ok(())
+    }
+
+    /// Marks the node as shutting down (see [`Node::is_stopping`]).
+    pub(crate) fn begin_shutdown(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The members (id, address) of the current effective membership.
@@ -372,6 +403,11 @@ impl Node {
     /// Runs a forwarded request here, as the leader; `NotLeader` if this node is not it.
     async fn as_leader(&self, request: Forward, deadline: Instant) -> Reply {
         let remaining = deadline.saturating_duration_since(Instant::now());
+        if self.is_stopping() {
+            // Stopping (or stopped): whoever asked should find the next leader, not take
+            // "raft stopped" for an answer.
+            return Err(self.not_leader(None));
+        }
         let leader = self.raft.metrics().borrow().current_leader;
         if leader != Some(self.id) && !matches!(request, Forward::Status) {
             // Openraft would say so too; answering before the quorum check keeps a stale
@@ -477,6 +513,11 @@ impl Node {
     /// Runs a request on the leader, here or over the transport, retrying while the leader
     /// is unknown or moving, until the quorum timeout.
     pub(crate) async fn run(&self, request: Forward) -> Reply {
+        if self.is_stopping() {
+            return Err(WireStoreError::Unavailable(
+                "replication on this node is shutting down".into(),
+            ));
+        }
         let deadline = Instant::now() + self.budget(&request);
         let mut metrics = self.raft.metrics();
         // A leader named by the node we asked, tried once before waiting for our own view.
@@ -694,5 +735,29 @@ fn is_write(request: &Forward) -> bool {
         Forward::Op(op) => op.is_write(),
         Forward::Status => false,
         Forward::AddMember(_) | Forward::RemoveMember(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_joins_through_the_members_its_peers_report_or_else_the_peers() {
+        let status = |initialized, members: &[&str]| Status {
+            initialized,
+            members: members.iter().map(|m| m.to_string()).collect(),
+        };
+        let peers = vec!["a:1".to_string(), "b:1".to_string()];
+        assert_eq!(
+            join_contacts(
+                vec![status(true, &["b:1", "c:1"]), status(true, &["c:1"])],
+                &peers
+            ),
+            vec!["b:1".to_string(), "c:1".to_string()]
+        );
+        // A peer that initialized but does not know its membership yet reports none: ask
+        // the peers rather than nobody (this once divided by zero).
+        assert_eq!(join_contacts(vec![status(true, &[])], &peers), peers);
     }
 }

@@ -5,9 +5,38 @@ pub(crate) fn is_majority(reached: usize, voters: usize) -> bool {
     voters > 0 && reached * 2 > voters
 }
 
+/// The largest command (encoded) the log accepts: the transport's payload limit plus half of
+/// its frame headroom, so that a command at the limit still fits in one AppendEntries frame
+/// (or one forwarded request) beside the fields around it.
+pub(crate) fn max_command_size(max_message_size: usize, frame_headroom: usize) -> usize {
+    max_message_size.saturating_add(frame_headroom / 2)
+}
+
+/// Refuses a command of `size` encoded bytes above `max`: it could never be replicated, so it
+/// is refused before it reaches the log, with an error that says retrying cannot help.
+pub(crate) fn check_command_size(size: usize, max: usize) -> Result<(), francis_store::StoreError> {
+    if size > max {
+        return Err(francis_store::StoreError::InvalidArgument(format!(
+            "this write is {size} bytes once encoded; the replicated store accepts at most \
+             {max} bytes in one write"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_sizes() {
+        let max = max_command_size(16 << 20, 64 << 10);
+        assert_eq!(max, (16 << 20) + (32 << 10));
+        assert!(check_command_size(max, max).is_ok());
+        let err = check_command_size(max + 1, max).unwrap_err();
+        assert!(matches!(err, francis_store::StoreError::InvalidArgument(_)));
+        assert!(err.to_string().contains("at most"), "{err}");
+    }
 
     #[test]
     fn majorities() {

@@ -17,6 +17,7 @@ use crate::command::{Op, Outcome, alarm, leased_alarms};
 use crate::config::ReplicationConfig;
 use crate::error::ReplicationError;
 use crate::node::{Forward, Node, ReplicationStatus};
+use crate::policy;
 
 /// Serves the replicated store's messages (Raft RPCs, forwarded requests) arriving on a
 /// host's [`Transport`].
@@ -198,6 +199,7 @@ impl ReplicatedProvider {
     /// afterwards; the data file is closed when the last clone is dropped. The transport is
     /// left to its owner.
     pub async fn shutdown(&self) {
+        self.node.begin_shutdown();
         self.handler.unbind();
         if let Err(e) = self.node.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
@@ -206,6 +208,11 @@ impl ReplicatedProvider {
     }
 
     async fn run(&self, op: Op) -> StoreResult<Outcome> {
+        if op.is_write() {
+            let limits = self.node.transport.limits();
+            let max = policy::max_command_size(limits.max_message_size, limits.frame_headroom);
+            policy::check_command_size(op.encoded_len(), max)?;
+        }
         self.node.run(Forward::Op(op)).await.map_err(Into::into)
     }
 }
@@ -346,7 +353,7 @@ impl Provider for ReplicatedProvider {
             })
             .await?
         {
-            Outcome::State(s) => Ok(s),
+            Outcome::State(s) => Ok(s.map(StateRecord::from)),
             o => Err(unexpected("get_state", o)),
         }
     }
@@ -403,7 +410,7 @@ impl Provider for ReplicatedProvider {
             })
             .await?
         {
-            Outcome::Page(p) => Ok(p),
+            Outcome::Page(p) => Ok(p.into()),
             o => Err(unexpected("list_states", o)),
         }
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use francis_replication::{RaftRequestHandler, ReplicatedProvider, ReplicationError, node_id_of};
 use francis_store::testing::{TTL, actor, at, register};
 use francis_store::{Fence, Provider, StoreError};
+use francis_transport::Limits;
 use support::*;
 
 fn key(i: usize) -> francis_core::ActorRef {
@@ -613,5 +614,61 @@ async fn two_nodes_started_one_after_the_other_form_one_cluster() {
     for (p, t) in [(pa, ta), (pb, tb)] {
         p.shutdown().await;
         t.shutdown().await;
+    }
+}
+
+/// A JSON document of about `bytes` bytes (what state and alarm data are).
+fn document(bytes: usize) -> Vec<u8> {
+    let mut doc = b"{\"blob\":\"".to_vec();
+    doc.extend(std::iter::repeat_n(b'x', bytes.saturating_sub(11)));
+    doc.extend_from_slice(b"\"}");
+    doc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_up_to_the_message_limit_commit_and_larger_ones_are_refused_before_the_log() {
+    let c = Cluster::start(3).await;
+    let f = c.follower().await;
+    let writer = c.provider(f);
+    register(&writer, "h1", &["counter"], at(0)).await;
+    let placed = writer.claim(&key(1), "h1", at(1), TTL).await.unwrap();
+    let fence = Fence::Epoch(placed.epoch);
+    let other = writer.claim(&key(2), "h1", at(1), TTL).await.unwrap();
+    let limit = Limits::default().max_message_size;
+    // Each takes longer to ship and persist than a heartbeat interval, yet commits, and the
+    // cluster keeps serving small writes afterwards.
+    for size in [1 << 20, 4 << 20, limit] {
+        let doc = document(size);
+        writer
+            .set_state(&key(1), &doc, None, fence)
+            .await
+            .unwrap_or_else(|e| panic!("a write of {size} bytes: {e}"));
+        let read = writer.get_state(&key(1), at(2)).await.unwrap();
+        assert_eq!(read.map(|s| s.data.len()), Some(doc.len()));
+        writer
+            .set_state(&key(2), b"1", None, Fence::Epoch(other.epoch))
+            .await
+            .expect("a small write after a large one");
+    }
+    // Over the limit: refused at once, as bad input, and nothing reaches the log (the
+    // leader applies every acknowledged write before it answers).
+    let too_big = document(limit + 64 * 1024);
+    let leader = c.leader().await;
+    let last_applied = c.provider(leader).status().last_applied;
+    let err = writer
+        .set_state(&key(1), &too_big, None, fence)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidArgument(_)), "{err}");
+    assert!(err.to_string().contains("at most"), "{err}");
+    assert_eq!(c.provider(leader).status().last_applied, last_applied);
+    // Every node's own file holds the last large document.
+    for i in 0..3 {
+        let p = c.provider(i);
+        eventually("the document in each file", Duration::from_secs(20), || {
+            let p = p.clone();
+            async move { local_state(&p, 1).await.map(|d| d.len()) == Some(limit) }
+        })
+        .await;
     }
 }

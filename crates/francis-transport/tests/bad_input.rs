@@ -72,11 +72,10 @@ fn varint(n: u64) -> Vec<u8> {
 
 #[tokio::test]
 async fn an_oversized_frame_is_refused_before_its_body_is_read() {
-    let (server, handler) =
-        start_with(config("server", &[PSK_OLD]).with_limits(limits(|l| {
-            l.max_message_size = 1024;
-            l.frame_headroom = 0;
-        })));
+    let (server, handler) = start_with(config("server", &[PSK_OLD]).with_limits(limits(|l| {
+        l.max_message_size = 1024;
+        l.frame_headroom = 0;
+    })));
     let (_ep, conn) = raw_connection(&server).await;
     // Declares 64 MiB and sends only a little: the refusal must not wait for the rest.
     let mut bytes = varint(64 << 20);
