@@ -204,3 +204,84 @@ async fn the_seeds_two_workers_form_one_cluster() {
     assert!(w1.wait_exit(Duration::from_secs(30)).await.success());
     assert!(w2.wait_exit(Duration::from_secs(30)).await.success());
 }
+
+/// `{"In": 1, "pad": "xx…"}`, `bytes` long.
+fn padded_increment(bytes: usize) -> String {
+    let head = r#"{"In": 1, "pad": ""#;
+    let tail = r#""}"#;
+    format!(
+        "{head}{}{tail}",
+        "x".repeat(bytes - head.len() - tail.len())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_get_the_same_answer_wherever_the_actor_lives_and_never_wedge_the_cluster() {
+    let root = tempfile::tempdir().unwrap();
+    let seed = Seed::new(root.path());
+    let mut w1 = seed.start(0);
+    let mut w2 = seed.start(1);
+    w1.wait_ready().await;
+    w2.wait_ready().await;
+    // An actor that lives on worker 2.
+    let mut remote = None;
+    for i in 0..64 {
+        let id = format!("big{i}");
+        let r = w1
+            .http
+            .post(&format!("/invoke/myactor/{id}/increment"), r#"{"In": 1}"#)
+            .await;
+        assert_eq!(out(&r), 1);
+        if r.header("x-francis-host").unwrap() == w2.host_address {
+            remote = Some(id);
+            break;
+        }
+    }
+    let id = remote.expect("some actor lives on worker 2");
+    let path = format!("/invoke/myactor/{id}/increment");
+
+    // A body exactly at the limit: the same answer through the worker that hosts the actor
+    // and through the one that forwards it.
+    let at_limit = padded_increment(worker::MAX_BODY_BYTES);
+    assert_eq!(out(&w2.http.post(&path, at_limit.clone()).await), 2);
+    assert_eq!(out(&w1.http.post(&path, at_limit).await), 3);
+    // One byte more: refused the same way by both, nothing applied.
+    let over = padded_increment(worker::MAX_BODY_BYTES + 1);
+    for w in [&w1, &w2] {
+        w.http
+            .post(&path, over.clone())
+            .await
+            .assert_error(413, "payload_too_large", &["limit"]);
+    }
+
+    // Alarms carrying large data commit through the replicated store, and the cluster keeps
+    // serving afterwards.
+    for (name, size) in [
+        ("one-mib", 1 << 20),
+        ("near-limit", worker::MAX_BODY_BYTES - 256),
+    ] {
+        let head = r#"{"dueTime":"2028-10-08T10:00:00Z","data":{"blob":""#;
+        let tail = r#""}}"#;
+        let body = format!("{head}{}{tail}", "y".repeat(size - head.len() - tail.len()));
+        let r = w1
+            .http
+            .post(&format!("/alarm/myactor/{id}/{name}"), body)
+            .await;
+        assert_eq!(
+            r.status,
+            204,
+            "{name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    assert_eq!(
+        out(&w2.http.post(&path, r#"{"In": 1}"#).await),
+        4,
+        "a small call after the large ones"
+    );
+    assert_eq!(out(&w1.http.post(&path, r#"{"In": 1}"#).await), 5);
+    w1.sigterm();
+    w2.sigterm();
+    assert!(w1.wait_exit(Duration::from_secs(30)).await.success());
+    assert!(w2.wait_exit(Duration::from_secs(30)).await.success());
+}
