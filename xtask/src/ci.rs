@@ -69,6 +69,13 @@ pub const STEPS: &[Step] = &[
         args: &["xtask", "bench", "--quick"],
         tool: None,
     },
+    // A short fault-injection run: a few seeded schedules over real worker clusters plus the
+    // malformed-input pass; any violation fails the gate.
+    Step {
+        name: "chaos-quick",
+        args: &["xtask", "chaos", "--quick"],
+        tool: None,
+    },
     Step {
         name: "deny",
         args: &["deny", "check", "licenses", "bans", "sources"],

@@ -3,12 +3,14 @@
 //!
 //! Commands:
 //! - `bench`: the benchmarks (`francis-bench`, release build), each beside its baseline.
+//! - `chaos`: the fault-injection suite (`francis-chaos`) over real worker clusters.
 //! - `ci`: the CI gate, the same steps in the same order as `.ci/run` (a unit test keeps the two
 //!   in sync). Stops at the first failing step and exits non-zero.
 //!
 //! Anything else prints the usage and exits with status 2.
 
 mod bench;
+mod chaos;
 mod ci;
 mod demo;
 
@@ -22,6 +24,9 @@ usage: cargo xtask <command>
 commands:
   bench   run the benchmarks beside their baselines (release build):
           [--quick] [--json PATH] [SCENARIO...]; results in target/bench/results.json
+  chaos   run the fault-injection suite over real worker clusters: [--seed N]
+          [--schedules K] [--schedule I] [--quick] [--keep] [--no-malformed]; results in
+          target/chaos/; a failing seed reproduces with the same options
   ci      run the CI gate (the same steps as .ci/run): fmt, clippy, tests, cargo-deny
   demo    run the seed's two-worker cluster end to end and check it (--keep: leave it
           running; --dir PATH: where the workers' directories and logs go)
@@ -32,6 +37,7 @@ commands:
 #[derive(Debug, PartialEq, Eq)]
 enum Task {
     Bench(bench::BenchOptions),
+    Chaos(chaos::ChaosOptions),
     Ci,
     Demo(demo::DemoOptions),
     Help,
@@ -49,6 +55,13 @@ fn parse_args(args: &[OsString]) -> Result<Task, String> {
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect();
             return bench::parse_options(&rest).map(Task::Bench);
+        }
+        Some("chaos") => {
+            let rest: Vec<String> = rest
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            return chaos::parse_options(&rest).map(Task::Chaos);
         }
         Some("demo") => {
             let rest: Vec<String> = rest
@@ -102,6 +115,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Ok(Task::Chaos(opts)) => match chaos::run(&project_root(), &opts) {
+            Ok(0) => ExitCode::SUCCESS,
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(message) => {
+                eprintln!("xtask chaos: {message}");
+                ExitCode::FAILURE
+            }
+        },
         Ok(Task::Ci) => {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut exec = ci::ProcessExec::new(cargo, project_root());
@@ -147,6 +168,15 @@ mod tests {
         }
         let err = parse_args(&args(&["bench", "nope"])).unwrap_err();
         assert!(err.contains("valid scenarios"), "{err}");
+    }
+
+    #[test]
+    fn chaos_takes_its_options() {
+        match parse_args(&args(&["chaos", "--seed", "3", "--quick"])) {
+            Ok(Task::Chaos(o)) => assert_eq!(o.args, ["--seed", "3", "--quick"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_args(&args(&["chaos", "--nope"])).is_err());
     }
 
     #[test]

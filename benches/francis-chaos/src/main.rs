@@ -19,6 +19,7 @@ mod replicas;
 mod report;
 mod schedule;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     // Workers must not outlive the suite, whatever ends it.
     let default_hook = std::panic::take_hook();

@@ -85,7 +85,7 @@ pub fn plan(run_seed: u64, index: usize, quick: bool) -> Plan {
     let seed = schedule_seed(run_seed, index);
     let mut rng = StdRng::seed_from_u64(seed);
     // Alternate the shapes so any two consecutive schedules cover both.
-    let workers = if (index + (seed as usize & 1)) % 2 == 0 {
+    let workers = if (index + (seed as usize & 1)).is_multiple_of(2) {
         3
     } else {
         2
