@@ -91,10 +91,15 @@ async fn run(opts: args::Options) -> Result<bool> {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
-    let worker = std::fs::canonicalize(&opts.worker)
-        .with_context(|| format!("the worker binary {}", opts.worker.display()))?;
     std::fs::create_dir_all(&opts.out)?;
     let out = std::fs::canonicalize(&opts.out)?;
+    // A private copy: a rebuild of the worker during the run must not change the binary that
+    // restarted workers run.
+    let run_dir = out.join(format!("run-{seed}"));
+    std::fs::create_dir_all(&run_dir)?;
+    let worker = run_dir.join("worker");
+    std::fs::copy(&opts.worker, &worker)
+        .with_context(|| format!("copy the worker binary {}", opts.worker.display()))?;
     let quick_flag = if opts.quick { " --quick" } else { "" };
     info!(
         seed,
@@ -105,7 +110,7 @@ async fn run(opts: args::Options) -> Result<bool> {
     let env = schedule::Env {
         worker: worker.clone(),
         keep: opts.keep,
-        keep_root: out.join(format!("run-{seed}")),
+        keep_root: run_dir.clone(),
     };
     let started = Instant::now();
     let mut results = Vec::new();
@@ -147,7 +152,7 @@ async fn run(opts: args::Options) -> Result<bool> {
             .tempdir()?;
         let m = malformed::run(&worker, dir.path(), seed, opts.quick).await?;
         if !m.violations.is_empty() || opts.keep {
-            let dest = out.join(format!("run-{seed}")).join("malformed");
+            let dest = run_dir.join("malformed");
             let _ = std::fs::create_dir_all(&dest);
             let src = dir.keep();
             let _ = std::fs::remove_dir_all(&dest);
@@ -169,6 +174,10 @@ async fn run(opts: args::Options) -> Result<bool> {
         out.join("latest.json"),
         serde_json::to_vec_pretty(&summary)?,
     )?;
+    if !opts.keep && summary.violation_count() == 0 {
+        let _ = std::fs::remove_file(&worker);
+        let _ = std::fs::remove_dir(&run_dir);
+    }
     print!("{}", summary.text());
     println!("  results       {}", json.display());
     let only = opts
