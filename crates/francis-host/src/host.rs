@@ -313,9 +313,10 @@ impl LocalHost {
         self.inner.replica.as_ref().map(|r| r.status())
     }
 
-    /// Whether the host serves calls now.
+    /// Whether the host serves calls now. Never `Serving` once the host's lease has lapsed
+    /// by its own monotonic clock, even if its heartbeat task has not noticed yet.
     pub fn health(&self) -> Health {
-        self.inner.health.borrow().clone()
+        self.inner.current_health()
     }
 
     /// Watches the host's health (e.g. to wait until it serves).
@@ -466,6 +467,7 @@ async fn register(inner: &HostInner) -> Result<(), HostError> {
     let store = &inner.store;
     let reg = registration(inner, inner.host_id());
     let deadline = inner.timings.health_deadline;
+    let sent = Instant::now();
     let attempt = |reg: HostRegistration| async move {
         match tokio::time::timeout(
             store.timeout,
@@ -491,21 +493,45 @@ async fn register(inner: &HostInner) -> Result<(), HostError> {
         }
         other => other?,
     }
+    inner.renew_lease(sent);
     inner.emit(HostEvent::Registered {
         host_id: inner.host_id(),
     });
     Ok(())
 }
 
-/// Heartbeats; fences the host when a heartbeat cannot complete within the deadline.
+/// Heartbeats; fences the host when a heartbeat cannot complete within the deadline, or when
+/// a call found the lease lapsed (after a freeze, calls may notice before this task runs).
 async fn heartbeat_loop(inner: Arc<HostInner>, stop: CancellationToken) {
     let timings = inner.timings.clone();
-    let mut last_ok_sent = Instant::now();
+    let mut next = Instant::now() + timings.heartbeat_interval;
     loop {
-        tokio::select! {
+        let woken = tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(timings.heartbeat_interval) => {}
+            _ = tokio::time::sleep_until(next) => false,
+            _ = inner.lease_lapsed.notified() => true,
+        };
+        let last_ok_sent = inner.lease_sent().unwrap_or_else(Instant::now);
+        let lapsed = must_fence(Instant::now() - last_ok_sent, timings.health_deadline);
+        // A wake-up left over from before a re-registration finds a fresh lease: ignored.
+        if woken && !lapsed {
+            continue;
         }
+        // Past the fence point (a call saw it, or this task was frozen): no heartbeat may
+        // revive a lease that another host may be about to take over.
+        if lapsed {
+            let reason = format!(
+                "no heartbeat completed within {:?}",
+                fence_after(timings.health_deadline)
+            );
+            fence(&inner, reason, &stop).await;
+            if stop.is_cancelled() {
+                return;
+            }
+            next = Instant::now() + timings.heartbeat_interval;
+            continue;
+        }
+        next = Instant::now() + timings.heartbeat_interval;
         let sent = Instant::now();
         let budget = heartbeat_budget(sent - last_ok_sent, timings.health_deadline);
         let store = &inner.store;
@@ -518,7 +544,7 @@ async fn heartbeat_loop(inner: Arc<HostInner>, stop: CancellationToken) {
         .await;
         let reason = match result {
             Ok(Ok(())) => {
-                last_ok_sent = sent;
+                inner.renew_lease(sent);
                 continue;
             }
             Ok(Err(StoreError::HostNotFound(_))) => {
@@ -541,7 +567,7 @@ async fn heartbeat_loop(inner: Arc<HostInner>, stop: CancellationToken) {
         if stop.is_cancelled() {
             return;
         }
-        last_ok_sent = Instant::now();
+        next = Instant::now() + timings.heartbeat_interval;
     }
 }
 

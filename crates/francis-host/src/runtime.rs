@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::config::{ActorOptions, HostTimings};
 use crate::events::{DeactivationReason, HostEvent};
+use crate::policy::{fence_after, must_fence};
 use crate::service::HostService;
 use crate::state::{ActivationStore, StoreAccess};
 
@@ -134,6 +135,11 @@ pub(crate) struct HostInner {
     pub peer: crate::peer::PeerLink,
     /// The replicated store this host takes part in, if any (also its `store.provider`).
     pub replica: Option<francis_replication::ReplicatedProvider>,
+    /// When the last successful heartbeat (or registration) was *sent*, on the monotonic
+    /// clock; `None` until the host registered. The lease every call checks.
+    lease: Mutex<Option<Instant>>,
+    /// Wakes the heartbeat task when a call found the lease lapsed, so it fences the host.
+    pub lease_lapsed: tokio::sync::Notify,
 }
 
 impl HostInner {
@@ -159,7 +165,61 @@ impl HostInner {
             router: crate::routing::Router::default(),
             peer,
             replica,
+            lease: Mutex::new(None),
+            lease_lapsed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Records that a heartbeat (or registration) sent at `sent` succeeded.
+    pub fn renew_lease(&self, sent: Instant) {
+        let mut lease = self.lease.lock().expect("lease lock");
+        if lease.is_none_or(|at| at < sent) {
+            *lease = Some(sent);
+        }
+    }
+
+    /// When the last successful heartbeat was sent (`None` before registration).
+    pub fn lease_sent(&self) -> Option<Instant> {
+        *self.lease.lock().expect("lease lock")
+    }
+
+    /// Refuses the call if this host's lease has lapsed by its own monotonic clock: after a
+    /// freeze (SIGSTOP, a long GC-like stall), queued calls and timers run in the same instant,
+    /// so a background timer alone would let a few calls through. The host then stops serving
+    /// at once and its heartbeat task fences it.
+    pub fn check_lease(&self) -> Result<(), Error> {
+        let Some(sent) = self.lease_sent() else {
+            return Ok(());
+        };
+        let since = sent.elapsed();
+        if !must_fence(since, self.timings.health_deadline) {
+            return Ok(());
+        }
+        let reason = format!(
+            "no heartbeat for {since:?}, past the fence point of {:?}",
+            fence_after(self.timings.health_deadline)
+        );
+        self.health.send_if_modified(|h| {
+            if *h == Health::Serving {
+                *h = Health::Fenced(reason.clone());
+                true
+            } else {
+                false
+            }
+        });
+        self.lease_lapsed.notify_one();
+        Err(Error::HostUnavailable(format!(
+            "host {} stopped serving: {reason}; it is fencing itself",
+            self.address
+        )))
+    }
+
+    /// The host's health, with the lease checked now: never `Serving` past the lease.
+    pub fn current_health(&self) -> Health {
+        if *self.health.borrow() == Health::Serving {
+            let _ = self.check_lease();
+        }
+        self.health.borrow().clone()
     }
 
     pub fn host_id(&self) -> String {
@@ -185,16 +245,19 @@ impl HostInner {
         let _ = self.events.send(event);
     }
 
-    /// Refuses calls unless the host is serving.
+    /// Refuses calls unless the host is serving and its lease is valid.
     pub fn check_serving(&self) -> Result<(), Error> {
         match &*self.health.borrow() {
-            Health::Serving => Ok(()),
-            Health::Starting => Err(Error::HostUnavailable("host is starting".into())),
-            Health::Draining | Health::Stopped => Err(Error::ShuttingDown),
-            Health::Fenced(why) => Err(Error::HostUnavailable(format!(
-                "host fenced itself ({why}) and is re-registering"
-            ))),
+            Health::Serving => {}
+            Health::Starting => return Err(Error::HostUnavailable("host is starting".into())),
+            Health::Draining | Health::Stopped => return Err(Error::ShuttingDown),
+            Health::Fenced(why) => {
+                return Err(Error::HostUnavailable(format!(
+                    "host fenced itself ({why}) and is re-registering"
+                )));
+            }
         }
+        self.check_lease()
     }
 
     pub fn type_entry(&self, actor_type: &str) -> Result<Arc<TypeEntry>, Error> {
@@ -233,6 +296,12 @@ impl HostInner {
             } else {
                 TurnGuard::Exclusive(act.slot.clone().write_owned().await)
             };
+            // The lease is checked when the turn starts, not only when the call arrived: a
+            // call queued before a freeze must not run after it.
+            if let Err(e) = self.check_lease() {
+                drop(guard);
+                return Err(e);
+            }
             let gone = match &guard {
                 TurnGuard::Exclusive(g) => g.is_none(),
                 TurnGuard::Shared(g) => g.is_none(),
@@ -244,8 +313,13 @@ impl HostInner {
                 act.deactivated.cancelled().await;
                 continue;
             }
+            let read_only = op.read_only();
             let result = self.run_turn(&act, guard, op, request_id).await;
             drop(pending);
+            // A read answers from this activation's cached state: only while the lease holds.
+            if read_only {
+                self.check_lease()?;
+            }
             return result;
         }
     }

@@ -234,6 +234,12 @@ impl HostService {
         self.inner.replica.as_ref().map(|r| r.status())
     }
 
+    /// Whether this host serves calls now (see [`crate::LocalHost::health`]): never `Serving`
+    /// once its lease has lapsed by its own monotonic clock.
+    pub fn health(&self) -> crate::Health {
+        self.inner.current_health()
+    }
+
     /// The actors active on this host.
     pub fn active_actors(&self) -> Vec<ActorRef> {
         let mut actors: Vec<_> = self

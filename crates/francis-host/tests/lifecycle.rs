@@ -50,8 +50,11 @@ async fn a_busy_actor_is_never_deactivated_mid_turn() {
         async move { invoke(&svc, "a", "hold").await }
     });
     h.wait_for_log("hold:start").await;
-    // Far past the idle timeout while the turn runs: still active, never deactivated.
-    tokio::time::advance(Duration::from_secs(30)).await;
+    // Far past the idle timeout while the turn runs: still active, never deactivated. Time
+    // moves in steps so that heartbeats keep the lease (one jump would be a freeze).
+    for _ in 0..30 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
     while let Ok(e) = h.events.try_recv() {
         assert!(!matches!(e, HostEvent::Deactivated { .. }), "{e:?}");
     }
@@ -75,7 +78,10 @@ async fn idle_deactivation_can_be_disabled() {
     let h = memory_host(opts).await;
     let svc = h.service();
     increment(&svc, "a").await;
-    tokio::time::advance(Duration::from_secs(3600)).await;
+    // an hour, in steps that let heartbeats keep the lease
+    for _ in 0..720 {
+        tokio::time::advance(Duration::from_secs(5)).await;
+    }
     assert_eq!(h.host.active_actors(), vec![actor("a")]);
     h.stop().await;
 }
@@ -402,4 +408,79 @@ async fn shutdown_cancels_turns_that_outlive_the_grace_period() {
             .is_empty()
     );
     let _ = Envelope::null();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_host_past_its_lease_refuses_reads_and_turns_before_its_heartbeat_task_runs() {
+    let provider = Arc::new(MemoryProvider::new());
+    let never_idle = francis_host::ActorOptions {
+        idle_timeout: None,
+        ..options()
+    };
+    // The heartbeat task sleeps through the whole freeze: only the request path can notice.
+    let mut h = start_with(provider.clone(), never_idle, |b| {
+        b.with_timings(|t| {
+            t.health_deadline = Duration::from_secs(20);
+            t.heartbeat_interval = Duration::from_secs(19);
+        })
+    })
+    .await;
+    let svc = h.service();
+    assert_eq!(increment(&svc, "a").await, 1);
+    assert_eq!(increment(&svc, "b").await, 1);
+    let hold = tokio::spawn({
+        let svc = svc.clone();
+        async move { invoke(&svc, "a", "hold").await }
+    });
+    h.wait_for_log("hold:start").await;
+    // a peek and an invoke queue behind the running turn
+    let queued_peek = tokio::spawn({
+        let svc = svc.clone();
+        async move { svc.peek(&actor("a"), "count", Envelope::null()).await }
+    });
+    let queued_invoke = tokio::spawn({
+        let svc = svc.clone();
+        async move { invoke(&svc, "a", "increment").await }
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    // The process is frozen past the fence point (15 s of 20 s), not yet to the next
+    // heartbeat. Calls to b (active, its state cached) arrive first.
+    tokio::time::advance(Duration::from_secs(16)).await;
+    let fresh_peek = svc
+        .peek(&actor("b"), "count", Envelope::null())
+        .await
+        .unwrap_err();
+    let fresh_invoke = invoke(&svc, "b", "increment").await.unwrap_err();
+    assert!(matches!(h.host.health(), Health::Fenced(_)));
+    assert!(matches!(svc.health(), Health::Fenced(_)));
+    h.probe.release.notify_one();
+    let _ = hold.await.unwrap();
+    for err in [
+        fresh_peek,
+        fresh_invoke,
+        queued_peek.await.unwrap().unwrap_err(),
+        queued_invoke.await.unwrap().unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::HostUnavailable, "{err}");
+        assert!(err.is_retryable());
+    }
+    // nothing ran after the lease lapsed
+    for id in ["a", "b"] {
+        let stored = provider.get_state(&actor(id), Utc::now()).await.unwrap();
+        assert_eq!(stored.unwrap().data, br#"{"n":1}"#.to_vec());
+    }
+    // the host fences itself and comes back under a new id
+    h.event(Duration::from_secs(60), |e| {
+        matches!(e, HostEvent::Fenced { .. })
+    })
+    .await;
+    h.event(Duration::from_secs(60), |e| {
+        matches!(e, HostEvent::Registered { .. })
+    })
+    .await;
+    assert_eq!(increment(&svc, "a").await, 2);
+    assert_eq!(increment(&svc, "b").await, 2);
+    h.stop().await;
 }

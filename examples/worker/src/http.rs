@@ -19,7 +19,6 @@ use francis_core::{
 };
 use francis_host::{Health, HostService, Invoked};
 use serde_json::json;
-use tokio::sync::watch;
 use tracing::warn;
 
 /// Largest request body accepted (16 MiB, the framework's max message size); larger bodies get
@@ -192,13 +191,13 @@ impl IntoResponse for ApiError {
 #[derive(Clone, Debug)]
 struct AppState {
     service: HostService,
-    health: watch::Receiver<Health>,
 }
 
-/// The control server's routes over one host's service; `health` feeds `/healthz`.
+/// The control server's routes over one host's service. `/healthz` asks the service, which
+/// checks the host's lease on the spot (never `serving` once it lapsed).
 ///
 /// Bodies over [`MAX_BODY_BYTES`] are refused with `413`; unknown paths get a JSON `404`.
-pub fn router(service: HostService, health: watch::Receiver<Health>) -> Router {
+pub fn router(service: HostService) -> Router {
     Router::new()
         .route("/invoke/{actor_type}/{actor_id}/{method}", post(invoke))
         .route("/peek/{actor_type}/{actor_id}/{method}", post(peek))
@@ -213,7 +212,7 @@ pub fn router(service: HostService, health: watch::Receiver<Health>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(AppState { service, health })
+        .with_state(AppState { service })
 }
 
 type Path3 = Result<Path<(String, String, String)>, PathRejection>;
@@ -366,7 +365,7 @@ async fn halt_all(State(app): State<AppState>) -> Response {
 }
 
 async fn healthz(State(app): State<AppState>) -> Response {
-    let health = app.health.borrow().clone();
+    let health = app.service.health();
     let (mut status, mut label) = health_status(&health);
     let mut body = json!({ "status": label, "host": app.service.host_address() });
     if let Some(store) = app.service.replication_status() {

@@ -119,7 +119,7 @@ impl Worker {
             warn!("using the example runtime PSK; set -runtime-psk or {PSK_ENV} for anything real");
         }
 
-        let app = router(host.service(), host.health_watch());
+        let app = router(host.service());
         let server_stop = CancellationToken::new();
         let mut server = tokio::spawn(
             axum::serve(listener, app)
