@@ -16,7 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{ActorOptions, HostTimings};
 use crate::error::HostError;
 use crate::events::{DeactivationReason, HostEvent};
-use crate::policy::{fence_after, heartbeat_budget, must_fence, should_deactivate_idle};
+use crate::policy::{fence_after, heartbeat_attempt_bound, heartbeat_wait, should_deactivate_idle};
 use crate::runtime::{Health, HostInner, TypeEntry};
 use crate::service::HostService;
 use crate::state::StoreAccess;
@@ -500,11 +500,16 @@ async fn register(inner: &HostInner) -> Result<(), HostError> {
     Ok(())
 }
 
-/// Heartbeats; fences the host when a heartbeat cannot complete within the deadline, or when
+/// Heartbeats; fences the host when no heartbeat can complete before the fence point, or when
 /// a call found the lease lapsed (after a freeze, calls may notice before this task runs).
+/// A failed heartbeat is retried soon, each attempt bounded by part of the budget left
+/// ([`heartbeat_wait`], [`heartbeat_attempt_bound`]): a store that is electing a new leader
+/// must not cost the whole budget.
 async fn heartbeat_loop(inner: Arc<HostInner>, stop: CancellationToken) {
     let timings = inner.timings.clone();
+    let deadline = timings.health_deadline;
     let mut next = Instant::now() + timings.heartbeat_interval;
+    let mut failures = 0u32;
     loop {
         let woken = tokio::select! {
             _ = stop.cancelled() => return,
@@ -512,62 +517,59 @@ async fn heartbeat_loop(inner: Arc<HostInner>, stop: CancellationToken) {
             _ = inner.lease_lapsed.notified() => true,
         };
         let last_ok_sent = inner.lease_sent().unwrap_or_else(Instant::now);
-        let lapsed = must_fence(Instant::now() - last_ok_sent, timings.health_deadline);
-        // A wake-up left over from before a re-registration finds a fresh lease: ignored.
-        if woken && !lapsed {
-            continue;
-        }
-        // Past the fence point (a call saw it, or this task was frozen): no heartbeat may
-        // revive a lease that another host may be about to take over.
-        if lapsed {
-            let reason = format!(
+        let sent = Instant::now();
+        let reason = match heartbeat_attempt_bound(sent - last_ok_sent, deadline) {
+            // A wake-up left over from before a re-registration finds a fresh lease.
+            Some(_) if woken => continue,
+            Some(bound) => {
+                let store = &inner.store;
+                let result = tokio::time::timeout(
+                    bound,
+                    store
+                        .provider
+                        .heartbeat(&inner.host_id(), store.clock.now()),
+                )
+                .await;
+                match result {
+                    Ok(Ok(())) => {
+                        inner.renew_lease(sent);
+                        failures = 0;
+                        None
+                    }
+                    Ok(Err(StoreError::HostNotFound(_))) => {
+                        Some("its registration was removed from the store".to_owned())
+                    }
+                    Ok(Err(e)) => {
+                        failures += 1;
+                        warn!(host = %inner.address, "heartbeat failed, will retry: {e}");
+                        None
+                    }
+                    Err(_) => {
+                        failures += 1;
+                        warn!(host = %inner.address, "heartbeat did not answer within {bound:?}, will retry");
+                        None
+                    }
+                }
+            }
+            // Past the fence point (a call saw it, or this task was frozen): no heartbeat may
+            // revive a lease that another host may be about to take over.
+            None => Some(format!(
                 "no heartbeat completed within {:?}",
-                fence_after(timings.health_deadline)
-            );
+                fence_after(deadline)
+            )),
+        };
+        if let Some(reason) = reason {
             fence(&inner, reason, &stop).await;
             if stop.is_cancelled() {
                 return;
             }
-            next = Instant::now() + timings.heartbeat_interval;
-            continue;
+            failures = 0;
         }
-        next = Instant::now() + timings.heartbeat_interval;
-        let sent = Instant::now();
-        let budget = heartbeat_budget(sent - last_ok_sent, timings.health_deadline);
-        let store = &inner.store;
-        let result = tokio::time::timeout(
-            budget,
-            store
-                .provider
-                .heartbeat(&inner.host_id(), store.clock.now()),
-        )
-        .await;
-        let reason = match result {
-            Ok(Ok(())) => {
-                inner.renew_lease(sent);
-                continue;
-            }
-            Ok(Err(StoreError::HostNotFound(_))) => {
-                "its registration was removed from the store".to_owned()
-            }
-            Ok(Err(e)) if !must_fence(Instant::now() - last_ok_sent, timings.health_deadline) => {
-                warn!(host = %inner.address, "heartbeat failed, will retry: {e}");
-                continue;
-            }
-            Ok(Err(e)) => format!(
-                "no heartbeat for {:?}: {e}",
-                fence_after(timings.health_deadline)
-            ),
-            Err(_) => format!(
-                "no heartbeat completed within {:?}",
-                fence_after(timings.health_deadline)
-            ),
-        };
-        fence(&inner, reason, &stop).await;
-        if stop.is_cancelled() {
-            return;
-        }
-        next = Instant::now() + timings.heartbeat_interval;
+        let since = inner
+            .lease_sent()
+            .map_or(Duration::ZERO, |at| Instant::now() - at);
+        next =
+            Instant::now() + heartbeat_wait(since, failures, timings.heartbeat_interval, deadline);
     }
 }
 

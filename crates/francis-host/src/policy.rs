@@ -108,6 +108,55 @@ pub fn heartbeat_budget(since_last_heartbeat_sent: Duration, deadline: Duration)
     fence_after(deadline).saturating_sub(since_last_heartbeat_sent)
 }
 
+/// The first pause before retrying a failed heartbeat; it doubles per failure.
+const HEARTBEAT_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest pause between heartbeat attempts after a failure.
+const HEARTBEAT_RETRY_MAX: Duration = Duration::from_secs(1);
+/// The least time worth giving one heartbeat attempt while more budget remains.
+const HEARTBEAT_ATTEMPT_MIN: Duration = Duration::from_millis(500);
+
+/// How long the next heartbeat attempt may take, or `None` when the host must fence itself now.
+///
+/// An attempt gets half of what is left before the fence point (at least
+/// [`HEARTBEAT_ATTEMPT_MIN`], at most everything left), so that one slow store call (a
+/// replicated store waiting for a quorum that has lost its leader) leaves time for retries
+/// against the next leader.
+pub fn heartbeat_attempt_bound(
+    since_last_heartbeat_sent: Duration,
+    deadline: Duration,
+) -> Option<Duration> {
+    let budget = heartbeat_budget(since_last_heartbeat_sent, deadline);
+    if budget.is_zero() {
+        return None;
+    }
+    Some((budget / 2).max(HEARTBEAT_ATTEMPT_MIN).min(budget))
+}
+
+/// How long to wait before the next heartbeat attempt after `failures` consecutive failed ones
+/// (0: the last attempt succeeded). After a success: the heartbeat interval. After a failure:
+/// a short backoff (100 ms doubling to at most 1 s, never more than the interval), so one
+/// failure does not cost a whole interval of the budget. Never so long that the attempt would
+/// start with less than [`HEARTBEAT_ATTEMPT_MIN`] before the fence point (unless that little
+/// is all there is).
+pub fn heartbeat_wait(
+    since_last_heartbeat_sent: Duration,
+    failures: u32,
+    interval: Duration,
+    deadline: Duration,
+) -> Duration {
+    let wait = if failures == 0 {
+        interval
+    } else {
+        let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+        HEARTBEAT_RETRY_FIRST
+            .saturating_mul(factor)
+            .min(HEARTBEAT_RETRY_MAX)
+            .min(interval)
+    };
+    let budget = heartbeat_budget(since_last_heartbeat_sent, deadline);
+    wait.min(budget.saturating_sub(HEARTBEAT_ATTEMPT_MIN))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +261,68 @@ mod tests {
         // always strictly before the lease can expire elsewhere
         for ms in [4u64, 100, 2_000, 20_000, 600_000] {
             assert!(fence_after(Duration::from_millis(ms)) < Duration::from_millis(ms));
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_attempt_gets_half_the_budget_left() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // 20 s deadline: fence point at 15 s
+        assert_eq!(heartbeat_attempt_bound(s(5), s(20)), Some(s(5)));
+        assert_eq!(heartbeat_attempt_bound(s(14), s(20)), Some(ms(500)));
+        assert_eq!(heartbeat_attempt_bound(ms(14_800), s(20)), Some(ms(200)));
+        assert_eq!(heartbeat_attempt_bound(s(15), s(20)), None);
+        assert_eq!(heartbeat_attempt_bound(s(40), s(20)), None);
+        // an attempt never runs past the fence point
+        for since in (0..15_000).step_by(250) {
+            let bound = heartbeat_attempt_bound(ms(since), s(20)).unwrap();
+            assert!(ms(since) + bound <= s(15), "{since}");
+        }
+    }
+
+    #[test]
+    fn a_failed_heartbeat_is_retried_soon() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // after a success: one interval
+        assert_eq!(heartbeat_wait(ms(3), 0, s(5), s(20)), s(5));
+        // after failures: 100 ms doubling, capped at 1 s and at the interval
+        assert_eq!(heartbeat_wait(s(10), 1, s(5), s(20)), ms(100));
+        assert_eq!(heartbeat_wait(s(10), 2, s(5), s(20)), ms(200));
+        assert_eq!(heartbeat_wait(s(10), 5, s(5), s(20)), s(1));
+        assert_eq!(heartbeat_wait(s(10), 500, s(5), s(20)), s(1));
+        assert_eq!(heartbeat_wait(ms(100), 9, ms(300), s(2)), ms(300));
+        // never so late that the attempt has less than 500 ms before the fence point
+        assert_eq!(heartbeat_wait(s(12), 0, s(5), s(20)), ms(2_500));
+        assert_eq!(heartbeat_wait(ms(14_800), 3, s(5), s(20)), Duration::ZERO);
+        // an interval longer than the fence point still heartbeats before it
+        assert_eq!(heartbeat_wait(Duration::ZERO, 0, s(19), s(20)), ms(14_500));
+    }
+
+    #[test]
+    fn a_seven_second_outage_does_not_fence_with_a_twenty_second_deadline() {
+        // Replays the heartbeat schedule: attempts started inside the outage hang until their
+        // bound; the first attempt after it succeeds at once.
+        let ms = Duration::from_millis;
+        for (deadline, interval, outage) in [
+            (20_000u64, 5_000u64, (5_500u64, 12_500u64)),
+            (6_000, 1_500, (1_600, 3_500)),
+        ] {
+            let (deadline, interval) = (ms(deadline), ms(interval));
+            let (mut now, mut last_ok, mut failures) = (Duration::ZERO, Duration::ZERO, 0u32);
+            while now < ms(60_000) {
+                now += heartbeat_wait(now - last_ok, failures, interval, deadline);
+                let bound = heartbeat_attempt_bound(now - last_ok, deadline)
+                    .unwrap_or_else(|| panic!("fenced at {now:?} ({deadline:?})"));
+                if now >= ms(outage.0) && now < ms(outage.1) {
+                    now += bound;
+                    failures += 1;
+                } else {
+                    last_ok = now;
+                    failures = 0;
+                }
+            }
         }
     }
 }

@@ -484,3 +484,32 @@ async fn a_host_past_its_lease_refuses_reads_and_turns_before_its_heartbeat_task
     assert_eq!(increment(&svc, "b").await, 2);
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_store_outage_shorter_than_the_lease_does_not_fence_the_host() {
+    // A Raft leader frozen for 7 s: heartbeats sent meanwhile never answer; a new leader
+    // serves them again after the outage. The host must retry in time rather than fence.
+    let provider = Arc::new(StallingProvider::new(MemoryProvider::new()));
+    let never_idle = francis_host::ActorOptions {
+        idle_timeout: None,
+        ..options()
+    };
+    let mut h = start(provider.clone(), never_idle).await;
+    let svc = h.service();
+    let first_id = h.host.host_id();
+    assert_eq!(increment(&svc, "a").await, 1);
+    // just after a heartbeat went through (every 5 s)
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    *provider.heartbeat_outage_until.lock().unwrap() =
+        Some(Instant::now() + Duration::from_secs(7));
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(h.host.health(), Health::Serving);
+    }
+    while let Ok(e) = h.events.try_recv() {
+        assert!(!matches!(e, HostEvent::Fenced { .. }), "{e:?}");
+    }
+    assert_eq!(h.host.host_id(), first_id);
+    assert_eq!(increment(&svc, "a").await, 2);
+    h.stop().await;
+}

@@ -415,6 +415,8 @@ pub async fn increment(svc: &francis_host::HostService, id: &str) -> i64 {
 pub struct StallingProvider<P> {
     inner: P,
     pub stall: AtomicBool,
+    /// Heartbeats that start before this instant never answer (a store whose leader is gone).
+    pub heartbeat_outage_until: Mutex<Option<Instant>>,
 }
 
 impl<P: Provider> StallingProvider<P> {
@@ -422,6 +424,7 @@ impl<P: Provider> StallingProvider<P> {
         StallingProvider {
             inner,
             stall: AtomicBool::new(false),
+            heartbeat_outage_until: Mutex::new(None),
         }
     }
 
@@ -445,6 +448,10 @@ impl<P: Provider> Provider for StallingProvider<P> {
     }
     async fn heartbeat(&self, host_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
         self.gate().await;
+        let outage = *self.heartbeat_outage_until.lock().unwrap();
+        if outage.is_some_and(|until| Instant::now() < until) {
+            std::future::pending::<()>().await;
+        }
         self.inner.heartbeat(host_id, now).await
     }
     async fn unregister_host(&self, host_id: &str) -> StoreResult<()> {
