@@ -597,6 +597,8 @@ async fn fence(inner: &Arc<HostInner>, reason: String, stop: &CancellationToken)
         };
         match restarted {
             Ok(()) => {
+                // Views read while this host was not registered lack it.
+                inner.router.clear();
                 info!(host = %inner.address, host_id = %inner.host_id(), "host re-registered after fencing");
                 if !stop.is_cancelled() {
                     inner.health.send_replace(Health::Serving);

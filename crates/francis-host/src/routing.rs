@@ -3,7 +3,10 @@
 //! the live hosts serving its type, claimed atomically in the store.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The host's one monotonic clock: tokio's (paused in tests), also for the placement cache.
+use tokio::time::Instant;
 
 use francis_core::{ActorRef, Error};
 use francis_placement::{Candidate, MembershipView, PlacementCache, PlacementError, rank_hosts};
@@ -67,7 +70,7 @@ impl Router {
         self.cache
             .lock()
             .expect("cache lock")
-            .get(actor, Instant::now())
+            .get(actor, Instant::now().into_std())
             .cloned()
     }
 
@@ -75,7 +78,7 @@ impl Router {
         self.cache
             .lock()
             .expect("cache lock")
-            .insert(placement, Instant::now());
+            .insert(placement, Instant::now().into_std());
     }
 }
 
@@ -125,7 +128,14 @@ async fn resolve(inner: &Arc<HostInner>, actor: &ActorRef) -> Result<Placement, 
             .cloned()
             .collect();
         if ranked.is_empty() {
-            return Err(no_host(actor, &candidates));
+            // The view may predate a registration (this host's own, after fencing): read the
+            // store again before answering that nobody serves the type.
+            if !fresh {
+                fresh = true;
+                continue;
+            }
+            let served_here = inner.type_entry(actor.actor_type()).is_ok();
+            return Err(no_host(actor, &candidates, served_here));
         }
         for candidate in &ranked {
             let claimed = store
@@ -168,11 +178,22 @@ fn refusal(e: &Error) -> Option<ClaimRefusal> {
     }
 }
 
-fn no_host(actor: &ActorRef, candidates: &[Candidate]) -> Error {
+/// The error when no candidate can take `actor`. "No host serves the type" is final
+/// (`ActorTypeUnsupported`) only when this host does not serve it either: a host that serves
+/// the type and sees no live host serving it is re-registering, or its view lags, so the
+/// answer is the retryable `NoHost`.
+fn no_host(actor: &ActorRef, candidates: &[Candidate], served_here: bool) -> Error {
     match francis_placement::require_host(actor, candidates) {
-        Err(PlacementError::NoHostServesType { actor_type }) => {
+        Err(PlacementError::NoHostServesType { actor_type }) if !served_here => {
             Error::ActorTypeUnsupported(actor_type)
         }
+        Err(PlacementError::NoHostServesType { actor_type }) => Error::NoHost {
+            actor: actor.clone(),
+            reason: format!(
+                "no live host serving {actor_type:?} is known yet (this host is registering); \
+                 retry shortly"
+            ),
+        },
         Err(other) => Error::NoHost {
             actor: actor.clone(),
             reason: other.to_string(),
@@ -222,5 +243,30 @@ pub(crate) async fn lost(inner: &Arc<HostInner>, host_id: &str) {
         {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use francis_core::ErrorKind;
+
+    #[test]
+    fn a_type_served_here_is_never_unsupported() {
+        let actor = ActorRef::new("t", "a").unwrap();
+        assert_eq!(
+            no_host(&actor, &[], false).kind(),
+            ErrorKind::ActorTypeUnsupported
+        );
+        let err = no_host(&actor, &[], true);
+        assert_eq!(err.kind(), ErrorKind::NoHost);
+        assert!(err.is_retryable());
+        let full = Candidate {
+            host_id: "h".into(),
+            address: "127.0.0.1:1".into(),
+            serves_type: true,
+            capacity_left: Some(0),
+        };
+        assert_eq!(no_host(&actor, &[full], false).kind(), ErrorKind::NoHost);
     }
 }

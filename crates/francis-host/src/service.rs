@@ -357,7 +357,11 @@ impl ActorService for HostService {
         if self.inner.type_entry(actor.actor_type()).is_err() {
             let view = crate::routing::membership(&self.inner, false).await?;
             if view.serving(actor.actor_type()).next().is_none() {
-                return Err(Error::ActorTypeUnsupported(actor.actor_type().to_owned()));
+                // Read the store again before saying nobody serves the type.
+                let view = crate::routing::membership(&self.inner, true).await?;
+                if view.serving(actor.actor_type()).next().is_none() {
+                    return Err(Error::ActorTypeUnsupported(actor.actor_type().to_owned()));
+                }
             }
         }
         let store = &self.inner.store;

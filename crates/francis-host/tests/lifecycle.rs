@@ -513,3 +513,30 @@ async fn a_store_outage_shorter_than_the_lease_does_not_fence_the_host() {
     assert_eq!(increment(&svc, "a").await, 2);
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_host_never_says_a_type_it_serves_is_unsupported() {
+    let provider = Arc::new(StallingProvider::new(MemoryProvider::new()));
+    let h = start(provider.clone(), options()).await;
+    let svc = h.service();
+    // no membership view cached from start-up
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // One stale (empty) view, as right after re-registering from fencing: the host reads the
+    // store again and places the actor.
+    provider.hide_hosts.store(1, Ordering::SeqCst);
+    assert_eq!(increment(&svc, "a").await, 1);
+    // Still no live host in the fresh view: retryable, never actor_type_unsupported.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    provider.hide_hosts.store(2, Ordering::SeqCst);
+    let err = invoke(&svc, "b", "increment").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoHost, "{err}");
+    assert!(err.is_retryable());
+    assert_eq!(increment(&svc, "b").await, 1);
+    // A type nobody serves is still unsupported, after a fresh look.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    provider.hide_hosts.store(1, Ordering::SeqCst);
+    let other = francis_core::ActorRef::new("nobody-serves-this", "x").unwrap();
+    let err = svc.invoke(&other, "m", Envelope::null()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ActorTypeUnsupported);
+    h.stop().await;
+}

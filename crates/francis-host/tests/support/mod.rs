@@ -417,6 +417,9 @@ pub struct StallingProvider<P> {
     pub stall: AtomicBool,
     /// Heartbeats that start before this instant never answer (a store whose leader is gone).
     pub heartbeat_outage_until: Mutex<Option<Instant>>,
+    /// The next this many `live_hosts` reads return no host (a view read while this host was
+    /// between registrations).
+    pub hide_hosts: AtomicUsize,
 }
 
 impl<P: Provider> StallingProvider<P> {
@@ -425,6 +428,7 @@ impl<P: Provider> StallingProvider<P> {
             inner,
             stall: AtomicBool::new(false),
             heartbeat_outage_until: Mutex::new(None),
+            hide_hosts: AtomicUsize::new(0),
         }
     }
 
@@ -460,6 +464,13 @@ impl<P: Provider> Provider for StallingProvider<P> {
     }
     async fn live_hosts(&self, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Vec<HostRecord>> {
         self.gate().await;
+        let hidden = self
+            .hide_hosts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if hidden {
+            return Ok(Vec::new());
+        }
         self.inner.live_hosts(now, ttl).await
     }
     async fn claim(
