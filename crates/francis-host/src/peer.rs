@@ -11,11 +11,12 @@ use francis_core::{
     ActorRef, Envelope, Error, SetStateOptions, validate_alarm_name, validate_method,
 };
 use francis_replication::RaftRequestHandler;
-use francis_transport::proto::{Invoke, Request, Response, TurnKind, request};
-use francis_transport::{RequestHandler, Transport, TransportConfig};
+use francis_transport::proto::{Invoke, Request, Response, TurnKind, request, response};
+use francis_transport::{RequestHandler, Transport, TransportConfig, TransportError};
 use tracing::info;
 
 use crate::error::HostError;
+use crate::policy::Delivery;
 use crate::runtime::{HostInner, Op};
 use crate::service::HostService;
 
@@ -246,6 +247,51 @@ fn from_wire(invoke: Invoke) -> Result<Op, Error> {
         },
         TurnKind::DeleteState => Op::DeleteState,
     })
+}
+
+/// Sends an invocation to the host `peer_host_id` at `peer`: the actor's reply, or the error
+/// with how far the call got (whether it may have run on the peer).
+pub(crate) async fn invoke(
+    transport: &Transport,
+    peer: SocketAddr,
+    peer_host_id: &str,
+    invoke: Invoke,
+) -> Result<Option<bytes::Bytes>, (Error, Delivery)> {
+    let request = Request {
+        body: Some(request::Body::Invoke(invoke)),
+    };
+    match transport.request(peer, peer_host_id, request).await {
+        Ok(Response {
+            body: Some(response::Body::Invoke(reply)),
+        }) => reply.into_result().map_err(|e| (e, Delivery::Answered)),
+        Ok(other) => Err((
+            Error::from(TransportError::UnexpectedResponse {
+                peer,
+                detail: format!("expected an invoke reply, got {other:?}"),
+            }),
+            Delivery::Answered,
+        )),
+        Err(e) => {
+            let delivery = delivery_of(&e);
+            Err((Error::from(e), delivery))
+        }
+    }
+}
+
+/// Whether a request that failed with `e` may have reached the peer's handler.
+fn delivery_of(e: &TransportError) -> Delivery {
+    match e {
+        // The handshake named another host, no connection could be opened, the peer had
+        // closed the connection first, or the request was refused unread.
+        TransportError::HostMismatch { .. }
+        | TransportError::Connect { .. }
+        | TransportError::PeerShutDown { .. }
+        | TransportError::AuthenticationFailed { .. }
+        | TransportError::Closed
+        | TransportError::Rejected { .. }
+        | TransportError::FrameTooLarge { .. } => Delivery::NotDelivered,
+        _ => Delivery::MaybeDelivered,
+    }
 }
 
 /// A peer address as stored in the store (`host:port`), resolved to a socket address.

@@ -157,6 +157,58 @@ pub fn heartbeat_wait(
     wait.min(budget.saturating_sub(HEARTBEAT_ATTEMPT_MIN))
 }
 
+/// How far a call sent to the actor's owner got before it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// It certainly never reached the owner's handler: no connection, a peer that closed the
+    /// connection first, or another host answering at the owner's address (it restarted
+    /// under a new id).
+    NotDelivered,
+    /// It may have run: the connection or stream broke after it was sent.
+    MaybeDelivered,
+    /// The owner (or this host, for a local call) answered with the error.
+    Answered,
+}
+
+/// What the caller does after a routed call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteRetry {
+    /// Return the error.
+    GiveUp,
+    /// Drop the route, resolve the owner again and resend with the same request id.
+    Reresolve,
+    /// Resend to the same owner with the same request id: the owner remembers recent request
+    /// ids, so a call that did run answers its first result instead of running twice.
+    SameOwner,
+}
+
+/// Decides whether a failed routed call is sent again; a call is sent at most twice.
+///
+/// - a stale route (`ActorNotHosted`, or an owner that is `ShuttingDown`): re-resolve;
+/// - a transport failure before delivery (e.g. host mismatch): re-resolve, since the call
+///   certainly never ran;
+/// - a transport failure after the call may have been delivered: resend to the same owner,
+///   which recognises the request id (`idempotent`) — never to another host, which would run
+///   it a second time;
+/// - anything else (the actor's own error, a timeout, overload...): give up.
+pub fn route_retry(
+    kind: francis_core::ErrorKind,
+    delivery: Delivery,
+    sent_before: u32,
+    idempotent: bool,
+) -> RouteRetry {
+    use francis_core::ErrorKind;
+    if sent_before >= 2 {
+        return RouteRetry::GiveUp;
+    }
+    match (kind, delivery) {
+        (ErrorKind::ActorNotHosted | ErrorKind::ShuttingDown, _) => RouteRetry::Reresolve,
+        (ErrorKind::Transport, Delivery::NotDelivered) => RouteRetry::Reresolve,
+        (ErrorKind::Transport, Delivery::MaybeDelivered) if idempotent => RouteRetry::SameOwner,
+        _ => RouteRetry::GiveUp,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +314,57 @@ mod tests {
         for ms in [4u64, 100, 2_000, 20_000, 600_000] {
             assert!(fence_after(Duration::from_millis(ms)) < Duration::from_millis(ms));
         }
+    }
+
+    #[test]
+    fn routed_calls_are_resent_only_when_safe() {
+        use Delivery::*;
+        use francis_core::ErrorKind as K;
+        assert_eq!(
+            route_retry(K::ActorNotHosted, Answered, 1, true),
+            RouteRetry::Reresolve
+        );
+        assert_eq!(
+            route_retry(K::ShuttingDown, Answered, 1, false),
+            RouteRetry::Reresolve
+        );
+        assert_eq!(
+            route_retry(K::Transport, NotDelivered, 1, false),
+            RouteRetry::Reresolve
+        );
+        assert_eq!(
+            route_retry(K::Transport, MaybeDelivered, 1, true),
+            RouteRetry::SameOwner
+        );
+        assert_eq!(
+            route_retry(K::Transport, MaybeDelivered, 1, false),
+            RouteRetry::GiveUp
+        );
+        // a transport error the owner itself reported is not a delivery failure
+        assert_eq!(
+            route_retry(K::Transport, Answered, 1, true),
+            RouteRetry::GiveUp
+        );
+        for kind in [
+            K::Actor,
+            K::Timeout,
+            K::Overloaded,
+            K::HostUnavailable,
+            K::Fenced,
+        ] {
+            for delivery in [NotDelivered, MaybeDelivered, Answered] {
+                assert_eq!(route_retry(kind, delivery, 1, true), RouteRetry::GiveUp);
+            }
+        }
+        // sent at most twice
+        assert_eq!(
+            route_retry(K::ActorNotHosted, Answered, 2, true),
+            RouteRetry::GiveUp
+        );
+        assert_eq!(
+            route_retry(K::Transport, NotDelivered, 2, true),
+            RouteRetry::GiveUp
+        );
     }
 
     #[test]

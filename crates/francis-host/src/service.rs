@@ -12,6 +12,7 @@ use francis_store::Fence;
 use francis_store::Placement;
 
 use crate::events::DeactivationReason;
+use crate::policy::{Delivery, RouteRetry, route_retry};
 use crate::routing::Route;
 use crate::runtime::{HostInner, Op};
 
@@ -77,76 +78,93 @@ impl HostService {
     }
 
     /// Runs `op` wherever the actor lives: here, or on its owner over the peer transport. A
-    /// "not hosted" (or "shutting down") answer from a stale route drops it and tries once more
-    /// with the same request id.
+    /// stale route ("not hosted", "shutting down"), or a send that certainly never reached the
+    /// owner (another host now answers at its address), drops the route and tries once more
+    /// with the same request id ([`route_retry`]).
     pub(crate) async fn route_op(
         &self,
         actor: &ActorRef,
         op: Op,
         request_id: String,
     ) -> Result<Invoked, Error> {
-        let mut retried = false;
+        let mut sent = 0u32;
+        let mut same_owner: Option<Placement> = None;
         loop {
-            let result = match crate::routing::route(&self.inner, actor).await? {
-                Route::Local => self.call_local(actor, op.clone(), request_id.clone()).await,
+            let route = match same_owner.take() {
+                Some(owner) => Route::Remote(owner),
+                None => crate::routing::route(&self.inner, actor).await?,
+            };
+            sent += 1;
+            let (result, delivery, owner) = match route {
+                Route::Local => {
+                    let result = self.call_local(actor, op.clone(), request_id.clone()).await;
+                    (result, Delivery::Answered, None)
+                }
                 Route::Remote(owner) => {
-                    let sent = tokio::select! {
-                        sent = self.send(&owner, actor, op.clone(), &request_id) => sent,
+                    let outcome = tokio::select! {
+                        outcome = self.send(&owner, actor, op.clone(), &request_id) => outcome,
                         () = crate::routing::lost(&self.inner, &owner.host_id) => {
-                            Err(Error::HostUnavailable(format!(
+                            Err((Error::HostUnavailable(format!(
                                 "host {} at {} stopped renewing its lease while handling the call \
                                  to {actor}; the call may or may not have run",
                                 owner.host_id, owner.address
-                            )))
+                            )), Delivery::Answered))
                         }
                     };
-                    match &sent {
-                        // The owner left: none of its routes hold any more.
-                        Err(e) if e.kind() == ErrorKind::ShuttingDown => {
-                            self.inner.router.forget_host(&owner.host_id)
+                    match outcome {
+                        Ok(invoked) => return Ok(invoked),
+                        Err((e, delivery)) => {
+                            match (e.kind(), delivery) {
+                                // The owner left, or another host answers at its address:
+                                // none of its routes hold any more.
+                                (ErrorKind::ShuttingDown, _)
+                                | (ErrorKind::Transport, Delivery::NotDelivered) => {
+                                    self.inner.router.forget_host(&owner.host_id)
+                                }
+                                _ => self.inner.router.forget(actor),
+                            }
+                            (Err(e), delivery, Some(owner))
                         }
-                        Err(_) => self.inner.router.forget(actor),
-                        Ok(_) => {}
                     }
-                    sent
                 }
             };
-            match result {
-                Err(e)
-                    if !retried
-                        && matches!(
-                            e.kind(),
-                            ErrorKind::ActorNotHosted | ErrorKind::ShuttingDown
-                        ) =>
-                {
-                    self.inner.router.forget(actor);
-                    retried = true;
-                }
-                other => return other,
+            let Err(e) = result else {
+                return result;
+            };
+            match route_retry(e.kind(), delivery, sent, false) {
+                RouteRetry::GiveUp => return Err(e),
+                RouteRetry::Reresolve => self.inner.router.forget(actor),
+                RouteRetry::SameOwner => same_owner = owner,
             }
         }
     }
 
-    /// Sends `op` to the host that owns the actor.
+    /// Sends `op` to the host that owns the actor; a failure says how far the call got.
     async fn send(
         &self,
         owner: &Placement,
         actor: &ActorRef,
         op: Op,
         request_id: &str,
-    ) -> Result<Invoked, Error> {
+    ) -> Result<Invoked, (Error, Delivery)> {
+        let not_delivered = |e: Error| (e, Delivery::NotDelivered);
         let transport = self.inner.peer.transport().ok_or_else(|| {
-            Error::HostUnavailable(format!(
+            not_delivered(Error::HostUnavailable(format!(
                 "actor {actor} lives on host {} at {}, but this host has no peer transport \
                  (no runtime PSK configured)",
                 owner.host_id, owner.address
-            ))
+            )))
         })?;
-        let peer = crate::peer::resolve_address(&owner.address).await?;
+        let peer = crate::peer::resolve_address(&owner.address)
+            .await
+            .map_err(not_delivered)?;
         let invoke = crate::peer::to_wire(actor, op, request_id.to_owned());
-        let output = transport.invoke(peer, &owner.host_id, invoke).await?;
+        let output = crate::peer::invoke(&transport, peer, &owner.host_id, invoke).await?;
         Ok(Invoked {
-            output: output.map(Envelope::from_json).transpose()?,
+            output: output
+                .map(Envelope::from_json)
+                .transpose()
+                .map_err(|e| (e, Delivery::Answered))?,
             served_by: owner.address.clone(),
         })
     }

@@ -26,7 +26,15 @@ async fn open(path: &Path) -> SqliteProvider {
 
 /// A host on its own connection to the shared file, with a short health deadline.
 async fn host_on(provider: Arc<dyn Provider>, probe: Arc<Probe>) -> TestHost {
-    let addr = free_udp_addr();
+    host_at(provider, probe, free_udp_addr()).await
+}
+
+/// [`host_on`] at a given peer address.
+async fn host_at(
+    provider: Arc<dyn Provider>,
+    probe: Arc<Probe>,
+    addr: std::net::SocketAddr,
+) -> TestHost {
     let opts = ActorOptions {
         idle_timeout: Some(Duration::from_secs(60)),
         ..Default::default()
@@ -260,4 +268,46 @@ async fn alarms_run_on_the_owner_and_keep_their_cadence_across_a_failover() {
     b.stop().await;
     a.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), a.task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_restarted_under_a_new_id_is_re_resolved_invisibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let probe = Arc::new(Probe::default());
+    let a_store = Arc::new(StallingProvider::new(open(&path).await));
+    let a = host_on(a_store.clone(), probe.clone()).await;
+    let b = host_on(Arc::new(open(&path).await), probe.clone()).await;
+    let via_a = a.service();
+    let id = actor_owned_by(&via_a, &b, "r").await;
+    // A's view of the cluster lags: it still sees B, which restarts under a new id at the
+    // same address.
+    a_store.freeze_view().await;
+    let b_addr: std::net::SocketAddr = b.host.address().parse().unwrap();
+    let b_id = b.host.host_id();
+    b.stop().await;
+    let b2 = host_at(Arc::new(open(&path).await), probe.clone(), b_addr).await;
+    // A's transport has learnt that its connection to B is closed (a call outside routing
+    // found it so); A's next call to that address opens a new connection, to B2.
+    let closed = via_a
+        .invoke_on(
+            b_addr,
+            &b_id,
+            &actor("other"),
+            "get",
+            Envelope::null(),
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(closed.is_retryable(), "{closed}");
+    // A's route still names the old B; the new one's certificate names another host, so the
+    // call certainly never ran: A re-resolves and the caller sees an ordinary answer.
+    let (n, _) = served_by(&via_a, &id).await;
+    assert_eq!(n, 2);
+    assert_eq!(probe.double_activations.load(Ordering::SeqCst), 0);
+    *a_store.frozen_view.lock().unwrap() = None;
+    for h in [a, b2] {
+        h.stop().await;
+    }
 }

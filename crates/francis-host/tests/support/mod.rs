@@ -420,6 +420,8 @@ pub struct StallingProvider<P> {
     /// The next this many `live_hosts` reads return no host (a view read while this host was
     /// between registrations).
     pub hide_hosts: AtomicUsize,
+    /// While set, `live_hosts` answers these hosts, as live (a view that lags behind).
+    pub frozen_view: Mutex<Option<Vec<HostRecord>>>,
 }
 
 impl<P: Provider> StallingProvider<P> {
@@ -429,7 +431,18 @@ impl<P: Provider> StallingProvider<P> {
             stall: AtomicBool::new(false),
             heartbeat_outage_until: Mutex::new(None),
             hide_hosts: AtomicUsize::new(0),
+            frozen_view: Mutex::new(None),
         }
+    }
+
+    /// From now on, `live_hosts` answers the hosts live now, whatever happens to them.
+    pub async fn freeze_view(&self) {
+        let hosts = self
+            .inner
+            .live_hosts(Utc::now(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        *self.frozen_view.lock().unwrap() = Some(hosts);
     }
 
     async fn gate(&self) {
@@ -470,6 +483,13 @@ impl<P: Provider> Provider for StallingProvider<P> {
             .is_ok();
         if hidden {
             return Ok(Vec::new());
+        }
+        let frozen = self.frozen_view.lock().unwrap().clone();
+        if let Some(mut hosts) = frozen {
+            for h in &mut hosts {
+                h.last_heartbeat = now;
+            }
+            return Ok(hosts);
         }
         self.inner.live_hosts(now, ttl).await
     }
