@@ -157,6 +157,18 @@ pub fn heartbeat_wait(
     wait.min(budget.saturating_sub(HEARTBEAT_ATTEMPT_MIN))
 }
 
+/// Whether a host whose last heartbeat known here was written at `last_known_heartbeat` has
+/// lost its lease by now, by this host's clock: used when the store cannot be read (no quorum)
+/// to end calls in flight to that host instead of waiting for the transport's timeout.
+pub fn owner_lease_over(
+    last_known_heartbeat: DateTime<Utc>,
+    now: DateTime<Utc>,
+    deadline: Duration,
+) -> bool {
+    let deadline = chrono::Duration::from_std(deadline).unwrap_or(chrono::Duration::MAX);
+    now >= last_known_heartbeat + deadline
+}
+
 /// How far a call sent to the actor's owner got before it failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -314,6 +326,14 @@ mod tests {
         for ms in [4u64, 100, 2_000, 20_000, 600_000] {
             assert!(fence_after(Duration::from_millis(ms)) < Duration::from_millis(ms));
         }
+    }
+
+    #[test]
+    fn an_owner_unheard_of_for_a_deadline_has_lost_its_lease() {
+        let s = Duration::from_secs;
+        assert!(!owner_lease_over(t(1_000), t(20_999), s(20)));
+        assert!(owner_lease_over(t(1_000), t(21_000), s(20)));
+        assert!(owner_lease_over(t(1_000), t(90_000), s(20)));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use francis_core::{ActorRef, Error};
 use francis_placement::{Candidate, MembershipView, PlacementCache, PlacementError, rank_hosts};
 use francis_store::{ClaimRefusal, Placement, StoreError};
 
+use crate::policy::owner_lease_over;
 use crate::runtime::HostInner;
 
 /// How long a membership view (the live hosts and what they serve) is reused.
@@ -233,40 +234,35 @@ pub(crate) async fn membership(
     Ok(view)
 }
 
-/// Completes once `host_id` is no longer live in the store (its lease expired or it left):
-/// a call in flight to it will get no answer.
+/// Completes once `host_id` has lost its lease: the store says it is no longer live, or the
+/// store cannot be read (no quorum, unreachable) and this host has not heard of a heartbeat of
+/// it for a whole deadline ([`owner_lease_over`], on this host's clock). A call in flight to it
+/// will get no answer.
 pub(crate) async fn lost(inner: &Arc<HostInner>, host_id: &str) {
+    let deadline = inner.timings.health_deadline;
+    let cached = inner
+        .router
+        .membership
+        .lock()
+        .expect("membership lock")
+        .clone();
+    // Without a view of it, the owner was believed live when the call started.
+    let mut last_known = cached
+        .and_then(|(_, view)| view.host(host_id).map(|h| h.last_heartbeat))
+        .unwrap_or_else(|| inner.store.clock.now());
     loop {
         tokio::time::sleep(MEMBERSHIP_TTL).await;
-        if let Ok(view) = membership(inner, false).await
-            && !view.is_live(host_id)
-        {
-            return;
+        match tokio::time::timeout(MEMBERSHIP_TTL, membership(inner, false)).await {
+            Ok(Ok(view)) => match view.host(host_id) {
+                None => return,
+                Some(h) => last_known = last_known.max(h.last_heartbeat),
+            },
+            // The store cannot confirm the lease: judge by the last heartbeat heard of.
+            Ok(Err(_)) | Err(_) => {
+                if owner_lease_over(last_known, inner.store.clock.now(), deadline) {
+                    return;
+                }
+            }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use francis_core::ErrorKind;
-
-    #[test]
-    fn a_type_served_here_is_never_unsupported() {
-        let actor = ActorRef::new("t", "a").unwrap();
-        assert_eq!(
-            no_host(&actor, &[], false).kind(),
-            ErrorKind::ActorTypeUnsupported
-        );
-        let err = no_host(&actor, &[], true);
-        assert_eq!(err.kind(), ErrorKind::NoHost);
-        assert!(err.is_retryable());
-        let full = Candidate {
-            host_id: "h".into(),
-            address: "127.0.0.1:1".into(),
-            serves_type: true,
-            capacity_left: Some(0),
-        };
-        assert_eq!(no_host(&actor, &[full], false).kind(), ErrorKind::NoHost);
     }
 }

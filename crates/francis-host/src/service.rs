@@ -105,10 +105,17 @@ impl HostService {
                         outcome = self.send(&owner, actor, op.clone(), &request_id) => outcome,
                         () = crate::routing::lost(&self.inner, &owner.host_id) => {
                             Err((Error::HostUnavailable(format!(
-                                "host {} at {} stopped renewing its lease while handling the call \
-                                 to {actor}; the call may or may not have run",
+                                "host {} at {} lost its lease while handling the call to {actor}; \
+                                 the call may or may not have run",
                                 owner.host_id, owner.address
                             )), Delivery::Answered))
+                        }
+                        // The same bound as a local call's.
+                        () = tokio::time::sleep(self.inner.timings.invoke_timeout) => {
+                            Err((Error::Timeout {
+                                what: format!("call to actor {actor} on host {}", owner.address),
+                                after: self.inner.timings.invoke_timeout,
+                            }, Delivery::Answered))
                         }
                     };
                     match outcome {

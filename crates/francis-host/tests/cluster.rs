@@ -311,3 +311,55 @@ async fn a_peer_restarted_under_a_new_id_is_re_resolved_invisibly() {
         h.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_flight_to_an_owner_that_dies_ends_soon_even_without_a_quorum() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let probe = Arc::new(Probe::default());
+    let a_store = Arc::new(StallingProvider::new(open(&path).await));
+    let b_store = Arc::new(StallingProvider::new(open(&path).await));
+    let a = host_on(a_store.clone(), probe.clone()).await;
+    let b = host_on(b_store.clone(), probe.clone()).await;
+    let via_a = a.service();
+    let id = actor_owned_by(&via_a, &b, "d").await;
+    let call = tokio::spawn({
+        let via_a = via_a.clone();
+        let id = id.clone();
+        async move {
+            via_a
+                .invoke(&actor(&id), "hold-forever", Envelope::null())
+                .await
+        }
+    });
+    let until = Instant::now() + Duration::from_secs(5);
+    while !probe.log().iter().any(|e| e == "hold-forever:start") {
+        assert!(Instant::now() < until, "the call never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // B stops renewing its lease and will never answer; A cannot read the membership either
+    // (the store has no quorum).
+    let died = Instant::now();
+    b_store.stall.store(true, Ordering::SeqCst);
+    a_store.fail_live_hosts.store(true, Ordering::SeqCst);
+    let err = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the call still waits for the dead owner")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        francis_core::ErrorKind::HostUnavailable,
+        "{err}"
+    );
+    // within about a deadline (2 s) of B's last heartbeat, plus one membership period
+    assert!(
+        died.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        died.elapsed()
+    );
+    a_store.fail_live_hosts.store(false, Ordering::SeqCst);
+    a.stop().await;
+    b.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), b.task).await;
+}

@@ -422,6 +422,8 @@ pub struct StallingProvider<P> {
     pub hide_hosts: AtomicUsize,
     /// While set, `live_hosts` answers these hosts, as live (a view that lags behind).
     pub frozen_view: Mutex<Option<Vec<HostRecord>>>,
+    /// While set, `live_hosts` fails as a store without quorum does.
+    pub fail_live_hosts: AtomicBool,
 }
 
 impl<P: Provider> StallingProvider<P> {
@@ -432,6 +434,7 @@ impl<P: Provider> StallingProvider<P> {
             heartbeat_outage_until: Mutex::new(None),
             hide_hosts: AtomicUsize::new(0),
             frozen_view: Mutex::new(None),
+            fail_live_hosts: AtomicBool::new(false),
         }
     }
 
@@ -477,6 +480,11 @@ impl<P: Provider> Provider for StallingProvider<P> {
     }
     async fn live_hosts(&self, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Vec<HostRecord>> {
         self.gate().await;
+        if self.fail_live_hosts.load(Ordering::SeqCst) {
+            return Err(francis_store::StoreError::NoQuorum {
+                unreachable: vec!["127.0.0.1:1".into()],
+            });
+        }
         let hidden = self
             .hide_hosts
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
