@@ -266,3 +266,28 @@ pub(crate) async fn lost(inner: &Arc<HostInner>, host_id: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use francis_core::ErrorKind;
+
+    #[test]
+    fn a_type_served_here_is_never_unsupported() {
+        let actor = ActorRef::new("t", "a").unwrap();
+        assert_eq!(
+            no_host(&actor, &[], false).kind(),
+            ErrorKind::ActorTypeUnsupported
+        );
+        let err = no_host(&actor, &[], true);
+        assert_eq!(err.kind(), ErrorKind::NoHost);
+        assert!(err.is_retryable());
+        let full = Candidate {
+            host_id: "h".into(),
+            address: "127.0.0.1:1".into(),
+            serves_type: true,
+            capacity_left: Some(0),
+        };
+        assert_eq!(no_host(&actor, &[full], false).kind(), ErrorKind::NoHost);
+    }
+}
