@@ -20,7 +20,7 @@ use crate::command::{Op, Outcome, Reply, WireStoreError, execute};
 use crate::config::{ReplicationConfig, initial_members, node_id_of};
 use crate::error::ReplicationError;
 use crate::log_store::LogStore;
-use crate::network::{CallError, Contacts, Network, call, kind};
+use crate::network::{CallError, Contacts, Network, call, kind, rpc_deadline};
 use crate::raft::{StateMachine, TypeConfig};
 
 type NodeId = u64;
@@ -94,6 +94,9 @@ pub(crate) struct Node {
     /// Set once the node begins to shut down: it proposes nothing more, and tells peers that
     /// forward to it to look for another leader.
     stopping: std::sync::atomic::AtomicBool,
+    /// Held (shared) by every request this node runs as leader; shutting down takes it
+    /// exclusively, so the requests already running finish before Raft stops.
+    in_flight: tokio::sync::RwLock<()>,
 }
 
 /// The result of a membership change.
@@ -215,6 +218,7 @@ impl Node {
             contacts,
             forwarding: tokio::sync::Semaphore::new(MAX_FORWARDING),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            in_flight: tokio::sync::RwLock::new(()),
         }))
     }
 
@@ -302,10 +306,21 @@ impl Node {
         Ok(())
     }
 
-    /// Marks the node as shutting down (see [`Node::is_stopping`]).
-    pub(crate) fn begin_shutdown(&self) {
+    /// Begins a graceful shutdown: from now on, requests forwarded to this node are sent on
+    /// to the next leader, and calls on it fail at once; the requests it already runs as
+    /// leader get up to the quorum timeout to finish. Raft is stopped afterwards.
+    pub(crate) async fn begin_shutdown(&self) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        if tokio::time::timeout(self.config.quorum_timeout, self.in_flight.write())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                node = self.id,
+                "requests still running at shutdown were cut short"
+            );
+        }
     }
 
     fn is_stopping(&self) -> bool {
@@ -403,6 +418,8 @@ impl Node {
     /// Runs a forwarded request here, as the leader; `NotLeader` if this node is not it.
     async fn as_leader(&self, request: Forward, deadline: Instant) -> Reply {
         let remaining = deadline.saturating_duration_since(Instant::now());
+        // Taken before the check: a shutdown that began after it waits for this request.
+        let _running = self.in_flight.read().await;
         if self.is_stopping() {
             // Stopping (or stopped): whoever asked should find the next leader, not take
             // "raft stopped" for an answer.
@@ -513,12 +530,23 @@ impl Node {
     /// Runs a request on the leader, here or over the transport, retrying while the leader
     /// is unknown or moving, until the quorum timeout.
     pub(crate) async fn run(&self, request: Forward) -> Reply {
+        let budget = self.budget(&request);
+        self.run_within(request, budget).await
+    }
+
+    /// A write of `size` encoded bytes: [`Node::run`] with time to ship it counted in.
+    pub(crate) async fn run_write(&self, op: Op, size: usize) -> Reply {
+        let budget = rpc_deadline(self.config.quorum_timeout, size);
+        self.run_within(Forward::Op(op), budget).await
+    }
+
+    async fn run_within(&self, request: Forward, budget: Duration) -> Reply {
         if self.is_stopping() {
             return Err(WireStoreError::Unavailable(
                 "replication on this node is shutting down".into(),
             ));
         }
-        let deadline = Instant::now() + self.budget(&request);
+        let deadline = Instant::now() + budget;
         let mut metrics = self.raft.metrics();
         // A leader named by the node we asked, tried once before waiting for our own view.
         let mut hint: Option<String> = None;
@@ -652,7 +680,8 @@ impl Node {
                     encode(&self.run(f).await)
                 }
                 Ok(op @ Forward::Op(_)) => {
-                    let deadline = Instant::now() + self.config.quorum_timeout;
+                    let budget = rpc_deadline(self.config.quorum_timeout, request.payload.len());
+                    let deadline = Instant::now() + budget;
                     encode(&self.as_leader(op, deadline).await)
                 }
             },

@@ -195,11 +195,13 @@ impl ReplicatedProvider {
             .map_err(Into::into)
     }
 
-    /// Stops Raft, unbinds the handler and closes the Raft log. Calls on any clone fail
+    /// Stops gracefully: requests this node runs as leader finish (up to the quorum timeout)
+    /// while new ones forwarded to it are sent on to the next leader, then it stops Raft,
+    /// unbinds the handler and closes the Raft log. Calls on any clone fail
     /// afterwards; the data file is closed when the last clone is dropped. The transport is
     /// left to its owner.
     pub async fn shutdown(&self) {
-        self.node.begin_shutdown();
+        self.node.begin_shutdown().await;
         self.handler.unbind();
         if let Err(e) = self.node.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
@@ -208,12 +210,16 @@ impl ReplicatedProvider {
     }
 
     async fn run(&self, op: Op) -> StoreResult<Outcome> {
-        if op.is_write() {
+        let reply = if op.is_write() {
             let limits = self.node.transport.limits();
             let max = policy::max_command_size(limits.max_message_size, limits.frame_headroom);
-            policy::check_command_size(op.encoded_len(), max)?;
-        }
-        self.node.run(Forward::Op(op)).await.map_err(Into::into)
+            let size = op.encoded_len();
+            policy::check_command_size(size, max)?;
+            self.node.run_write(op, size).await
+        } else {
+            self.node.run(Forward::Op(op)).await
+        };
+        reply.map_err(Into::into)
     }
 }
 

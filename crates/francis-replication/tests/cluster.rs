@@ -672,3 +672,40 @@ async fn writes_up_to_the_message_limit_commit_and_larger_ones_are_refused_befor
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_of_the_leader_fails_no_write_made_through_a_follower() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let f = c.follower().await;
+    let writer = c.provider(f);
+    register(&writer, "h1", &["counter"], at(0)).await;
+    let writes = tokio::spawn(async move {
+        let mut failures = Vec::new();
+        for i in 0..40 {
+            let r = async {
+                let p = writer.claim(&key(i), "h1", at(10), TTL).await?;
+                writer
+                    .set_state(&key(i), b"1", None, Fence::Epoch(p.epoch))
+                    .await
+            }
+            .await;
+            if let Err(e) = r {
+                failures.push(format!("write {i}: {e}"));
+            }
+        }
+        failures
+    });
+    // Stop the leader while the writes run: they wait for the next leader instead of
+    // getting "raft stopped" or "not running".
+    let p = c.provider(f);
+    eventually("some writes", Duration::from_secs(10), || {
+        let p = p.clone();
+        async move { local_state(&p, 5).await.is_some() }
+    })
+    .await;
+    c.stop(leader).await;
+    let failures = writes.await.unwrap();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_ne!(c.wait_leader().await, leader);
+}

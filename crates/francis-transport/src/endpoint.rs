@@ -122,6 +122,10 @@ pub(crate) struct Inner {
     pub(crate) pool: Pool,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
+    /// Accepted connections kept open while shutting down, so that they are closed with the
+    /// shutdown's code (which tells peers their unanswered requests were not handled) rather
+    /// than with a bare close when their task ends.
+    pub(crate) draining: std::sync::Mutex<Vec<quinn::Connection>>,
     pub(crate) stats: Stats,
 }
 
@@ -229,6 +233,7 @@ impl Transport {
             pool: Pool::default(),
             shutdown: shutdown.clone(),
             tasks: TaskTracker::new(),
+            draining: std::sync::Mutex::default(),
             stats: Stats::default(),
         });
         inner.tasks.spawn(server::accept_loop(inner.clone()));
@@ -459,6 +464,11 @@ impl Transport {
         inner
             .endpoint
             .close(quinn::VarInt::from_u32(code), b"shutting down");
+        inner
+            .draining
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         // Lets the close frames reach the peers; bounded in case they never acknowledge.
         let _ = tokio::time::timeout(Duration::from_secs(2), inner.endpoint.wait_idle()).await;
         tracing::debug!(host_id = %inner.host_id(), "transport stopped");

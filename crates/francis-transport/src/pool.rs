@@ -155,7 +155,16 @@ async fn connect(
     let after = inner.limits.connect_timeout;
     let conn = match tokio::time::timeout(after, connecting).await {
         Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => return Err(connection_error(&e, peer)),
+        // No request was sent on a connection that never opened (a peer shutting down
+        // refuses new connections): a connection failure, not a lost request.
+        Ok(Err(e)) => {
+            return Err(match connection_error(&e, peer) {
+                TransportError::ConnectionLost { reason, .. } => {
+                    TransportError::Connect { peer, reason }
+                }
+                other => other,
+            });
+        }
         Err(_) => {
             return Err(TransportError::Connect {
                 peer,

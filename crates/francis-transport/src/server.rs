@@ -32,11 +32,10 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>) {
 
 async fn serve_connection(inner: Arc<Inner>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
-    let handshake = tokio::select! {
-        // Dropping the handshake closes the connection.
-        _ = inner.shutdown.cancelled() => return,
-        r = tokio::time::timeout(inner.limits.connect_timeout, incoming) => r,
-    };
+    // Finished even when a shutdown begins meanwhile: the peer may already see the connection
+    // as open and send a request on it, which must then end with the shutdown's close code
+    // (not handled, send it elsewhere) rather than a bare close.
+    let handshake = tokio::time::timeout(inner.limits.connect_timeout, incoming).await;
     let conn = match handshake {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
@@ -66,7 +65,16 @@ async fn serve_connection(inner: Arc<Inner>, incoming: quinn::Incoming) {
     ));
     loop {
         let (send, recv) = tokio::select! {
-            _ = inner.shutdown.cancelled() => return,
+            _ = inner.shutdown.cancelled() => {
+                // Requests opened from now on are not accepted; the shutdown closes the
+                // connection with its code once the accepted ones are answered.
+                inner
+                    .draining
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(conn);
+                return;
+            }
             stream = conn.accept_bi() => match stream {
                 Ok(stream) => stream,
                 Err(e) => {
