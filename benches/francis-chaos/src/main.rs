@@ -168,7 +168,10 @@ async fn run(opts: args::Options) -> Result<bool> {
         None
     };
     let summary = report::summarize(seed, &results, malformed, started.elapsed().as_secs_f64());
-    let json = out.join(format!("chaos-{seed}.json"));
+    let json = out.join(match opts.only {
+        Some(i) => format!("chaos-{seed}-schedule-{i}.json"),
+        None => format!("chaos-{seed}.json"),
+    });
     std::fs::write(&json, serde_json::to_vec_pretty(&summary)?)?;
     std::fs::write(
         out.join("latest.json"),
