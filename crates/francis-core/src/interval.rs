@@ -13,6 +13,10 @@ impl Interval {
         if d.is_zero() {
             return Err("must be greater than zero".into());
         }
+        // Stores keep intervals as signed 64-bit nanoseconds.
+        if d.as_nanos() > i64::MAX as u128 {
+            return Err("must be at most about 292 years (2^63 nanoseconds)".into());
+        }
         Ok(Interval(d))
     }
 
@@ -264,6 +268,15 @@ mod tests {
         parse_interval(s)
             .unwrap_or_else(|e| panic!("{s}: {e}"))
             .as_duration()
+    }
+
+    #[test]
+    fn intervals_longer_than_a_store_can_hold_are_refused() {
+        // Once answered by the store as an internal error; it is bad input.
+        let err = parse_interval("1000000000000h").unwrap_err();
+        assert!(err.contains("292 years"), "{err}");
+        assert!(Interval::new(Duration::from_nanos(i64::MAX as u64)).is_ok());
+        assert!(Interval::new(Duration::from_nanos(i64::MAX as u64 + 1)).is_err());
     }
 
     #[test]

@@ -221,9 +221,31 @@ pub fn route_retry(
     }
 }
 
+/// Refuses call data above `max` bytes (the peer transport's message limit), whether the
+/// actor lives on this host or another: the answer must not depend on where the actor lives,
+/// and data that could never travel to another host is bad input, not a retryable failure.
+pub fn check_payload_size(len: usize, max: usize) -> Result<(), francis_core::Error> {
+    if len > max {
+        return Err(francis_core::Error::invalid_argument(
+            "data",
+            format!("{len} bytes is more than the limit of {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payloads_above_the_message_limit_are_bad_input() {
+        assert!(check_payload_size(10, 10).is_ok());
+        let err = check_payload_size(11, 10).unwrap_err();
+        assert_eq!(err.kind(), francis_core::ErrorKind::InvalidArgument);
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("limit of 10 bytes"), "{err}");
+    }
     use chrono::TimeZone;
     use francis_core::Interval;
 

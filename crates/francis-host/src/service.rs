@@ -187,6 +187,10 @@ impl HostService {
     ) -> Result<Invoked, Error> {
         self.check(actor)?;
         validate_method(method)?;
+        crate::policy::check_payload_size(
+            data.as_bytes().len(),
+            francis_transport::DEFAULT_MAX_MESSAGE_SIZE,
+        )?;
         let method = method.to_owned();
         let op = if read_only {
             Op::Peek { method, data }
@@ -233,6 +237,10 @@ impl HostService {
     ) -> Result<Invoked, Error> {
         actor.check_not_reserved()?;
         validate_method(method)?;
+        crate::policy::check_payload_size(
+            data.as_bytes().len(),
+            francis_transport::DEFAULT_MAX_MESSAGE_SIZE,
+        )?;
         let transport = self.inner.peer.transport().ok_or_else(|| {
             Error::HostUnavailable(
                 "the peer transport is not running (no runtime PSK, or the host is not running)"

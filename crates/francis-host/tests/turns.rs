@@ -310,3 +310,29 @@ async fn concurrency_limit_is_enforced_by_placement() {
     assert_eq!(increment(&svc, "c").await, 1);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_above_the_message_limit_is_refused_even_for_a_local_actor() {
+    let h = memory_host(options()).await;
+    let svc = h.service();
+    assert_eq!(increment(&svc, "big").await, 1);
+    let limit = francis_transport::DEFAULT_MAX_MESSAGE_SIZE;
+    let doc = |len: usize| {
+        let mut d = br#"{"pad":""#.to_vec();
+        d.resize(len - 2, b'x');
+        d.extend_from_slice(br#""}"#);
+        Envelope::from_json(d).unwrap()
+    };
+    let actor = actor("big");
+    // At the limit: runs (the method ignores its data); one byte more: bad input, whichever
+    // host the actor lives on, and the actor never sees it.
+    svc.invoke(&actor, "increment", doc(limit)).await.unwrap();
+    let err = svc
+        .invoke(&actor, "increment", doc(limit + 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(!err.is_retryable());
+    assert_eq!(increment(&svc, "big").await, 3);
+    h.stop().await;
+}

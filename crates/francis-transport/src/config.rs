@@ -77,6 +77,9 @@ impl TransportConfig {
     }
 }
 
+/// The default [`Limits::max_message_size`]: 16 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+
 /// Size, concurrency and time limits of a transport. Defaults follow DESIGN.md.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -116,7 +119,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_message_size: 16 * 1024 * 1024,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             frame_headroom: 64 * 1024,
             max_in_flight_per_connection: 100,
             read_timeout: Duration::from_secs(10),

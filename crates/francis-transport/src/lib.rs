@@ -74,7 +74,7 @@ mod wire;
 
 pub use async_trait::async_trait;
 pub use ca::{ClusterCa, MIN_PSK_LEN, TRUST_DOMAIN, derive_ca, host_uri};
-pub use config::{Limits, TransportConfig, validate_host_id};
+pub use config::{DEFAULT_MAX_MESSAGE_SIZE, Limits, TransportConfig, validate_host_id};
 pub use endpoint::{RequestHandler, Transport, TransportStats};
 pub use error::TransportError;
 pub use frame::{Decoded, FrameHeader, decode_frame, decode_message, encode_frame, frame_header};
