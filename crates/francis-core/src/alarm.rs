@@ -10,7 +10,7 @@ use crate::interval::{Interval, parse_interval};
 
 /// When an alarm fires, how it repeats and what it carries.
 ///
-/// JSON form (what the seed's worker accepts):
+/// JSON form (what the example worker accepts):
 /// `{"dueTime": "2026-01-01T00:00:00Z", "interval": "60s", "ttl": "2028-10-08T10:00:02Z", "data": {...}}`
 /// - `dueTime`: RFC 3339 or Unix milliseconds; when absent, the alarm is due at once.
 /// - `interval`: a Go duration (`"60s"`, `"1h30m"`), an ISO-8601 duration (`"PT1M"`) or an integer

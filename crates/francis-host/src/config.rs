@@ -1,4 +1,4 @@
-//! Host and actor-type settings, with the defaults of DESIGN.md section 7.
+//! Host and actor-type settings, with the defaults users compare against (see `docs/host.md`).
 
 use std::time::Duration;
 

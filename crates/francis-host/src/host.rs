@@ -28,7 +28,7 @@ enum StoreChoice {
     Provider(Arc<dyn Provider>),
 }
 
-/// Builds a [`LocalHost`]; mirrors the seed's `local.NewHost(...)` options.
+/// Builds a [`LocalHost`]; offers the options of a local host.
 pub struct LocalHostBuilder {
     address: Option<String>,
     store: StoreChoice,
@@ -54,7 +54,7 @@ impl LocalHostBuilder {
         self
     }
 
-    /// Use an SQLite database file (created if missing) as the store (`WithSQLiteProvider`).
+    /// Use an SQLite database file (created if missing) as the store.
     pub fn sqlite(mut self, path: impl Into<PathBuf>) -> Self {
         self.store = StoreChoice::Sqlite(path.into());
         self

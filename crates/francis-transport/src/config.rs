@@ -80,7 +80,7 @@ impl TransportConfig {
 /// The default [`Limits::max_message_size`]: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
-/// Size, concurrency and time limits of a transport. Defaults follow DESIGN.md.
+/// Size, concurrency and time limits of a transport. Defaults are in `docs/transport.md`.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Limits {
