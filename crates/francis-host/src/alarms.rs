@@ -211,10 +211,14 @@ async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &Cancellat
                 name: lease.name.clone(),
                 data: properties.data.clone(),
             },
+            // Unique per lease: a resend of this run is recognised by the owner, while a later
+            // run (another lease, or the alarm set again for the same time) is not mistaken
+            // for it.
             format!(
-                "alarm-{}-{}",
-                lease.name,
-                properties.due_time.timestamp_millis()
+                "alarm-{}-{}-{}",
+                lease.lease_id,
+                properties.due_time.timestamp_millis(),
+                lease.name
             ),
         )
         .await;

@@ -37,6 +37,7 @@ mod events;
 mod host;
 mod peer;
 pub mod policy;
+mod requests;
 mod routing;
 mod runtime;
 mod service;

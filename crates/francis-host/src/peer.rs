@@ -17,7 +17,7 @@ use tracing::info;
 
 use crate::error::HostError;
 use crate::policy::Delivery;
-use crate::runtime::{HostInner, Op};
+use crate::runtime::{Caller, HostInner, Op};
 use crate::service::HostService;
 
 /// Where the peer server listens and with which keys; `None` keys: no peer transport.
@@ -165,7 +165,7 @@ async fn serve_invoke(inner: Arc<HostInner>, invoke: Invoke) -> Result<Option<En
     let request_id = invoke.request_id.clone();
     let op = from_wire(invoke)?;
     HostService::new(inner)
-        .call_local(&actor, op, request_id)
+        .call_local(&actor, op, request_id, Caller::Peer)
         .await
         .map(|invoked| invoked.output)
 }

@@ -221,6 +221,51 @@ pub fn route_retry(
     }
 }
 
+/// How many request ids an owner remembers, and for how long (see [`forget_oldest_request`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestMemory {
+    /// At most this many finished turns are remembered.
+    pub max_entries: usize,
+    /// At most this many bytes of remembered answers (payloads and error messages).
+    pub max_bytes: usize,
+    /// A finished turn is forgotten this long after it finished.
+    pub ttl: Duration,
+}
+
+impl Default for RequestMemory {
+    /// 10 000 turns, 64 MiB of answers, 2 minutes: a resend comes within seconds (when the
+    /// connection is found lost), well inside both bounds at ordinary call rates.
+    fn default() -> Self {
+        RequestMemory {
+            max_entries: 10_000,
+            max_bytes: 64 << 20,
+            ttl: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The longest request id an owner remembers; a longer one (never sent by a Francis host)
+/// runs without being remembered, so a peer cannot fill the memory with huge keys.
+pub const MAX_REMEMBERED_REQUEST_ID: usize = 512;
+
+/// Whether the owner remembers a turn's outcome under its request id, so that a resend of it
+/// answers that outcome instead of running again. Peeks change nothing and simply run again;
+/// an empty or overlong id identifies nothing.
+pub fn remembers_request(request_id: &str, read_only: bool) -> bool {
+    !read_only && !request_id.is_empty() && request_id.len() <= MAX_REMEMBERED_REQUEST_ID
+}
+
+/// Whether the oldest remembered turn (finished `oldest_age` ago) is forgotten now, with
+/// `entries` turns and `bytes` bytes of answers remembered in all.
+pub fn forget_oldest_request(
+    oldest_age: Duration,
+    entries: usize,
+    bytes: usize,
+    memory: &RequestMemory,
+) -> bool {
+    oldest_age >= memory.ttl || entries > memory.max_entries || bytes > memory.max_bytes
+}
+
 /// Refuses call data above `max` bytes (the peer transport's message limit), whether the
 /// actor lives on this host or another: the answer must not depend on where the actor lives,
 /// and data that could never travel to another host is bad input, not a retryable failure.
@@ -237,6 +282,43 @@ pub fn check_payload_size(len: usize, max: usize) -> Result<(), francis_core::Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_resendable_turns_with_a_plain_id_are_remembered() {
+        assert!(remembers_request(
+            "5f0c6f3e-8d7a-4c0e-9a57-0c1e2d3f4a5b",
+            false
+        ));
+        // a peek changes nothing: it may run again
+        assert!(!remembers_request(
+            "5f0c6f3e-8d7a-4c0e-9a57-0c1e2d3f4a5b",
+            true
+        ));
+        // no id, or one no Francis host sends, identifies nothing
+        assert!(!remembers_request("", false));
+        let long = "x".repeat(MAX_REMEMBERED_REQUEST_ID + 1);
+        assert!(!remembers_request(&long, false));
+        assert!(remembers_request(&long[1..], false));
+    }
+
+    #[test]
+    fn remembered_turns_are_bounded_by_age_count_and_size() {
+        let s = Duration::from_secs;
+        let m = RequestMemory {
+            max_entries: 3,
+            max_bytes: 100,
+            ttl: s(120),
+        };
+        assert!(!forget_oldest_request(s(119), 3, 100, &m));
+        assert!(forget_oldest_request(s(120), 1, 0, &m));
+        assert!(forget_oldest_request(Duration::ZERO, 4, 0, &m));
+        assert!(forget_oldest_request(Duration::ZERO, 1, 101, &m));
+        let d = RequestMemory::default();
+        assert_eq!(
+            (d.max_entries, d.max_bytes, d.ttl),
+            (10_000, 64 << 20, s(120))
+        );
+    }
 
     #[test]
     fn payloads_above_the_message_limit_are_bad_input() {

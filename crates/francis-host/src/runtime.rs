@@ -1,6 +1,7 @@
 //! The activation table and turns: activation exactly once, the FIFO turn lock, deactivation.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use francis_core::{
     SetStateOptions,
 };
 use francis_store::{ClaimRefusal, StoreError};
+use futures::FutureExt;
 use tokio::sync::{OnceCell, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +20,8 @@ use tracing::{info, warn};
 
 use crate::config::{ActorOptions, HostTimings};
 use crate::events::{DeactivationReason, HostEvent};
-use crate::policy::{fence_after, must_fence};
+use crate::policy::{RequestMemory, fence_after, must_fence, remembers_request};
+use crate::requests::{Begin, RecentRequests, Ticket, outcome_of};
 use crate::service::HostService;
 use crate::state::{ActivationStore, StoreAccess};
 
@@ -111,6 +114,15 @@ impl Op {
     }
 }
 
+/// Who asked for a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// This host, which never sends one request twice.
+    Here,
+    /// Another host, which resends a request under the same id when its answer was lost.
+    Peer,
+}
+
 enum TurnGuard {
     Exclusive(OwnedRwLockWriteGuard<Option<Box<dyn Actor>>>),
     Shared(OwnedRwLockReadGuard<Option<Box<dyn Actor>>>),
@@ -140,6 +152,8 @@ pub(crate) struct HostInner {
     lease: Mutex<Option<Instant>>,
     /// Wakes the heartbeat task when a call found the lease lapsed, so it fences the host.
     pub lease_lapsed: tokio::sync::Notify,
+    /// Outcomes of turns other hosts may resend, by request id.
+    pub recent: Arc<RecentRequests>,
 }
 
 impl HostInner {
@@ -167,6 +181,7 @@ impl HostInner {
             replica,
             lease: Mutex::new(None),
             lease_lapsed: tokio::sync::Notify::new(),
+            recent: RecentRequests::new(RequestMemory::default()),
         }
     }
 
@@ -287,6 +302,41 @@ impl HostInner {
         op: Op,
         request_id: String,
     ) -> Result<Option<Envelope>, Error> {
+        self.turn(actor, op, request_id, None).await
+    }
+
+    /// [`HostInner::call`] for a turn another host sent, which it resends under the same
+    /// request id when the answer may have been lost: a turn that ran (or runs) under this id
+    /// is not run again, its outcome is answered ([`crate::requests`]).
+    pub async fn call_resendable(
+        self: &Arc<Self>,
+        actor: &ActorRef,
+        op: Op,
+        request_id: String,
+    ) -> Result<Option<Envelope>, Error> {
+        if !remembers_request(&request_id, op.read_only()) {
+            return self.call(actor, op, request_id).await;
+        }
+        loop {
+            match self.recent.begin(actor, &request_id) {
+                Begin::Run(ticket) => return self.turn(actor, op, request_id, Some(ticket)).await,
+                Begin::Join(first) => {
+                    if let Some(outcome) = outcome_of(first).await {
+                        return outcome.replay();
+                    }
+                    // The first never started its turn: this one runs it.
+                }
+            }
+        }
+    }
+
+    async fn turn(
+        self: &Arc<Self>,
+        actor: &ActorRef,
+        op: Op,
+        request_id: String,
+        mut ticket: Option<Ticket>,
+    ) -> Result<Option<Envelope>, Error> {
         let ty = self.type_entry(actor.actor_type())?;
         loop {
             let act = self.get_or_activate(actor, &ty).await?;
@@ -314,7 +364,9 @@ impl HostInner {
                 continue;
             }
             let read_only = op.read_only();
-            let result = self.run_turn(&act, guard, op, request_id).await;
+            let result = self
+                .run_turn(&act, guard, op, request_id, ticket.take())
+                .await;
             drop(pending);
             // A read answers from this activation's cached state: only while the lease holds.
             if read_only {
@@ -330,6 +382,7 @@ impl HostInner {
         guard: TurnGuard,
         op: Op,
         request_id: String,
+        ticket: Option<Ticket>,
     ) -> Result<Option<Envelope>, Error> {
         let cancel = act.cancel.child_token();
         // If the caller gives up (timeout, dropped request), the turn sees its ctx cancelled.
@@ -347,7 +400,25 @@ impl HostInner {
                 state: act2.store.clone(),
                 service: act2.service.clone(),
             });
-            let (result, guard) = run_op(guard, &ctx, &act2, op).await;
+            let turn = AssertUnwindSafe(run_op(guard, &ctx, &act2, op))
+                .catch_unwind()
+                .await;
+            let (result, guard) = match turn {
+                Ok(done) => done,
+                Err(panic) => {
+                    // The turn ran: a resend must not run it again. The panic goes on to
+                    // the caller's side as before.
+                    if let Some(ticket) = ticket {
+                        let message = panic_text(panic.as_ref());
+                        ticket.finish(&Err(Error::actor(format!("actor panicked: {message}"))));
+                    }
+                    std::panic::resume_unwind(panic);
+                }
+            };
+            // Recorded here, in the turn's own task: kept even when the caller is gone.
+            if let Some(ticket) = ticket {
+                ticket.finish(&result);
+            }
             let fenced = matches!(result, Err(Error::Fenced { .. }));
             if fenced {
                 warn!(actor_type = act2.actor.actor_type(), actor_id = act2.actor.actor_id(),
@@ -604,7 +675,10 @@ fn panic_message(join: tokio::task::JoinError) -> String {
     if !join.is_panic() {
         return "turn was cancelled".into();
     }
-    let payload = join.into_panic();
+    panic_text(join.into_panic().as_ref())
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {

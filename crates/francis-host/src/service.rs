@@ -14,7 +14,7 @@ use francis_store::Placement;
 use crate::events::DeactivationReason;
 use crate::policy::{Delivery, RouteRetry, route_retry};
 use crate::routing::Route;
-use crate::runtime::{HostInner, Op};
+use crate::runtime::{Caller, HostInner, Op};
 
 /// The answer of an invocation, with the host that ran it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,9 +63,16 @@ impl HostService {
         actor: &ActorRef,
         op: Op,
         request_id: String,
+        caller: Caller,
     ) -> Result<Invoked, Error> {
         let limit = self.inner.timings.invoke_timeout;
-        match tokio::time::timeout(limit, self.inner.call(actor, op, request_id)).await {
+        let call = async {
+            match caller {
+                Caller::Here => self.inner.call(actor, op, request_id).await,
+                Caller::Peer => self.inner.call_resendable(actor, op, request_id).await,
+            }
+        };
+        match tokio::time::timeout(limit, call).await {
             Ok(output) => Ok(Invoked {
                 output: output?,
                 served_by: self.inner.address.clone(),
@@ -97,7 +104,9 @@ impl HostService {
             sent += 1;
             let (result, delivery, owner) = match route {
                 Route::Local => {
-                    let result = self.call_local(actor, op.clone(), request_id.clone()).await;
+                    let result = self
+                        .call_local(actor, op.clone(), request_id.clone(), Caller::Here)
+                        .await;
                     (result, Delivery::Answered, None)
                 }
                 Route::Remote(owner) => {
@@ -138,7 +147,7 @@ impl HostService {
             let Err(e) = result else {
                 return result;
             };
-            match route_retry(e.kind(), delivery, sent, false) {
+            match route_retry(e.kind(), delivery, sent, true) {
                 RouteRetry::GiveUp => return Err(e),
                 RouteRetry::Reresolve => self.inner.router.forget(actor),
                 RouteRetry::SameOwner => same_owner = owner,
@@ -271,6 +280,13 @@ impl HostService {
     /// once its lease has lapsed by its own monotonic clock.
     pub fn health(&self) -> crate::Health {
         self.inner.current_health()
+    }
+
+    /// How many turns sent by other hosts were not run because one under the same request id
+    /// ran, or was running, here (a resend after a lost answer): for diagnostics and tests.
+    #[doc(hidden)]
+    pub fn resends_recognised(&self) -> u64 {
+        self.inner.recent.joined()
     }
 
     /// The actors active on this host.

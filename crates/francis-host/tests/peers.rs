@@ -218,3 +218,172 @@ async fn bad_settings_are_refused_clearly() {
     assert!(err.to_string().contains(&a_addr.to_string()), "{err}");
     a.stop().await;
 }
+
+/// A bare peer of the cluster (no host behind it) that sends invocations with request ids of
+/// its choosing, as a host resending a call does.
+struct RawPeer(francis_transport::Transport);
+
+struct Unsupported;
+
+#[francis_core::async_trait]
+impl francis_transport::RequestHandler for Unsupported {
+    async fn handle(
+        &self,
+        _peer_host_id: &str,
+        _request: francis_transport::proto::Request,
+    ) -> francis_transport::proto::Response {
+        francis_transport::proto::Response::unsupported()
+    }
+}
+
+impl RawPeer {
+    fn start() -> Self {
+        let config = francis_transport::TransportConfig::new(
+            "raw-peer",
+            free_udp_addr(),
+            vec![PSK.as_bytes().to_vec()],
+        );
+        RawPeer(francis_transport::Transport::start(config, Arc::new(Unsupported)).unwrap())
+    }
+
+    /// Invokes `method` of probe `id` on `owner` under `request_id`.
+    fn invoke(
+        &self,
+        owner: &TestHost,
+        id: &str,
+        method: &str,
+        request_id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<i64>, francis_core::Error>> + 'static {
+        use francis_transport::proto::{Invoke, TurnKind};
+        let transport = self.0.clone();
+        let addr: SocketAddr = owner.host.address().parse().unwrap();
+        let owner_id = owner.host.host_id();
+        let invoke = Invoke {
+            actor_type: TYPE.to_owned(),
+            actor_id: id.to_owned(),
+            method: method.to_owned(),
+            payload: bytes::Bytes::from_static(b"null"),
+            request_id: request_id.to_owned(),
+            read_only: false,
+            kind: TurnKind::Invoke as i32,
+            ttl_ms: None,
+        };
+        async move {
+            let out = transport.invoke(addr, &owner_id, invoke).await?;
+            Ok(out.map(|b| serde_json::from_slice(&b).unwrap()))
+        }
+    }
+}
+
+/// Polls (real time, with a deadline) until `cond` holds.
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never happened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+fn count_of(probe: &Probe, entry: &str) -> usize {
+    probe.log().iter().filter(|e| *e == entry).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_request_id_runs_once_on_the_owner() {
+    let (a, b, _) = pair().await;
+    let raw = RawPeer::start();
+    assert_eq!(
+        raw.invoke(&b, "x", "increment", "req-1").await.unwrap(),
+        Some(1)
+    );
+    // the resend answers the first result; the actor did not count twice
+    assert_eq!(
+        raw.invoke(&b, "x", "increment", "req-1").await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(b.service().resends_recognised(), 1);
+    // an error is answered again too, with its kind, without running the actor again
+    let first = raw.invoke(&b, "x", "fail", "req-2").await.unwrap_err();
+    let again = raw.invoke(&b, "x", "fail", "req-2").await.unwrap_err();
+    assert_eq!(
+        (first.kind(), again.kind()),
+        (ErrorKind::Actor, ErrorKind::Actor)
+    );
+    assert_eq!(again.to_string(), first.to_string());
+    // another id is another call
+    assert_eq!(
+        raw.invoke(&b, "x", "increment", "req-3").await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(increment(&a.service(), "x").await, 3);
+    assert_eq!(b.probe.created.load(Ordering::SeqCst), 1);
+    // a turn that panicked ran: its resend answers the panic instead of activating y again
+    for _ in 0..2 {
+        let err = raw.invoke(&b, "y", "panic", "req-4").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Actor);
+        assert!(
+            err.to_string().contains("probe panicked on purpose"),
+            "{err}"
+        );
+    }
+    assert_eq!(b.probe.created.load(Ordering::SeqCst), 2);
+    assert_eq!(b.service().resends_recognised(), 3);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_while_the_first_still_runs_waits_for_its_outcome() {
+    let (a, b, _) = pair().await;
+    let raw = RawPeer::start();
+    let first = tokio::spawn(raw.invoke(&b, "x", "hold-increment", "req-held"));
+    b.wait_for_log("hold-increment:start").await;
+    let resend = tokio::spawn(raw.invoke(&b, "x", "hold-increment", "req-held"));
+    // the resend reached the owner, which recognised it while the first turn is held
+    let svc = b.service();
+    until("the resend's arrival", || svc.resends_recognised() == 1).await;
+    assert_eq!(count_of(&b.probe, "hold-increment:end"), 0);
+    assert!(!resend.is_finished());
+    b.probe.release.notify_one();
+    assert_eq!(first.await.unwrap().unwrap(), Some(1));
+    assert_eq!(resend.await.unwrap().unwrap(), Some(1));
+    assert_eq!(count_of(&b.probe, "hold-increment:start"), 1);
+    assert_eq!(increment(&a.service(), "x").await, 2);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_after_a_lost_answer_gets_the_first_result() {
+    let (a, b, _) = pair().await;
+    let raw = RawPeer::start();
+    // the owner received the call and runs it; then the caller goes away (its answer is lost)
+    let first = tokio::spawn(raw.invoke(&b, "x", "hold-increment", "req-lost"));
+    b.wait_for_log("hold-increment:start").await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    // the turn still finishes, and its outcome is kept for the resend
+    b.probe.release.notify_one();
+    until("the turn's end", || {
+        count_of(&b.probe, "hold-increment:end") == 1
+    })
+    .await;
+    let resend = tokio::spawn(raw.invoke(&b, "x", "hold-increment", "req-lost"));
+    let probe = b.probe.clone();
+    until("the resend's answer", || {
+        assert_eq!(
+            count_of(&probe, "hold-increment:start"),
+            1,
+            "the resend ran the call again"
+        );
+        resend.is_finished()
+    })
+    .await;
+    assert_eq!(resend.await.unwrap().unwrap(), Some(1));
+    assert_eq!(increment(&a.service(), "x").await, 2);
+    a.stop().await;
+    b.stop().await;
+}

@@ -249,6 +249,16 @@ impl ProbeActor {
                 }
                 Ok(None)
             }
+            "hold-increment" => {
+                // Waits for the release whatever happens to the caller, then counts.
+                self.probe.push("hold-increment:start");
+                self.probe.release.notified().await;
+                let mut c = self.state.get(ctx).await?;
+                c.n += 1;
+                self.state.set(ctx, c.clone()).await?;
+                self.probe.push("hold-increment:end");
+                Ok(Some(Envelope::encode(&c.n)?))
+            }
             "hold-forever" => {
                 self.probe.push("hold-forever:start");
                 std::future::pending::<()>().await;
