@@ -200,8 +200,9 @@ pub enum RouteRetry {
 /// - a transport failure before delivery (e.g. host mismatch): re-resolve, since the call
 ///   certainly never ran;
 /// - a transport failure after the call may have been delivered: resend to the same owner,
-///   which recognises the request id (`idempotent`) — never to another host, which would run
-///   it a second time;
+///   which recognises the request id (`idempotent`: routed calls always are, since owners
+///   remember the turns other hosts sent them) — never to another host, which would run it a
+///   second time;
 /// - anything else (the actor's own error, a timeout, overload...): give up.
 pub fn route_retry(
     kind: francis_core::ErrorKind,

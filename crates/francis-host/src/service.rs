@@ -87,7 +87,8 @@ impl HostService {
     /// Runs `op` wherever the actor lives: here, or on its owner over the peer transport. A
     /// stale route ("not hosted", "shutting down"), or a send that certainly never reached the
     /// owner (another host now answers at its address), drops the route and tries once more
-    /// with the same request id ([`route_retry`]).
+    /// with the same request id ([`route_retry`]). A send whose answer was lost goes once more
+    /// to the same owner, which remembers the request id and does not run it twice.
     pub(crate) async fn route_op(
         &self,
         actor: &ActorRef,
