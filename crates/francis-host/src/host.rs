@@ -590,6 +590,10 @@ async fn fence(inner: &Arc<HostInner>, reason: String, stop: &CancellationToken)
     inner.set_host_id(new_host_id());
     inner.router.clear();
     loop {
+        if stop.is_cancelled() {
+            // Shutting down: a new registration would only have to be removed again.
+            return;
+        }
         // The peer certificate names the host id: the transport takes the new one.
         let restarted = match inner.peer.rename(&inner.host_id()) {
             Ok(()) => register(inner).await,

@@ -392,7 +392,8 @@ impl Node {
         WireStoreError::NoQuorum { unreachable }
     }
 
-    /// Whether this node, as leader, has lost contact with a majority of the voters.
+    /// Whether this node has lost contact with a majority of the voters: the latest exchange
+    /// with too many of them failed, recently.
     fn lost_quorum(&self) -> bool {
         let (_, voters) = self.members();
         let others: Vec<NodeId> = voters.iter().copied().filter(|v| *v != self.id).collect();
@@ -598,6 +599,12 @@ impl Node {
     ) -> Reply {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
+            return Err(self.no_quorum());
+        }
+        // A follower whose exchanges with a majority failed lately (its leader is gone, and its
+        // own election cannot reach anyone) answers at once, like a leader that lost its
+        // quorum, instead of waiting for a dead leader's connect timeout on every call.
+        if self.lost_quorum() {
             return Err(self.no_quorum());
         }
         let Ok(Ok(_permit)) = tokio::time::timeout(remaining, self.forwarding.acquire()).await

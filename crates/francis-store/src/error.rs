@@ -77,7 +77,24 @@ impl From<StoreError> for francis_core::Error {
             StoreError::Fenced { actor, epoch } => francis_core::Error::Fenced { actor, epoch },
             StoreError::NoQuorum { unreachable } => francis_core::Error::NoQuorum { unreachable },
             StoreError::Unavailable(m) => francis_core::Error::HostUnavailable(m),
+            // The caller's input (a write too large to replicate, an unstorable value): bad
+            // input, which no retry fixes, not a failure of the store.
+            StoreError::InvalidArgument(m) => francis_core::Error::invalid_argument("store", m),
             other => francis_core::Error::store(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_input_stays_bad_input_for_callers() {
+        let e: francis_core::Error = StoreError::InvalidArgument("too large".into()).into();
+        assert_eq!(e.kind(), francis_core::ErrorKind::InvalidArgument);
+        assert!(!e.is_retryable());
+        let e: francis_core::Error = StoreError::Unavailable("down".into()).into();
+        assert!(e.is_retryable());
     }
 }

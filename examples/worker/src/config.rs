@@ -22,6 +22,11 @@ pub const PSK_ENV: &str = "FRANCIS_RUNTIME_PSK";
 /// Runtime PSKs shorter than this many bytes are refused (DESIGN.md section 6).
 pub const MIN_PSK_LEN: usize = 32;
 
+/// The log filter when `RUST_LOG` is not set: Francis's lifecycle lines at `info`; the Raft
+/// library's internals (which log every failed message to a stopped peer as an error) off,
+/// since the replicated store logs what matters to an operator itself.
+pub const DEFAULT_LOG_FILTER: &str = "info,openraft=off";
+
 /// What `-h` prints.
 pub const USAGE: &str = "\
 Usage: worker [flags]
@@ -48,7 +53,8 @@ Flags (one dash or two; `-flag value` or `-flag=value`):
                                  example key; change it for anything real)
   -h, -help                      print this help
 
-Logs go to standard output; RUST_LOG filters them (default: info).
+Logs go to standard output; RUST_LOG filters them (default: info, with the Raft library's
+own logs off: RUST_LOG=info,openraft=info shows them).
 ";
 
 /// Where the runtime PSK came from.

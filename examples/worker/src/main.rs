@@ -26,7 +26,8 @@ fn main() -> ExitCode {
 
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(worker::DEFAULT_LOG_FILTER)),
         )
         .with_ansi(std::io::stdout().is_terminal())
         .init();
