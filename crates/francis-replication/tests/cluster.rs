@@ -674,7 +674,7 @@ async fn writes_up_to_the_message_limit_commit_and_larger_ones_are_refused_befor
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_graceful_stop_of_the_leader_fails_no_write_made_through_a_follower() {
+async fn a_graceful_stop_of_the_leader_sends_writes_made_through_a_follower_to_the_next_leader() {
     let mut c = Cluster::start(3).await;
     let leader = c.leader().await;
     let f = c.follower().await;
@@ -706,6 +706,27 @@ async fn a_graceful_stop_of_the_leader_fails_no_write_made_through_a_follower() 
     .await;
     c.stop(leader).await;
     let failures = writes.await.unwrap();
-    assert!(failures.is_empty(), "{failures:#?}");
+    // No write is answered "raft stopped", "not running" or "no quorum": they wait for the
+    // next leader. The one write whose connection the stopping leader closes under it (the
+    // writes run one at a time) may be answered, truthfully, that it may or may not have been
+    // applied.
+    assert!(failures.len() <= 1, "{failures:#?}");
+    for f in &failures {
+        assert!(f.contains("may or may not have been applied"), "{f}");
+    }
     assert_ne!(c.wait_leader().await, leader);
+    // Every write that was acknowledged is there.
+    let p = c.provider(f);
+    for i in 0..40 {
+        if !failures
+            .iter()
+            .any(|f| f.starts_with(&format!("write {i}:")))
+        {
+            assert_eq!(
+                p.get_state(&key(i), at(11)).await.unwrap().map(|s| s.data),
+                Some(b"1".to_vec()),
+                "write {i}"
+            );
+        }
+    }
 }

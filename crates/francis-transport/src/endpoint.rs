@@ -460,10 +460,13 @@ impl Transport {
                 close::ABORTED
             }
         };
-        inner.pool.clear();
+        // Every connection, the ones this host opened too, closes with the shutdown's code
+        // (which tells peers their unanswered requests were not handled) before the pool lets
+        // go of them; a pooled connection dropped first would close with a bare code.
         inner
             .endpoint
             .close(quinn::VarInt::from_u32(code), b"shutting down");
+        inner.pool.clear();
         inner
             .draining
             .lock()
