@@ -120,13 +120,6 @@ impl HostService {
                                 owner.host_id, owner.address
                             )), Delivery::Answered))
                         }
-                        // The same bound as a local call's.
-                        () = tokio::time::sleep(self.inner.timings.invoke_timeout) => {
-                            Err((Error::Timeout {
-                                what: format!("call to actor {actor} on host {}", owner.address),
-                                after: self.inner.timings.invoke_timeout,
-                            }, Delivery::Answered))
-                        }
                     };
                     match outcome {
                         Ok(invoked) => return Ok(invoked),
