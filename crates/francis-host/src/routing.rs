@@ -42,6 +42,11 @@ pub(crate) enum Route {
 }
 
 impl Router {
+    /// The last membership view read from the store, and when.
+    fn cached_membership(&self) -> Option<(Instant, Arc<MembershipView>)> {
+        self.membership.lock().expect("membership lock").clone()
+    }
+
     /// Shortens cache entries to `min(shortest idle timeout here, 5 s)`.
     pub fn set_cache_ttl(&self, ttl: Duration) {
         *self.cache.lock().expect("cache lock") = PlacementCache::new(ttl);
@@ -211,18 +216,11 @@ pub(crate) async fn membership(
     inner: &Arc<HostInner>,
     fresh: bool,
 ) -> Result<Arc<MembershipView>, Error> {
-    if !fresh {
-        let cached = inner
-            .router
-            .membership
-            .lock()
-            .expect("membership lock")
-            .clone();
-        if let Some((at, view)) = cached
-            && at.elapsed() < MEMBERSHIP_TTL
-        {
-            return Ok(view);
-        }
+    if !fresh
+        && let Some((at, view)) = inner.router.cached_membership()
+        && at.elapsed() < MEMBERSHIP_TTL
+    {
+        return Ok(view);
     }
     let store = &inner.store;
     let now = store.clock.now();
@@ -240,12 +238,7 @@ pub(crate) async fn membership(
 /// will get no answer.
 pub(crate) async fn lost(inner: &Arc<HostInner>, host_id: &str) {
     let deadline = inner.timings.health_deadline;
-    let cached = inner
-        .router
-        .membership
-        .lock()
-        .expect("membership lock")
-        .clone();
+    let cached = inner.router.cached_membership();
     // Without a view of it, the owner was believed live when the call started.
     let mut last_known = cached
         .and_then(|(_, view)| view.host(host_id).map(|h| h.last_heartbeat))
