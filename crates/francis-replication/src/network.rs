@@ -41,9 +41,20 @@ pub(crate) mod kind {
 /// names nobody: a node that was frozen (SIGSTOP) or restarted has heard from no one for a
 /// while through no fault of its peers, and must not report a healthy majority as
 /// unreachable before it even tried them again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Contacts {
+    /// When this node started: it counts as a successful exchange with every peer.
+    started: Instant,
     peers: Mutex<HashMap<NodeId, Contact>>,
+}
+
+impl Default for Contacts {
+    fn default() -> Self {
+        Contacts {
+            started: Instant::now(),
+            peers: Mutex::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -81,6 +92,29 @@ impl Contacts {
             .filter(|n| {
                 peers.get(n).is_some_and(|c| {
                     failed_lately(c.last_ok, c.last_error.as_ref().map(|e| e.0), window)
+                })
+            })
+            .collect()
+    }
+}
+
+impl Contacts {
+    /// Of `nodes`, those whose latest exchange failed within `window` and that answered
+    /// nothing for the whole `window` (this node's start counting as an answer): gone for a
+    /// while, not just missed once.
+    pub(crate) fn gone(&self, nodes: &[NodeId], window: Duration) -> Vec<NodeId> {
+        let peers = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        nodes
+            .iter()
+            .copied()
+            .filter(|n| {
+                peers.get(n).is_some_and(|c| {
+                    let last_ok = c.last_ok.map_or(self.started, |ok| ok.max(self.started));
+                    failed_lately(c.last_ok, c.last_error.as_ref().map(|e| e.0), window)
+                        && last_ok.elapsed() >= window
                 })
             })
             .collect()
@@ -582,5 +616,21 @@ mod tests {
         // exchange fails again.
         let resumed = Contacts::default();
         assert_eq!(resumed.unreachable(&[1, 2], window), Vec::<u64>::new());
+        // Gone for long: only once a whole window passed without an answer (the start
+        // counts as one).
+        assert_eq!(c.gone(&[1, 2, 3, 4], window), Vec::<u64>::new());
+        assert_eq!(c.gone(&[2], Duration::ZERO), Vec::<u64>::new()); // failed too long ago
+        let fresh = Contacts::default();
+        fresh.failed(5, "down".into());
+        assert_eq!(fresh.gone(&[5], Duration::from_secs(60)), Vec::<u64>::new());
+        assert_eq!(fresh.unreachable(&[5], Duration::from_secs(60)), vec![5]);
+        if let Some(long_ago) = Instant::now().checked_sub(Duration::from_secs(2)) {
+            let old = Contacts {
+                started: long_ago,
+                peers: Mutex::default(),
+            };
+            old.failed(6, "down".into());
+            assert_eq!(old.gone(&[6], Duration::from_secs(1)), vec![6]);
+        }
     }
 }

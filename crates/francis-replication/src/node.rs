@@ -395,12 +395,24 @@ impl Node {
     /// Whether this node has lost contact with a majority of the voters: the latest exchange
     /// with too many of them failed, recently.
     fn lost_quorum(&self) -> bool {
+        self.majority_lost(|others| self.contacts.unreachable(others, self.reach_window()))
+    }
+
+    /// [`Node::lost_quorum`] for a follower deciding whether to forward at all: only peers
+    /// that failed lately *and* answered nothing for a whole window (counting from this node's
+    /// start) count as lost, so a node that just started or saw one failed exchange still
+    /// tries its leader. The window is the maximum election timeout.
+    fn lost_quorum_for_long(&self) -> bool {
+        // Silent for a whole maximum election timeout: a follower would have started an
+        // election by then, so its leader is gone rather than slow.
+        let window = self.config.election_timeout.1;
+        self.majority_lost(|others| self.contacts.gone(others, window))
+    }
+
+    fn majority_lost(&self, lost: impl Fn(&[NodeId]) -> Vec<NodeId>) -> bool {
         let (_, voters) = self.members();
         let others: Vec<NodeId> = voters.iter().copied().filter(|v| *v != self.id).collect();
-        let unreachable = self
-            .contacts
-            .unreachable(&others, self.reach_window())
-            .len();
+        let unreachable = lost(&others).len();
         let reached = voters.len() - unreachable; // this node counts if it is a voter
         let reached = if voters.contains(&self.id) {
             reached
@@ -604,7 +616,7 @@ impl Node {
         // A follower whose exchanges with a majority failed lately (its leader is gone, and its
         // own election cannot reach anyone) answers at once, like a leader that lost its
         // quorum, instead of waiting for a dead leader's connect timeout on every call.
-        if self.lost_quorum() {
+        if self.lost_quorum_for_long() {
             return Err(self.no_quorum());
         }
         let Ok(Ok(_permit)) = tokio::time::timeout(remaining, self.forwarding.acquire()).await

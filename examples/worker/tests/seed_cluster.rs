@@ -326,9 +326,10 @@ async fn the_last_of_two_workers_stops_promptly_although_it_has_no_quorum() {
     assert!(w1.wait_exit(Duration::from_secs(30)).await.success());
     // Worker 2 is alone now: nothing it writes can commit, and it fences itself once its
     // lease runs out. Its graceful stop must not wait on the gone peer for every write
-    // (release, re-register, unregister); it once took 17 s here, and over 30 s with more
-    // actors.
+    // (release, re-register, unregister): it once took 13–17 s here on an idle machine, and
+    // over 30 s (the grace period) in fault-injection runs with more actors. Now about 2 s
+    // idle; the bound leaves room for a loaded machine.
     w2.wait_for_log(&["host fenced itself"], 1).await;
     w2.sigterm();
-    assert!(w2.wait_exit(Duration::from_secs(10)).await.success());
+    assert!(w2.wait_exit(Duration::from_secs(20)).await.success());
 }
