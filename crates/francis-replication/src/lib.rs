@@ -30,7 +30,6 @@
 mod command;
 mod config;
 mod error;
-mod json_bytes;
 mod log_store;
 mod network;
 mod node;

@@ -452,9 +452,14 @@ impl PeerClient {
         };
         match self.heartbeat(&beat, option).await? {
             // The peer holds everything up to `prev` (and no further, as far as we know).
-            AppendEntriesResponse::Success => {
+            AppendEntriesResponse::Success if rpc.prev_log_id.is_some() => {
                 Ok(AppendEntriesResponse::PartialSuccess(rpc.prev_log_id))
             }
+            // An empty peer: no progress to report (openraft takes "matched nothing" for a
+            // bug), so this call fails and the next one joins the transfer.
+            AppendEntriesResponse::Success => encoding_failed(CallError::Transport(
+                "the first entries for this peer are still on their way".into(),
+            )),
             other => Ok(other),
         }
     }

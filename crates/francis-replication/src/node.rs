@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use francis_store::{SqliteOptions, SqliteProvider, StoreError};
+use francis_store::wire::Versioned;
+use francis_store::{Op, Provider, Reply, SqliteOptions, SqliteProvider, StoreError};
 use francis_transport::Transport;
 use francis_transport::proto::{RaftReply, RaftRequest, Response, WireError, raft_reply, response};
 use openraft::error::{
@@ -16,7 +17,7 @@ use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::time::error::Elapsed;
 
-use crate::command::{Op, Outcome, Reply, WireStoreError, execute};
+use crate::command::{Answer, WireStoreError};
 use crate::config::{ReplicationConfig, initial_members, node_id_of};
 use crate::error::ReplicationError;
 use crate::log_store::LogStore;
@@ -283,7 +284,7 @@ impl Node {
                     }
                     let request = Forward::AddMember(node.address.clone());
                     let budget = node.budget(&request);
-                    match call::<_, Reply>(&node.transport, via, kind::FORWARD, &request, budget)
+                    match call::<_, Answer>(&node.transport, via, kind::FORWARD, &request, budget)
                         .await
                     {
                         Ok(Ok(_)) => {
@@ -429,7 +430,7 @@ impl Node {
     }
 
     /// Runs a forwarded request here, as the leader; `NotLeader` if this node is not it.
-    async fn as_leader(&self, request: Forward, deadline: Instant) -> Reply {
+    async fn as_leader(&self, request: Forward, deadline: Instant) -> Answer {
         let remaining = deadline.saturating_duration_since(Instant::now());
         // Taken before the check: a shutdown that began after it waits for this request.
         let _running = self.in_flight.read().await;
@@ -445,12 +446,12 @@ impl Node {
             return Err(self.not_leader(leader));
         }
         match request {
-            Forward::Status => Ok(Outcome::Unit),
+            Forward::Status => Ok(Reply::Unit),
             Forward::Op(op) if op.is_write() => {
                 if self.lost_quorum() {
                     return Err(self.no_quorum());
                 }
-                match tokio::time::timeout(remaining, self.raft.client_write(op)).await {
+                match tokio::time::timeout(remaining, self.raft.client_write(Versioned(op))).await {
                     Ok(Ok(resp)) => resp.data,
                     Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                         Err(self.not_leader(f.leader_id))
@@ -463,16 +464,31 @@ impl Node {
                 if self.lost_quorum() {
                     return Err(self.no_quorum());
                 }
-                match tokio::time::timeout(remaining, self.raft.ensure_linearizable()).await {
-                    Ok(Ok(_)) => execute(&self.store, op)
-                        .await
-                        .map_err(|e| WireStoreError::from(&e)),
-                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                        Err(self.not_leader(f.leader_id))
+                loop {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(remaining, self.raft.ensure_linearizable()).await {
+                        Ok(Ok(_)) => {
+                            return self
+                                .store
+                                .execute(op)
+                                .await
+                                .map_err(|e| WireStoreError::from(&e));
+                        }
+                        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                            return Err(self.not_leader(f.leader_id));
+                        }
+                        // One round of heartbeats found no quorum (a peer slow to answer, or
+                        // just starting): ask again while the budget lasts.
+                        Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))))
+                            if Instant::now() + self.config.heartbeat_interval < deadline
+                                && !self.lost_quorum() =>
+                        {
+                            tokio::time::sleep(self.config.heartbeat_interval / 2).await;
+                        }
+                        Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))))
+                        | Err(_) => return Err(self.no_quorum()),
+                        Ok(Err(e)) => return Err(WireStoreError::Unavailable(e.to_string())),
                     }
-                    Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))))
-                    | Err(_) => Err(self.no_quorum()),
-                    Ok(Err(e)) => Err(WireStoreError::Unavailable(e.to_string())),
                 }
             }
             Forward::AddMember(address) => {
@@ -498,7 +514,7 @@ impl Node {
     }
 
     /// Runs a membership change, waiting while another one is still in progress.
-    async fn change_members<T, F, Fut>(&self, deadline: Instant, mut change: F) -> Reply
+    async fn change_members<T, F, Fut>(&self, deadline: Instant, mut change: F) -> Answer
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = MembershipResult<T>>,
@@ -518,9 +534,9 @@ impl Node {
         }
     }
 
-    fn membership_result<T>(&self, r: Result<MembershipResult<T>, Elapsed>) -> Reply {
+    fn membership_result<T>(&self, r: Result<MembershipResult<T>, Elapsed>) -> Answer {
         match r {
-            Ok(Ok(_)) => Ok(Outcome::Unit),
+            Ok(Ok(_)) => Ok(Reply::Unit),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(self.not_leader(f.leader_id))
             }
@@ -542,18 +558,18 @@ impl Node {
 
     /// Runs a request on the leader, here or over the transport, retrying while the leader
     /// is unknown or moving, until the quorum timeout.
-    pub(crate) async fn run(&self, request: Forward) -> Reply {
+    pub(crate) async fn run(&self, request: Forward) -> Answer {
         let budget = self.budget(&request);
         self.run_within(request, budget).await
     }
 
     /// A write of `size` encoded bytes: [`Node::run`] with time to ship it counted in.
-    pub(crate) async fn run_write(&self, op: Op, size: usize) -> Reply {
+    pub(crate) async fn run_write(&self, op: Op, size: usize) -> Answer {
         let budget = rpc_deadline(self.config.quorum_timeout, size);
         self.run_within(Forward::Op(op), budget).await
     }
 
-    async fn run_within(&self, request: Forward, budget: Duration) -> Reply {
+    async fn run_within(&self, request: Forward, budget: Duration) -> Answer {
         if self.is_stopping() {
             return Err(WireStoreError::Unavailable(
                 "replication on this node is shutting down".into(),
@@ -608,7 +624,7 @@ impl Node {
         addr: &str,
         request: &Forward,
         deadline: Instant,
-    ) -> Reply {
+    ) -> Answer {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(self.no_quorum());
@@ -624,7 +640,7 @@ impl Node {
             return Err(self.no_quorum());
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
-        match call::<_, Reply>(&self.transport, addr, kind::FORWARD, request, remaining).await {
+        match call::<_, Answer>(&self.transport, addr, kind::FORWARD, request, remaining).await {
             Ok(reply) => {
                 self.contacts.ok(leader);
                 reply

@@ -4,16 +4,12 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use francis_core::{ActorRef, AlarmProperties};
-use francis_store::{
-    AlarmLease, AlarmOutcome, Fence, HostRecord, HostRegistration, LeaseRequest, LeasedAlarm,
-    Placement, Provider, SqliteProvider, StateListPage, StateRecord, StoreError, StoreResult,
-};
+use francis_store::policy::check_op;
+use francis_store::{Op, Provider, Reply, SqliteProvider, StoreResult};
 use francis_transport::proto::{Request, Response, request};
 use francis_transport::{RequestHandler, Transport};
 
-use crate::command::{Op, Outcome, alarm, leased_alarms};
+use crate::command::encoded_len;
 use crate::config::ReplicationConfig;
 use crate::error::ReplicationError;
 use crate::node::{Forward, Node, ReplicationStatus};
@@ -209,11 +205,11 @@ impl ReplicatedProvider {
         self.node.log.close().await;
     }
 
-    async fn run(&self, op: Op) -> StoreResult<Outcome> {
+    async fn run(&self, op: Op) -> StoreResult<Reply> {
         let reply = if op.is_write() {
             let limits = self.node.transport.limits();
             let max = policy::max_command_size(limits.max_message_size, limits.frame_headroom);
-            let size = op.encoded_len();
+            let size = encoded_len(&op);
             policy::check_command_size(size, max)?;
             self.node.run_write(op, size).await
         } else {
@@ -223,321 +219,20 @@ impl ReplicatedProvider {
     }
 }
 
-fn unexpected(op: &str, outcome: Outcome) -> StoreError {
-    StoreError::Corrupt(format!("unexpected result for {op}: {outcome:?}"))
-}
-
 #[async_trait]
 impl Provider for ReplicatedProvider {
-    async fn register_host(
-        &self,
-        registration: &HostRegistration,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> StoreResult<()> {
-        match self
-            .run(Op::RegisterHost {
-                registration: registration.clone(),
-                now,
-                ttl,
-            })
-            .await?
-        {
-            Outcome::Unit => Ok(()),
-            o => Err(unexpected("register_host", o)),
+    /// Runs the operations one after another, each as its own log entry (a write) or
+    /// linearizable read; entries that commit together are applied in one transaction.
+    async fn execute_batch(&self, ops: Vec<Op>) -> Vec<StoreResult<Reply>> {
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            results.push(self.execute(op).await);
         }
+        results
     }
 
-    async fn heartbeat(&self, host_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        match self
-            .run(Op::Heartbeat {
-                host_id: host_id.to_string(),
-                now,
-            })
-            .await?
-        {
-            Outcome::Unit => Ok(()),
-            o => Err(unexpected("heartbeat", o)),
-        }
-    }
-
-    async fn unregister_host(&self, host_id: &str) -> StoreResult<()> {
-        match self
-            .run(Op::UnregisterHost {
-                host_id: host_id.to_string(),
-            })
-            .await?
-        {
-            Outcome::Unit => Ok(()),
-            o => Err(unexpected("unregister_host", o)),
-        }
-    }
-
-    async fn live_hosts(&self, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Vec<HostRecord>> {
-        match self.run(Op::LiveHosts { now, ttl }).await? {
-            Outcome::Hosts(h) => Ok(h),
-            o => Err(unexpected("live_hosts", o)),
-        }
-    }
-
-    async fn claim(
-        &self,
-        actor: &ActorRef,
-        candidate: &str,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> StoreResult<Placement> {
-        match self
-            .run(Op::Claim {
-                actor: actor.clone(),
-                candidate: candidate.to_string(),
-                now,
-                ttl,
-            })
-            .await?
-        {
-            Outcome::Placement(p) => Ok(p),
-            o => Err(unexpected("claim", o)),
-        }
-    }
-
-    async fn lookup(
-        &self,
-        actor: &ActorRef,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> StoreResult<Option<Placement>> {
-        match self
-            .run(Op::Lookup {
-                actor: actor.clone(),
-                now,
-                ttl,
-            })
-            .await?
-        {
-            Outcome::MaybePlacement(p) => Ok(p),
-            o => Err(unexpected("lookup", o)),
-        }
-    }
-
-    async fn release(&self, actor: &ActorRef, host_id: &str, epoch: u64) -> StoreResult<bool> {
-        match self
-            .run(Op::Release {
-                actor: actor.clone(),
-                host_id: host_id.to_string(),
-                epoch,
-            })
-            .await?
-        {
-            Outcome::Bool(b) => Ok(b),
-            o => Err(unexpected("release", o)),
-        }
-    }
-
-    async fn count_placements(&self, host_id: &str, actor_type: &str) -> StoreResult<u64> {
-        match self
-            .run(Op::CountPlacements {
-                host_id: host_id.to_string(),
-                actor_type: actor_type.to_string(),
-            })
-            .await?
-        {
-            Outcome::Count(n) => Ok(n),
-            o => Err(unexpected("count_placements", o)),
-        }
-    }
-
-    async fn get_state(
-        &self,
-        actor: &ActorRef,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<StateRecord>> {
-        match self
-            .run(Op::GetState {
-                actor: actor.clone(),
-                now,
-            })
-            .await?
-        {
-            Outcome::State(s) => Ok(s.map(StateRecord::from)),
-            o => Err(unexpected("get_state", o)),
-        }
-    }
-
-    async fn set_state(
-        &self,
-        actor: &ActorRef,
-        data: &[u8],
-        expires_at: Option<DateTime<Utc>>,
-        fence: Fence,
-    ) -> StoreResult<()> {
-        match self
-            .run(Op::SetState {
-                actor: actor.clone(),
-                data: data.to_vec(),
-                expires_at,
-                fence,
-            })
-            .await?
-        {
-            Outcome::Unit => Ok(()),
-            o => Err(unexpected("set_state", o)),
-        }
-    }
-
-    async fn delete_state(&self, actor: &ActorRef, fence: Fence) -> StoreResult<bool> {
-        match self
-            .run(Op::DeleteState {
-                actor: actor.clone(),
-                fence,
-            })
-            .await?
-        {
-            Outcome::Bool(b) => Ok(b),
-            o => Err(unexpected("delete_state", o)),
-        }
-    }
-
-    async fn list_states(
-        &self,
-        actor_type: &str,
-        after: Option<&str>,
-        limit: u32,
-        include_data: bool,
-        now: DateTime<Utc>,
-    ) -> StoreResult<StateListPage> {
-        match self
-            .run(Op::ListStates {
-                actor_type: actor_type.to_string(),
-                after: after.map(str::to_string),
-                limit,
-                include_data,
-                now,
-            })
-            .await?
-        {
-            Outcome::Page(p) => Ok(p.into()),
-            o => Err(unexpected("list_states", o)),
-        }
-    }
-
-    async fn delete_expired_state(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        match self.run(Op::DeleteExpiredState { now }).await? {
-            Outcome::Count(n) => Ok(n),
-            o => Err(unexpected("delete_expired_state", o)),
-        }
-    }
-
-    async fn set_alarm(
-        &self,
-        actor: &ActorRef,
-        name: &str,
-        properties: &AlarmProperties,
-        fence: Fence,
-    ) -> StoreResult<()> {
-        match self
-            .run(Op::set_alarm(actor, name, properties, fence))
-            .await?
-        {
-            Outcome::Unit => Ok(()),
-            o => Err(unexpected("set_alarm", o)),
-        }
-    }
-
-    async fn get_alarm(
-        &self,
-        actor: &ActorRef,
-        name: &str,
-    ) -> StoreResult<Option<AlarmProperties>> {
-        match self
-            .run(Op::GetAlarm {
-                actor: actor.clone(),
-                name: name.to_string(),
-            })
-            .await?
-        {
-            Outcome::Alarm(a) => alarm(a),
-            o => Err(unexpected("get_alarm", o)),
-        }
-    }
-
-    async fn delete_alarm(&self, actor: &ActorRef, name: &str, fence: Fence) -> StoreResult<bool> {
-        match self
-            .run(Op::DeleteAlarm {
-                actor: actor.clone(),
-                name: name.to_string(),
-                fence,
-            })
-            .await?
-        {
-            Outcome::Bool(b) => Ok(b),
-            o => Err(unexpected("delete_alarm", o)),
-        }
-    }
-
-    async fn lease_alarms(
-        &self,
-        request: &LeaseRequest,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<LeasedAlarm>> {
-        match self
-            .run(Op::LeaseAlarms {
-                request: request.clone(),
-                now,
-            })
-            .await?
-        {
-            Outcome::Leased(l) => leased_alarms(l),
-            o => Err(unexpected("lease_alarms", o)),
-        }
-    }
-
-    async fn renew_alarm_leases(
-        &self,
-        host_id: &str,
-        leases: &[AlarmLease],
-        now: DateTime<Utc>,
-        lease_duration: Duration,
-    ) -> StoreResult<Vec<AlarmLease>> {
-        if leases.is_empty() {
-            return Ok(Vec::new());
-        }
-        match self
-            .run(Op::RenewAlarmLeases {
-                host_id: host_id.to_string(),
-                leases: leases.to_vec(),
-                now,
-                lease_duration,
-            })
-            .await?
-        {
-            Outcome::Leases(l) => Ok(l),
-            o => Err(unexpected("renew_alarm_leases", o)),
-        }
-    }
-
-    async fn complete_alarm(&self, lease: &AlarmLease, outcome: AlarmOutcome) -> StoreResult<bool> {
-        match self
-            .run(Op::CompleteAlarm {
-                lease: lease.clone(),
-                outcome,
-            })
-            .await?
-        {
-            Outcome::Bool(b) => Ok(b),
-            o => Err(unexpected("complete_alarm", o)),
-        }
-    }
-
-    async fn release_alarm(&self, lease: &AlarmLease) -> StoreResult<bool> {
-        match self
-            .run(Op::ReleaseAlarm {
-                lease: lease.clone(),
-            })
-            .await?
-        {
-            Outcome::Bool(b) => Ok(b),
-            o => Err(unexpected("release_alarm", o)),
-        }
+    async fn execute(&self, op: Op) -> StoreResult<Reply> {
+        check_op(&op)?;
+        self.run(op).await
     }
 }

@@ -3,7 +3,8 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use francis_store::{ApplyMarker, SqliteProvider, StoreError};
+use francis_store::wire::Versioned;
+use francis_store::{ApplyMarker, Op, Reply, SqliteProvider, StoreError};
 use openraft::storage::RaftStateMachine;
 use openraft::{
     AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
@@ -11,14 +12,14 @@ use openraft::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::command::{Op, Outcome, Reply, WireStoreError, execute, is_deterministic};
+use crate::command::{Answer, WireStoreError};
 
 openraft::declare_raft_types!(
     /// The replicated store's Raft types: commands are provider operations, responses their
     /// results; nodes are known by their peer address.
     pub(crate) TypeConfig:
-        D = Op,
-        R = Reply,
+        D = Versioned<Op>,
+        R = Answer,
         NodeId = u64,
         Node = BasicNode,
 );
@@ -33,6 +34,11 @@ pub(crate) const MEMBERSHIP_KEY: &str = "raft.membership";
 
 fn any(e: impl std::error::Error + 'static) -> AnyError {
     AnyError::new(&e)
+}
+
+/// A marker's value.
+fn encode<T: serde::Serialize>(log_id: LogId<NodeId>, v: &T) -> StorageResult<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| StorageIOError::apply(log_id, any(e)).into())
 }
 
 fn decode<T: DeserializeOwned>(bytes: Option<&Vec<u8>>) -> Result<Option<T>, AnyError> {
@@ -112,70 +118,67 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((applied, membership))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Reply>>
+    /// Applies every entry handed over in ONE transaction of the node's store: the
+    /// operations each in its own savepoint (a refused one is undone alone and answered with
+    /// its refusal), the last applied log id and membership written in the same transaction.
+    /// A crash leaves all of it or none of it applied; the node then resumes from the marker.
+    /// An operation that fails for another reason (this node's database) stops the node: it
+    /// may not be skipped here while the other nodes apply it.
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Answer>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut replies = Vec::new();
-        let mut unmarked: Option<LogId<NodeId>> = None;
+        // Which answer each entry gets: its operation's result, or Unit.
+        let mut has_op = Vec::new();
+        let mut ops = Vec::new();
+        let mut last: Option<LogId<NodeId>> = None;
+        let mut membership = None;
         for entry in entries {
-            let log_id = entry.log_id;
-            let marker_value = serde_json::to_vec(&Some(log_id))
-                .map_err(|e| StorageIOError::apply(log_id, any(e)))?;
+            last = Some(entry.log_id);
             match entry.payload {
-                EntryPayload::Blank => {
-                    unmarked = Some(log_id);
-                    replies.push(Ok(Outcome::Unit));
-                }
-                EntryPayload::Normal(op) => {
-                    let marker = ApplyMarker {
-                        key: APPLIED_KEY.to_string(),
-                        value: marker_value,
-                    };
-                    let result =
-                        SqliteProvider::with_apply_marker(marker, execute(&self.store, op)).await;
-                    match result {
-                        Ok(outcome) => {
-                            unmarked = None;
-                            replies.push(Ok(outcome));
-                        }
-                        Err(e) if is_deterministic(&e) => {
-                            // Refused before reaching the database (a bad argument) leaves
-                            // no marker; record it below to be safe.
-                            unmarked = Some(log_id);
-                            replies.push(Err(WireStoreError::from(&e)));
-                        }
-                        Err(e) => {
-                            // This node's database failed: the command may not be skipped
-                            // here while others apply it, so this node stops.
-                            tracing::error!(error = %e, %log_id, "cannot apply a log entry; stopping");
-                            return Err(StorageIOError::apply(log_id, any(e)).into());
-                        }
-                    }
+                EntryPayload::Blank => has_op.push(false),
+                EntryPayload::Normal(Versioned(op)) => {
+                    has_op.push(true);
+                    ops.push(op);
                 }
                 EntryPayload::Membership(m) => {
-                    let stored = StoredMembership::new(Some(log_id), m);
-                    let bytes = serde_json::to_vec(&stored)
-                        .map_err(|e| StorageIOError::apply(log_id, any(e)))?;
-                    self.store
-                        .set_meta(MEMBERSHIP_KEY, &bytes)
-                        .await
-                        .map_err(|e| StorageIOError::apply(log_id, any(e)))?;
-                    unmarked = Some(log_id);
-                    replies.push(Ok(Outcome::Unit));
+                    has_op.push(false);
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m));
                 }
             }
         }
-        if let Some(log_id) = unmarked {
-            let bytes = serde_json::to_vec(&Some(log_id))
-                .map_err(|e| StorageIOError::apply(log_id, any(e)))?;
-            self.store
-                .set_meta(APPLIED_KEY, &bytes)
-                .await
-                .map_err(|e| StorageIOError::apply(log_id, any(e)))?;
+        let Some(log_id) = last else {
+            return Ok(Vec::new());
+        };
+        let mut markers = vec![ApplyMarker {
+            key: APPLIED_KEY.to_string(),
+            value: encode(log_id, &Some(log_id))?,
+        }];
+        if let Some(m) = &membership {
+            markers.push(ApplyMarker {
+                key: MEMBERSHIP_KEY.to_string(),
+                value: encode(log_id, m)?,
+            });
         }
-        Ok(replies)
+        let results = self.store.apply_batch(ops, markers).await.map_err(|e| {
+            tracing::error!(error = %e, %log_id, "cannot apply log entries; stopping");
+            StorageIOError::apply(log_id, any(e))
+        })?;
+        let mut results = results.into_iter();
+        let mut answers = Vec::with_capacity(has_op.len());
+        for op in has_op {
+            answers.push(if op {
+                match results.next() {
+                    Some(Ok(reply)) => Ok(reply),
+                    Some(Err(e)) => Err(WireStoreError::from(&e)),
+                    None => Err(WireStoreError::Corrupt("an entry got no result".into())),
+                }
+            } else {
+                Ok(Reply::Unit)
+            });
+        }
+        Ok(answers)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

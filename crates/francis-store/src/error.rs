@@ -71,6 +71,23 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+impl StoreError {
+    /// Whether this is the store's answer to the operation rather than a failure: the same
+    /// operation on the same contents gets the same refusal on every backend and every
+    /// replica (an address in use, an unknown host, a refused claim, a fenced write, bad
+    /// input). A refused operation changed nothing; retrying it unchanged does not help.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::AddressInUse { .. }
+                | StoreError::HostNotFound(_)
+                | StoreError::ClaimRefused { .. }
+                | StoreError::Fenced { .. }
+                | StoreError::InvalidArgument(_)
+        )
+    }
+}
+
 impl From<StoreError> for francis_core::Error {
     fn from(e: StoreError) -> Self {
         match e {

@@ -35,17 +35,20 @@
 mod error;
 #[cfg(feature = "testing")]
 mod memory;
-mod policy;
+mod op;
+pub mod policy;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod provider;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod wire;
 
 pub use error::StoreError;
 #[cfg(feature = "testing")]
 pub use memory::MemoryProvider;
+pub use op::{Op, Reply};
 #[cfg(all(feature = "postgres", feature = "testing"))]
 pub use postgres::testing::{PostgresTestTables, TEST_POSTGRES_URL_ENV};
 #[cfg(feature = "postgres")]

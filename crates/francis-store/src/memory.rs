@@ -13,6 +13,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use francis_core::{ActorRef, AlarmProperties};
 
 use crate::error::StoreError;
+use crate::op::{Op, Reply};
+use crate::policy::check_op;
 use crate::policy::{CandidateView, add_millis, check_candidate, duration_millis, is_live, millis};
 use crate::provider::{
     AlarmLease, AlarmOutcome, Fence, HostRecord, HostRegistration, LeaseRequest, LeasedAlarm,
@@ -111,15 +113,105 @@ impl Mem {
     }
 }
 
-#[async_trait]
-impl Provider for MemoryProvider {
-    async fn register_host(
-        &self,
+/// The operations, each on the locked store.
+impl Mem {
+    /// Runs one operation. Every check comes before any change, so a refused operation
+    /// changes nothing.
+    fn run(&mut self, op: Op) -> StoreResult<Reply> {
+        check_op(&op)?;
+        Ok(match op {
+            Op::RegisterHost {
+                registration,
+                now,
+                ttl,
+            } => {
+                self.register_host(&registration, now, ttl)?;
+                Reply::Unit
+            }
+            Op::Heartbeat { host_id, now } => {
+                self.heartbeat(&host_id, now)?;
+                Reply::Unit
+            }
+            Op::UnregisterHost { host_id } => {
+                self.unregister_host(&host_id)?;
+                Reply::Unit
+            }
+            Op::LiveHosts { now, ttl } => Reply::Hosts(self.live_hosts(now, ttl)?),
+            Op::Claim {
+                actor,
+                candidate,
+                now,
+                ttl,
+            } => Reply::Placement(self.claim(&actor, &candidate, now, ttl)?),
+            Op::Lookup { actor, now, ttl } => Reply::MaybePlacement(self.lookup(&actor, now, ttl)?),
+            Op::Release {
+                actor,
+                host_id,
+                epoch,
+            } => Reply::Bool(self.release(&actor, &host_id, epoch)?),
+            Op::CountPlacements {
+                host_id,
+                actor_type,
+            } => Reply::Count(self.count_placements(&host_id, &actor_type)?),
+            Op::GetState { actor, now } => Reply::State(self.get_state(&actor, now)?),
+            Op::SetState {
+                actor,
+                data,
+                expires_at,
+                fence,
+            } => {
+                self.set_state(&actor, &data, expires_at, fence)?;
+                Reply::Unit
+            }
+            Op::DeleteState { actor, fence } => Reply::Bool(self.delete_state(&actor, fence)?),
+            Op::ListStates {
+                actor_type,
+                after,
+                limit,
+                include_data,
+                now,
+            } => Reply::Page(self.list_states(
+                &actor_type,
+                after.as_deref(),
+                limit,
+                include_data,
+                now,
+            )?),
+            Op::DeleteExpiredState { now } => Reply::Count(self.delete_expired_state(now)?),
+            Op::SetAlarm {
+                actor,
+                name,
+                properties,
+                fence,
+            } => {
+                self.set_alarm(&actor, &name, &properties, fence)?;
+                Reply::Unit
+            }
+            Op::GetAlarm { actor, name } => Reply::Alarm(self.get_alarm(&actor, &name)?),
+            Op::DeleteAlarm { actor, name, fence } => {
+                Reply::Bool(self.delete_alarm(&actor, &name, fence)?)
+            }
+            Op::LeaseAlarms { request, now } => Reply::Leased(self.lease_alarms(&request, now)?),
+            Op::RenewAlarmLeases {
+                host_id,
+                leases,
+                now,
+                lease_duration,
+            } => Reply::Leases(self.renew_alarm_leases(&host_id, &leases, now, lease_duration)?),
+            Op::CompleteAlarm { lease, outcome } => {
+                Reply::Bool(self.complete_alarm(&lease, outcome)?)
+            }
+            Op::ReleaseAlarm { lease } => Reply::Bool(self.release_alarm(&lease)?),
+        })
+    }
+
+    fn register_host(
+        &mut self,
         registration: &HostRegistration,
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> StoreResult<()> {
-        let mut m = self.lock();
+        let m = self;
         let (now, ttl) = (millis(now), duration_millis(ttl));
         let same_address: Vec<HostRecord> = m
             .hosts
@@ -151,8 +243,8 @@ impl Provider for MemoryProvider {
         Ok(())
     }
 
-    async fn heartbeat(&self, host_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        let mut m = self.lock();
+    fn heartbeat(&mut self, host_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let m = self;
         let host = m
             .hosts
             .get_mut(host_id)
@@ -161,13 +253,13 @@ impl Provider for MemoryProvider {
         Ok(())
     }
 
-    async fn unregister_host(&self, host_id: &str) -> StoreResult<()> {
-        self.lock().remove_host(host_id);
+    fn unregister_host(&mut self, host_id: &str) -> StoreResult<()> {
+        self.remove_host(host_id);
         Ok(())
     }
 
-    async fn live_hosts(&self, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Vec<HostRecord>> {
-        let m = self.lock();
+    fn live_hosts(&mut self, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Vec<HostRecord>> {
+        let m = self;
         let (now, ttl) = (millis(now), duration_millis(ttl));
         Ok(m.hosts
             .values()
@@ -176,14 +268,14 @@ impl Provider for MemoryProvider {
             .collect())
     }
 
-    async fn claim(
-        &self,
+    fn claim(
+        &mut self,
         actor: &ActorRef,
         candidate: &str,
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> StoreResult<Placement> {
-        let mut m = self.lock();
+        let m = self;
         let (now, ttl) = (millis(now), duration_millis(ttl));
         if let Some((host, epoch)) = m.placements.get(actor).cloned()
             && m.host_live(&host, now, ttl)
@@ -217,13 +309,13 @@ impl Provider for MemoryProvider {
         Ok(m.placement(actor, candidate, epoch))
     }
 
-    async fn lookup(
-        &self,
+    fn lookup(
+        &mut self,
         actor: &ActorRef,
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> StoreResult<Option<Placement>> {
-        let m = self.lock();
+        let m = self;
         let (now, ttl) = (millis(now), duration_millis(ttl));
         Ok(m.placements
             .get(actor)
@@ -231,8 +323,8 @@ impl Provider for MemoryProvider {
             .map(|(host, epoch)| m.placement(actor, host, *epoch)))
     }
 
-    async fn release(&self, actor: &ActorRef, host_id: &str, epoch: u64) -> StoreResult<bool> {
-        let mut m = self.lock();
+    fn release(&mut self, actor: &ActorRef, host_id: &str, epoch: u64) -> StoreResult<bool> {
+        let m = self;
         let matches = m
             .placements
             .get(actor)
@@ -243,20 +335,20 @@ impl Provider for MemoryProvider {
         Ok(matches)
     }
 
-    async fn count_placements(&self, host_id: &str, actor_type: &str) -> StoreResult<u64> {
-        let m = self.lock();
+    fn count_placements(&mut self, host_id: &str, actor_type: &str) -> StoreResult<u64> {
+        let m = self;
         Ok(m.placements
             .iter()
             .filter(|(a, (h, _))| h == host_id && a.actor_type() == actor_type)
             .count() as u64)
     }
 
-    async fn get_state(
-        &self,
+    fn get_state(
+        &mut self,
         actor: &ActorRef,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<StateRecord>> {
-        let m = self.lock();
+        let m = self;
         let key = (actor.actor_type().to_owned(), actor.actor_id().to_owned());
         Ok(m.states
             .get(&key)
@@ -267,14 +359,14 @@ impl Provider for MemoryProvider {
             }))
     }
 
-    async fn set_state(
-        &self,
+    fn set_state(
+        &mut self,
         actor: &ActorRef,
         data: &[u8],
         expires_at: Option<DateTime<Utc>>,
         fence: Fence,
     ) -> StoreResult<()> {
-        let mut m = self.lock();
+        let m = self;
         m.check_fence(actor, fence)?;
         let key = (actor.actor_type().to_owned(), actor.actor_id().to_owned());
         m.states
@@ -282,22 +374,22 @@ impl Provider for MemoryProvider {
         Ok(())
     }
 
-    async fn delete_state(&self, actor: &ActorRef, fence: Fence) -> StoreResult<bool> {
-        let mut m = self.lock();
+    fn delete_state(&mut self, actor: &ActorRef, fence: Fence) -> StoreResult<bool> {
+        let m = self;
         m.check_fence(actor, fence)?;
         let key = (actor.actor_type().to_owned(), actor.actor_id().to_owned());
         Ok(m.states.remove(&key).is_some())
     }
 
-    async fn list_states(
-        &self,
+    fn list_states(
+        &mut self,
         actor_type: &str,
         after: Option<&str>,
         limit: u32,
         include_data: bool,
         now: DateTime<Utc>,
     ) -> StoreResult<StateListPage> {
-        let m = self.lock();
+        let m = self;
         let now = millis(now);
         let mut items: Vec<StateListItem> = m
             .states
@@ -320,22 +412,22 @@ impl Provider for MemoryProvider {
         Ok(StateListPage { items, next })
     }
 
-    async fn delete_expired_state(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        let mut m = self.lock();
+    fn delete_expired_state(&mut self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let m = self;
         let now = millis(now);
         let before = m.states.len();
         m.states.retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
         Ok((before - m.states.len()) as u64)
     }
 
-    async fn set_alarm(
-        &self,
+    fn set_alarm(
+        &mut self,
         actor: &ActorRef,
         name: &str,
         properties: &AlarmProperties,
         fence: Fence,
     ) -> StoreResult<()> {
-        let mut m = self.lock();
+        let m = self;
         m.check_fence(actor, fence)?;
         m.alarms.insert(
             (actor.clone(), name.to_owned()),
@@ -348,29 +440,25 @@ impl Provider for MemoryProvider {
         Ok(())
     }
 
-    async fn get_alarm(
-        &self,
-        actor: &ActorRef,
-        name: &str,
-    ) -> StoreResult<Option<AlarmProperties>> {
-        let m = self.lock();
+    fn get_alarm(&mut self, actor: &ActorRef, name: &str) -> StoreResult<Option<AlarmProperties>> {
+        let m = self;
         Ok(m.alarms
             .get(&(actor.clone(), name.to_owned()))
             .map(|a| a.properties.clone()))
     }
 
-    async fn delete_alarm(&self, actor: &ActorRef, name: &str, fence: Fence) -> StoreResult<bool> {
-        let mut m = self.lock();
+    fn delete_alarm(&mut self, actor: &ActorRef, name: &str, fence: Fence) -> StoreResult<bool> {
+        let m = self;
         m.check_fence(actor, fence)?;
         Ok(m.alarms.remove(&(actor.clone(), name.to_owned())).is_some())
     }
 
-    async fn lease_alarms(
-        &self,
+    fn lease_alarms(
+        &mut self,
         request: &LeaseRequest,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<LeasedAlarm>> {
-        let mut m = self.lock();
+        let m = self;
         let now = millis(now);
         let horizon = millis(request.horizon);
         let mut candidates: Vec<(bool, i64, (ActorRef, String))> = m
@@ -410,14 +498,14 @@ impl Provider for MemoryProvider {
         Ok(granted)
     }
 
-    async fn renew_alarm_leases(
-        &self,
+    fn renew_alarm_leases(
+        &mut self,
         host_id: &str,
         leases: &[AlarmLease],
         now: DateTime<Utc>,
         lease_duration: Duration,
     ) -> StoreResult<Vec<AlarmLease>> {
-        let mut m = self.lock();
+        let m = self;
         let now = millis(now);
         let expires = add_millis(now, lease_duration);
         let mut held = Vec::new();
@@ -433,8 +521,8 @@ impl Provider for MemoryProvider {
         Ok(held)
     }
 
-    async fn complete_alarm(&self, lease: &AlarmLease, outcome: AlarmOutcome) -> StoreResult<bool> {
-        let mut m = self.lock();
+    fn complete_alarm(&mut self, lease: &AlarmLease, outcome: AlarmOutcome) -> StoreResult<bool> {
+        let m = self;
         let Some(alarm) = m.lease_held(lease) else {
             return Ok(false);
         };
@@ -451,8 +539,8 @@ impl Provider for MemoryProvider {
         Ok(true)
     }
 
-    async fn release_alarm(&self, lease: &AlarmLease) -> StoreResult<bool> {
-        let mut m = self.lock();
+    fn release_alarm(&mut self, lease: &AlarmLease) -> StoreResult<bool> {
+        let m = self;
         match m.lease_held(lease) {
             Some(alarm) => {
                 alarm.lease = None;
@@ -460,5 +548,14 @@ impl Provider for MemoryProvider {
             }
             None => Ok(false),
         }
+    }
+}
+
+#[async_trait]
+impl Provider for MemoryProvider {
+    async fn execute_batch(&self, ops: Vec<Op>) -> Vec<StoreResult<Reply>> {
+        // One lock for the whole batch: it runs as one atomic step.
+        let mut m = self.lock();
+        ops.into_iter().map(|op| m.run(op)).collect()
     }
 }

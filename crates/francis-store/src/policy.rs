@@ -3,11 +3,66 @@
 //! Every provider implementation applies these rules; the SQLite provider evaluates them over
 //! rows it read inside its write transaction.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::provider::ClaimRefusal;
+use crate::error::StoreError;
+use crate::op::Op;
+use crate::provider::{ClaimRefusal, HostRegistration, StoreResult};
+
+/// The input checks every backend applies before running an operation, so every backend
+/// refuses the same bad input with the same [`StoreError::InvalidArgument`] (and changes
+/// nothing). A backend may refuse more (what its own storage cannot represent).
+pub fn check_op(op: &Op) -> StoreResult<()> {
+    match op {
+        Op::RegisterHost { registration, .. } => validate_registration(registration),
+        Op::ListStates { limit: 0, .. } => Err(StoreError::InvalidArgument(
+            "a state listing needs a limit of at least 1".into(),
+        )),
+        Op::LeaseAlarms { request, now } => {
+            let expires = add_millis(millis(*now), request.lease_duration);
+            match DateTime::from_timestamp_millis(expires) {
+                Some(_) => Ok(()),
+                None => Err(StoreError::InvalidArgument(
+                    "lease duration is too long".into(),
+                )),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A registration every backend accepts: a host id, an address, and actor types that are
+/// neither empty nor listed twice.
+pub fn validate_registration(reg: &HostRegistration) -> StoreResult<()> {
+    if reg.host_id.is_empty() {
+        return Err(StoreError::InvalidArgument("host id is empty".into()));
+    }
+    if reg.address.is_empty() {
+        return Err(StoreError::InvalidArgument(format!(
+            "host {} has an empty address",
+            reg.host_id
+        )));
+    }
+    let mut seen = HashSet::new();
+    for t in &reg.actor_types {
+        if t.actor_type.is_empty() {
+            return Err(StoreError::InvalidArgument(format!(
+                "host {} lists an empty actor type",
+                reg.host_id
+            )));
+        }
+        if !seen.insert(t.actor_type.as_str()) {
+            return Err(StoreError::InvalidArgument(format!(
+                "host {} lists actor type {} twice",
+                reg.host_id, t.actor_type
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// Milliseconds since the Unix epoch (sub-millisecond parts are dropped, rounding down).
 pub(crate) fn millis(t: DateTime<Utc>) -> i64 {

@@ -8,6 +8,7 @@ use francis_core::{ActorRef, AlarmProperties};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
+use crate::op::{Op, Reply};
 
 /// Result of provider operations.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -174,13 +175,23 @@ pub enum AlarmOutcome {
 
 /// The store every consistent decision of the cluster goes through.
 ///
+/// A backend implements one method, [`Provider::execute_batch`]; the typed methods (`claim`,
+/// `set_state`...) are provided: each builds its [`Op`], runs it with [`Provider::execute`]
+/// and returns its [`Reply`] as the type it promises. Backends must not override them.
+///
 /// # Contract (every implementation must guarantee it; the `testing` suite checks it)
-/// - **Atomicity**: each method is one atomic operation; concurrent calls from any number of
-///   tasks, processes or hosts behave as if run one after another in some order.
+/// - **Atomicity**: each operation is atomic; concurrent calls from any number of tasks,
+///   processes or hosts behave as if run one after another in some order.
+/// - **Batches**: [`Provider::execute_batch`] runs its operations in order, each seeing the
+///   effects of those before it, and commits them together (one transaction, one flush): an
+///   operation that is refused (fenced, a refused claim, bad input) is undone alone and does
+///   not affect the others; if the batch cannot be committed, every write in it fails with
+///   the same retryable error and none is applied.
 /// - **Durability**: once a write returns `Ok`, it survives a crash or restart of the store
 ///   (up to the durability mode the implementation documents).
-/// - **Time is an argument**: no method reads a clock; `now` and liveness windows are passed in,
-///   so decisions are deterministic functions of the store's contents and the arguments.
+/// - **Time is an argument**: no operation reads a clock; `now` and liveness windows are
+///   passed in, so decisions are deterministic functions of the store's contents and the
+///   arguments.
 /// - **Liveness**: a host is live while `now - last_heartbeat < ttl` for the `ttl` passed in.
 /// - **Single placement**: [`Provider::claim`] never lets two placements of one actor exist on
 ///   live hosts; a placement on a dead host is replaced by a new one with a greater epoch.
@@ -190,8 +201,23 @@ pub enum AlarmOutcome {
 ///   exists and has that epoch; otherwise it returns [`StoreError::Fenced`] and changes nothing.
 /// - **Alarm leases** are exclusive: an alarm is leased to at most one lease at a time until the
 ///   lease expires, is released, or completes; replacing or deleting an alarm ends its lease.
+/// - **Input**: every backend refuses the same bad input ([`crate::policy`]'s checks: an empty
+///   host id, an actor type listed twice, a zero page size...) with
+///   [`StoreError::InvalidArgument`], changing nothing.
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
+    /// Runs `ops` in order as one batch (see the contract) and returns one result per
+    /// operation, in the same order.
+    async fn execute_batch(&self, ops: Vec<Op>) -> Vec<StoreResult<Reply>>;
+
+    /// Runs one operation (a batch of one unless the backend has a faster way).
+    async fn execute(&self, op: Op) -> StoreResult<Reply> {
+        self.execute_batch(vec![op])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Corrupt("the store answered no result".into())))
+    }
+
     /// Registers a host. A dead host with the same address is removed first (with its
     /// placements); a live one makes this fail with [`StoreError::AddressInUse`].
     /// Registering an existing `host_id` again updates its record and heartbeat.
@@ -200,16 +226,39 @@ pub trait Provider: Send + Sync + 'static {
         registration: &HostRegistration,
         now: DateTime<Utc>,
         ttl: Duration,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        self.execute(Op::RegisterHost {
+            registration: registration.clone(),
+            now,
+            ttl,
+        })
+        .await?
+        .into_unit()
+    }
 
     /// Records a heartbeat; [`StoreError::HostNotFound`] if the host was removed.
-    async fn heartbeat(&self, host_id: &str, now: DateTime<Utc>) -> StoreResult<()>;
+    async fn heartbeat(&self, host_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        self.execute(Op::Heartbeat {
+            host_id: host_id.to_owned(),
+            now,
+        })
+        .await?
+        .into_unit()
+    }
 
     /// Removes a host, its placements and its alarm leases. Idempotent.
-    async fn unregister_host(&self, host_id: &str) -> StoreResult<()>;
+    async fn unregister_host(&self, host_id: &str) -> StoreResult<()> {
+        self.execute(Op::UnregisterHost {
+            host_id: host_id.to_owned(),
+        })
+        .await?
+        .into_unit()
+    }
 
     /// The hosts whose heartbeat is younger than `ttl`, ordered by host id.
-    async fn live_hosts(&self, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Vec<HostRecord>>;
+    async fn live_hosts(&self, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Vec<HostRecord>> {
+        self.execute(Op::LiveHosts { now, ttl }).await?.into_hosts()
+    }
 
     /// Returns the actor's placement if it is on a live host; otherwise places it on
     /// `candidate` with a fresh epoch, provided the candidate is live, serves the type and is
@@ -220,7 +269,16 @@ pub trait Provider: Send + Sync + 'static {
         candidate: &str,
         now: DateTime<Utc>,
         ttl: Duration,
-    ) -> StoreResult<Placement>;
+    ) -> StoreResult<Placement> {
+        self.execute(Op::Claim {
+            actor: actor.clone(),
+            candidate: candidate.to_owned(),
+            now,
+            ttl,
+        })
+        .await?
+        .into_placement()
+    }
 
     /// The actor's placement, only if its host is live.
     async fn lookup(
@@ -228,20 +286,50 @@ pub trait Provider: Send + Sync + 'static {
         actor: &ActorRef,
         now: DateTime<Utc>,
         ttl: Duration,
-    ) -> StoreResult<Option<Placement>>;
+    ) -> StoreResult<Option<Placement>> {
+        self.execute(Op::Lookup {
+            actor: actor.clone(),
+            now,
+            ttl,
+        })
+        .await?
+        .into_maybe_placement()
+    }
 
     /// Removes the placement if it is still `(host_id, epoch)`; returns whether it did.
-    async fn release(&self, actor: &ActorRef, host_id: &str, epoch: u64) -> StoreResult<bool>;
+    async fn release(&self, actor: &ActorRef, host_id: &str, epoch: u64) -> StoreResult<bool> {
+        self.execute(Op::Release {
+            actor: actor.clone(),
+            host_id: host_id.to_owned(),
+            epoch,
+        })
+        .await?
+        .into_bool()
+    }
 
     /// How many actors of a type are placed on a host.
-    async fn count_placements(&self, host_id: &str, actor_type: &str) -> StoreResult<u64>;
+    async fn count_placements(&self, host_id: &str, actor_type: &str) -> StoreResult<u64> {
+        self.execute(Op::CountPlacements {
+            host_id: host_id.to_owned(),
+            actor_type: actor_type.to_owned(),
+        })
+        .await?
+        .into_count()
+    }
 
     /// The actor's state, unless absent or expired at `now`.
     async fn get_state(
         &self,
         actor: &ActorRef,
         now: DateTime<Utc>,
-    ) -> StoreResult<Option<StateRecord>>;
+    ) -> StoreResult<Option<StateRecord>> {
+        self.execute(Op::GetState {
+            actor: actor.clone(),
+            now,
+        })
+        .await?
+        .into_state()
+    }
 
     /// Creates or replaces the actor's state.
     async fn set_state(
@@ -250,10 +338,26 @@ pub trait Provider: Send + Sync + 'static {
         data: &[u8],
         expires_at: Option<DateTime<Utc>>,
         fence: Fence,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        self.execute(Op::SetState {
+            actor: actor.clone(),
+            data: data.to_vec(),
+            expires_at,
+            fence,
+        })
+        .await?
+        .into_unit()
+    }
 
     /// Deletes the actor's state; returns whether there was one.
-    async fn delete_state(&self, actor: &ActorRef, fence: Fence) -> StoreResult<bool>;
+    async fn delete_state(&self, actor: &ActorRef, fence: Fence) -> StoreResult<bool> {
+        self.execute(Op::DeleteState {
+            actor: actor.clone(),
+            fence,
+        })
+        .await?
+        .into_bool()
+    }
 
     /// Lists unexpired states of a type with ids strictly after `after`, at most `limit`.
     async fn list_states(
@@ -263,10 +367,24 @@ pub trait Provider: Send + Sync + 'static {
         limit: u32,
         include_data: bool,
         now: DateTime<Utc>,
-    ) -> StoreResult<StateListPage>;
+    ) -> StoreResult<StateListPage> {
+        self.execute(Op::ListStates {
+            actor_type: actor_type.to_owned(),
+            after: after.map(str::to_owned),
+            limit,
+            include_data,
+            now,
+        })
+        .await?
+        .into_page()
+    }
 
     /// Deletes states that expired at or before `now`; returns how many.
-    async fn delete_expired_state(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+    async fn delete_expired_state(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.execute(Op::DeleteExpiredState { now })
+            .await?
+            .into_count()
+    }
 
     /// Creates or replaces a named alarm: the new version has no lease and no failed attempts.
     async fn set_alarm(
@@ -275,14 +393,41 @@ pub trait Provider: Send + Sync + 'static {
         name: &str,
         properties: &AlarmProperties,
         fence: Fence,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        self.execute(Op::SetAlarm {
+            actor: actor.clone(),
+            name: name.to_owned(),
+            properties: properties.clone(),
+            fence,
+        })
+        .await?
+        .into_unit()
+    }
 
     /// A named alarm.
-    async fn get_alarm(&self, actor: &ActorRef, name: &str)
-    -> StoreResult<Option<AlarmProperties>>;
+    async fn get_alarm(
+        &self,
+        actor: &ActorRef,
+        name: &str,
+    ) -> StoreResult<Option<AlarmProperties>> {
+        self.execute(Op::GetAlarm {
+            actor: actor.clone(),
+            name: name.to_owned(),
+        })
+        .await?
+        .into_alarm()
+    }
 
     /// Deletes a named alarm; returns whether there was one.
-    async fn delete_alarm(&self, actor: &ActorRef, name: &str, fence: Fence) -> StoreResult<bool>;
+    async fn delete_alarm(&self, actor: &ActorRef, name: &str, fence: Fence) -> StoreResult<bool> {
+        self.execute(Op::DeleteAlarm {
+            actor: actor.clone(),
+            name: name.to_owned(),
+            fence,
+        })
+        .await?
+        .into_bool()
+    }
 
     /// Leases unleased (or lease-expired) alarms due by `request.horizon` for the given types,
     /// earliest due first, preferring actors placed on the requesting host.
@@ -290,7 +435,14 @@ pub trait Provider: Send + Sync + 'static {
         &self,
         request: &LeaseRequest,
         now: DateTime<Utc>,
-    ) -> StoreResult<Vec<LeasedAlarm>>;
+    ) -> StoreResult<Vec<LeasedAlarm>> {
+        self.execute(Op::LeaseAlarms {
+            request: request.clone(),
+            now,
+        })
+        .await?
+        .into_leased()
+    }
 
     /// Extends the given leases held by `host_id`; returns those still held (and now extended).
     async fn renew_alarm_leases(
@@ -299,12 +451,37 @@ pub trait Provider: Send + Sync + 'static {
         leases: &[AlarmLease],
         now: DateTime<Utc>,
         lease_duration: Duration,
-    ) -> StoreResult<Vec<AlarmLease>>;
+    ) -> StoreResult<Vec<AlarmLease>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.execute(Op::RenewAlarmLeases {
+            host_id: host_id.to_owned(),
+            leases: leases.to_vec(),
+            now,
+            lease_duration,
+        })
+        .await?
+        .into_leases()
+    }
 
     /// Applies the outcome of a run and ends the lease; `false` (and no change) if the lease is
     /// no longer held (the alarm was replaced, deleted, or re-leased after expiry).
-    async fn complete_alarm(&self, lease: &AlarmLease, outcome: AlarmOutcome) -> StoreResult<bool>;
+    async fn complete_alarm(&self, lease: &AlarmLease, outcome: AlarmOutcome) -> StoreResult<bool> {
+        self.execute(Op::CompleteAlarm {
+            lease: lease.clone(),
+            outcome,
+        })
+        .await?
+        .into_bool()
+    }
 
     /// Ends a lease without changing the alarm; `false` if it was no longer held.
-    async fn release_alarm(&self, lease: &AlarmLease) -> StoreResult<bool>;
+    async fn release_alarm(&self, lease: &AlarmLease) -> StoreResult<bool> {
+        self.execute(Op::ReleaseAlarm {
+            lease: lease.clone(),
+        })
+        .await?
+        .into_bool()
+    }
 }

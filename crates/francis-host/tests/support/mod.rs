@@ -5,15 +5,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use francis_core::{
     Actor, ActorContext, ActorInit, ActorRef, Client, Envelope, Error, async_trait,
 };
 use francis_host::{ActorOptions, Health, HostEvent, LocalHost, TokioClock};
-use francis_store::{
-    AlarmLease, AlarmOutcome, Fence, HostRecord, HostRegistration, LeaseRequest, LeasedAlarm,
-    MemoryProvider, Placement, Provider, StateListPage, StateRecord, StoreResult,
-};
+use francis_store::{HostRecord, MemoryProvider, Op, Provider, Reply, StoreResult};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Barrier, Notify, broadcast};
 use tokio::task::JoinHandle;
@@ -465,168 +462,59 @@ impl<P: Provider> StallingProvider<P> {
     }
 }
 
+impl<P: Provider> StallingProvider<P> {
+    /// What the fault settings make of one operation: `None` to pass it on.
+    async fn intercept(&self, op: &Op) -> Option<StoreResult<Reply>> {
+        self.gate().await;
+        match op {
+            Op::Heartbeat { .. } => {
+                let outage = *self.heartbeat_outage_until.lock().unwrap();
+                if outage.is_some_and(|until| Instant::now() < until) {
+                    std::future::pending::<()>().await;
+                }
+                None
+            }
+            Op::LiveHosts { now, .. } => {
+                if self.fail_live_hosts.load(Ordering::SeqCst) {
+                    return Some(Err(francis_store::StoreError::NoQuorum {
+                        unreachable: vec!["127.0.0.1:1".into()],
+                    }));
+                }
+                let hidden = self
+                    .hide_hosts
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if hidden {
+                    return Some(Ok(Reply::Hosts(Vec::new())));
+                }
+                let frozen = self.frozen_view.lock().unwrap().clone();
+                frozen.map(|mut hosts| {
+                    for h in &mut hosts {
+                        h.last_heartbeat = *now;
+                    }
+                    Ok(Reply::Hosts(hosts))
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 #[async_trait]
 impl<P: Provider> Provider for StallingProvider<P> {
-    async fn register_host(
-        &self,
-        r: &HostRegistration,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> StoreResult<()> {
-        self.gate().await;
-        self.inner.register_host(r, now, ttl).await
-    }
-    async fn heartbeat(&self, host_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        self.gate().await;
-        let outage = *self.heartbeat_outage_until.lock().unwrap();
-        if outage.is_some_and(|until| Instant::now() < until) {
-            std::future::pending::<()>().await;
+    async fn execute_batch(&self, ops: Vec<Op>) -> Vec<StoreResult<Reply>> {
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            results.push(self.execute(op).await);
         }
-        self.inner.heartbeat(host_id, now).await
+        results
     }
-    async fn unregister_host(&self, host_id: &str) -> StoreResult<()> {
-        self.gate().await;
-        self.inner.unregister_host(host_id).await
-    }
-    async fn live_hosts(&self, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Vec<HostRecord>> {
-        self.gate().await;
-        if self.fail_live_hosts.load(Ordering::SeqCst) {
-            return Err(francis_store::StoreError::NoQuorum {
-                unreachable: vec!["127.0.0.1:1".into()],
-            });
+
+    async fn execute(&self, op: Op) -> StoreResult<Reply> {
+        match self.intercept(&op).await {
+            Some(answer) => answer,
+            None => self.inner.execute(op).await,
         }
-        let hidden = self
-            .hide_hosts
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if hidden {
-            return Ok(Vec::new());
-        }
-        let frozen = self.frozen_view.lock().unwrap().clone();
-        if let Some(mut hosts) = frozen {
-            for h in &mut hosts {
-                h.last_heartbeat = now;
-            }
-            return Ok(hosts);
-        }
-        self.inner.live_hosts(now, ttl).await
-    }
-    async fn claim(
-        &self,
-        a: &francis_core::ActorRef,
-        c: &str,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> StoreResult<Placement> {
-        self.gate().await;
-        self.inner.claim(a, c, now, ttl).await
-    }
-    async fn lookup(
-        &self,
-        a: &francis_core::ActorRef,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> StoreResult<Option<Placement>> {
-        self.gate().await;
-        self.inner.lookup(a, now, ttl).await
-    }
-    async fn release(&self, a: &francis_core::ActorRef, h: &str, e: u64) -> StoreResult<bool> {
-        self.gate().await;
-        self.inner.release(a, h, e).await
-    }
-    async fn count_placements(&self, h: &str, t: &str) -> StoreResult<u64> {
-        self.gate().await;
-        self.inner.count_placements(h, t).await
-    }
-    async fn get_state(
-        &self,
-        a: &francis_core::ActorRef,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<StateRecord>> {
-        self.gate().await;
-        self.inner.get_state(a, now).await
-    }
-    async fn set_state(
-        &self,
-        a: &francis_core::ActorRef,
-        d: &[u8],
-        x: Option<DateTime<Utc>>,
-        f: Fence,
-    ) -> StoreResult<()> {
-        self.gate().await;
-        self.inner.set_state(a, d, x, f).await
-    }
-    async fn delete_state(&self, a: &francis_core::ActorRef, f: Fence) -> StoreResult<bool> {
-        self.gate().await;
-        self.inner.delete_state(a, f).await
-    }
-    async fn list_states(
-        &self,
-        t: &str,
-        after: Option<&str>,
-        l: u32,
-        i: bool,
-        now: DateTime<Utc>,
-    ) -> StoreResult<StateListPage> {
-        self.gate().await;
-        self.inner.list_states(t, after, l, i, now).await
-    }
-    async fn delete_expired_state(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        self.gate().await;
-        self.inner.delete_expired_state(now).await
-    }
-    async fn set_alarm(
-        &self,
-        a: &francis_core::ActorRef,
-        n: &str,
-        p: &francis_core::AlarmProperties,
-        f: Fence,
-    ) -> StoreResult<()> {
-        self.gate().await;
-        self.inner.set_alarm(a, n, p, f).await
-    }
-    async fn get_alarm(
-        &self,
-        a: &francis_core::ActorRef,
-        n: &str,
-    ) -> StoreResult<Option<francis_core::AlarmProperties>> {
-        self.gate().await;
-        self.inner.get_alarm(a, n).await
-    }
-    async fn delete_alarm(
-        &self,
-        a: &francis_core::ActorRef,
-        n: &str,
-        f: Fence,
-    ) -> StoreResult<bool> {
-        self.gate().await;
-        self.inner.delete_alarm(a, n, f).await
-    }
-    async fn lease_alarms(
-        &self,
-        r: &LeaseRequest,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<LeasedAlarm>> {
-        self.gate().await;
-        self.inner.lease_alarms(r, now).await
-    }
-    async fn renew_alarm_leases(
-        &self,
-        h: &str,
-        l: &[AlarmLease],
-        now: DateTime<Utc>,
-        d: Duration,
-    ) -> StoreResult<Vec<AlarmLease>> {
-        self.gate().await;
-        self.inner.renew_alarm_leases(h, l, now, d).await
-    }
-    async fn complete_alarm(&self, l: &AlarmLease, o: AlarmOutcome) -> StoreResult<bool> {
-        self.gate().await;
-        self.inner.complete_alarm(l, o).await
-    }
-    async fn release_alarm(&self, l: &AlarmLease) -> StoreResult<bool> {
-        self.gate().await;
-        self.inner.release_alarm(l).await
     }
 }
 

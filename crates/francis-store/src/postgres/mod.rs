@@ -11,19 +11,15 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use francis_core::{ActorRef, AlarmProperties};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
 use self::ops::Db;
 use self::policy::{ErrorClass, classify_sqlstate, redact_url, validate_prefix};
 use crate::error::StoreError;
-use crate::policy::{duration_millis, millis};
-use crate::provider::{
-    AlarmLease, AlarmOutcome, Fence, HostRecord, HostRegistration, LeaseRequest, LeasedAlarm,
-    Placement, Provider, StateListPage, StateRecord, StoreResult,
-};
+use crate::op::{Op, Reply};
+use crate::policy::{check_op, duration_millis, millis};
+use crate::provider::{Provider, StoreResult};
 
 /// The newest schema version this build of the PostgreSQL provider writes and reads.
 pub const POSTGRES_SCHEMA_VERSION: i64 = migrate::SCHEMA_VERSION;
@@ -295,196 +291,234 @@ fn text_arg(what: &str, value: &str) -> StoreResult<()> {
     Ok(())
 }
 
+impl PostgresProvider {
+    /// Runs one operation: the shared input checks, then what PostgreSQL's `text` cannot
+    /// hold, then the operation's SQL (again after a conflict, see [`PostgresProvider::run`]).
+    async fn run_op(&self, op: Op) -> StoreResult<Reply> {
+        check_op(&op)?;
+        check_text(&op)?;
+        Ok(match op {
+            Op::RegisterHost {
+                registration,
+                now,
+                ttl,
+            } => {
+                let (now, ttl) = (millis(now), duration_millis(ttl));
+                self.run(|| ops::register_host(&self.db, &registration, now, ttl))
+                    .await?;
+                Reply::Unit
+            }
+            Op::Heartbeat { host_id, now } => {
+                let now = millis(now);
+                self.run(|| ops::heartbeat(&self.db, &host_id, now)).await?;
+                Reply::Unit
+            }
+            Op::UnregisterHost { host_id } => {
+                self.run(|| ops::unregister_host(&self.db, &host_id))
+                    .await?;
+                Reply::Unit
+            }
+            Op::LiveHosts { now, ttl } => {
+                let (now, ttl) = (millis(now), duration_millis(ttl));
+                Reply::Hosts(self.run(|| ops::live_hosts(&self.db, now, ttl)).await?)
+            }
+            Op::Claim {
+                actor,
+                candidate,
+                now,
+                ttl,
+            } => {
+                let (now, ttl) = (millis(now), duration_millis(ttl));
+                Reply::Placement(
+                    self.run(|| ops::claim(&self.db, &actor, &candidate, now, ttl))
+                        .await?,
+                )
+            }
+            Op::Lookup { actor, now, ttl } => {
+                let (now, ttl) = (millis(now), duration_millis(ttl));
+                Reply::MaybePlacement(self.run(|| ops::lookup(&self.db, &actor, now, ttl)).await?)
+            }
+            Op::Release {
+                actor,
+                host_id,
+                epoch,
+            } => Reply::Bool(
+                self.run(|| ops::release(&self.db, &actor, &host_id, epoch))
+                    .await?,
+            ),
+            Op::CountPlacements {
+                host_id,
+                actor_type,
+            } => Reply::Count(
+                self.run(|| ops::count_placements(&self.db, &host_id, &actor_type))
+                    .await?,
+            ),
+            Op::GetState { actor, now } => {
+                let now = millis(now);
+                Reply::State(self.run(|| ops::get_state(&self.db, &actor, now)).await?)
+            }
+            Op::SetState {
+                actor,
+                data,
+                expires_at,
+                fence,
+            } => {
+                let expires = expires_at.map(millis);
+                self.run(|| ops::set_state(&self.db, &actor, &data, expires, fence))
+                    .await?;
+                Reply::Unit
+            }
+            Op::DeleteState { actor, fence } => Reply::Bool(
+                self.run(|| ops::delete_state(&self.db, &actor, fence))
+                    .await?,
+            ),
+            Op::ListStates {
+                actor_type,
+                after,
+                limit,
+                include_data,
+                now,
+            } => {
+                let now = millis(now);
+                Reply::Page(
+                    self.run(|| {
+                        ops::list_states(
+                            &self.db,
+                            &actor_type,
+                            after.as_deref(),
+                            limit,
+                            include_data,
+                            now,
+                        )
+                    })
+                    .await?,
+                )
+            }
+            Op::DeleteExpiredState { now } => {
+                let now = millis(now);
+                Reply::Count(
+                    self.run(|| ops::delete_expired_state(&self.db, now))
+                        .await?,
+                )
+            }
+            Op::SetAlarm {
+                actor,
+                name,
+                properties,
+                fence,
+            } => {
+                let row = ops::AlarmRow::from_properties(&properties)?;
+                self.run(|| ops::set_alarm(&self.db, &actor, &name, row.clone(), fence))
+                    .await?;
+                Reply::Unit
+            }
+            Op::GetAlarm { actor, name } => {
+                Reply::Alarm(self.run(|| ops::get_alarm(&self.db, &actor, &name)).await?)
+            }
+            Op::DeleteAlarm { actor, name, fence } => Reply::Bool(
+                self.run(|| ops::delete_alarm(&self.db, &actor, &name, fence))
+                    .await?,
+            ),
+            Op::LeaseAlarms { request, now } => {
+                let now = millis(now);
+                Reply::Leased(
+                    self.run(|| ops::lease_alarms(&self.db, &request, now))
+                        .await?,
+                )
+            }
+            Op::RenewAlarmLeases {
+                host_id,
+                leases,
+                now,
+                lease_duration,
+            } => {
+                let now = millis(now);
+                Reply::Leases(
+                    self.run(|| {
+                        ops::renew_alarm_leases(&self.db, &host_id, &leases, now, lease_duration)
+                    })
+                    .await?,
+                )
+            }
+            Op::CompleteAlarm { lease, outcome } => Reply::Bool(
+                self.run(|| ops::complete_alarm(&self.db, &lease, outcome))
+                    .await?,
+            ),
+            Op::ReleaseAlarm { lease } => {
+                Reply::Bool(self.run(|| ops::release_alarm(&self.db, &lease)).await?)
+            }
+        })
+    }
+}
+
+/// Refuses the strings of an operation that PostgreSQL's `text` cannot hold.
+fn check_text(op: &Op) -> StoreResult<()> {
+    match op {
+        Op::RegisterHost { registration, .. } => {
+            text_arg("host id", &registration.host_id)?;
+            text_arg("address", &registration.address)?;
+            for t in &registration.actor_types {
+                text_arg("actor type", &t.actor_type)?;
+            }
+            Ok(())
+        }
+        Op::Heartbeat { host_id, .. }
+        | Op::UnregisterHost { host_id }
+        | Op::Release { host_id, .. } => text_arg("host id", host_id),
+        Op::Claim { candidate, .. } => text_arg("host id", candidate),
+        Op::CountPlacements {
+            host_id,
+            actor_type,
+        } => {
+            text_arg("host id", host_id)?;
+            text_arg("actor type", actor_type)
+        }
+        Op::ListStates {
+            actor_type, after, ..
+        } => {
+            text_arg("actor type", actor_type)?;
+            after.as_deref().map_or(Ok(()), |a| text_arg("cursor", a))
+        }
+        Op::SetAlarm { name, .. } | Op::GetAlarm { name, .. } | Op::DeleteAlarm { name, .. } => {
+            text_arg("alarm name", name)
+        }
+        Op::LeaseAlarms { request, .. } => {
+            text_arg("host id", &request.host_id)?;
+            text_arg("lease id", &request.lease_id)?;
+            for t in &request.actor_types {
+                text_arg("actor type", t)?;
+            }
+            Ok(())
+        }
+        Op::RenewAlarmLeases {
+            host_id, leases, ..
+        } => {
+            text_arg("host id", host_id)?;
+            for l in leases {
+                text_arg("alarm name", &l.name)?;
+                text_arg("lease id", &l.lease_id)?;
+            }
+            Ok(())
+        }
+        Op::CompleteAlarm { lease, .. } | Op::ReleaseAlarm { lease } => {
+            text_arg("alarm name", &lease.name)?;
+            text_arg("lease id", &lease.lease_id)
+        }
+        _ => Ok(()),
+    }
+}
+
 #[async_trait]
 impl Provider for PostgresProvider {
-    async fn register_host(
-        &self,
-        registration: &HostRegistration,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> StoreResult<()> {
-        ops::validate_registration(registration)?;
-        text_arg("host id", &registration.host_id)?;
-        text_arg("address", &registration.address)?;
-        for t in &registration.actor_types {
-            text_arg("actor type", &t.actor_type)?;
+    async fn execute_batch(&self, ops: Vec<Op>) -> Vec<StoreResult<Reply>> {
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            results.push(self.run_op(op).await);
         }
-        let (now, ttl) = (millis(now), duration_millis(ttl));
-        self.run(|| ops::register_host(&self.db, registration, now, ttl))
-            .await
+        results
     }
 
-    async fn heartbeat(&self, host_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        text_arg("host id", host_id)?;
-        let now = millis(now);
-        self.run(|| ops::heartbeat(&self.db, host_id, now)).await
-    }
-
-    async fn unregister_host(&self, host_id: &str) -> StoreResult<()> {
-        text_arg("host id", host_id)?;
-        self.run(|| ops::unregister_host(&self.db, host_id)).await
-    }
-
-    async fn live_hosts(&self, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Vec<HostRecord>> {
-        let (now, ttl) = (millis(now), duration_millis(ttl));
-        self.run(|| ops::live_hosts(&self.db, now, ttl)).await
-    }
-
-    async fn claim(
-        &self,
-        actor: &ActorRef,
-        candidate: &str,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> StoreResult<Placement> {
-        text_arg("host id", candidate)?;
-        let (now, ttl) = (millis(now), duration_millis(ttl));
-        self.run(|| ops::claim(&self.db, actor, candidate, now, ttl))
-            .await
-    }
-
-    async fn lookup(
-        &self,
-        actor: &ActorRef,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> StoreResult<Option<Placement>> {
-        let (now, ttl) = (millis(now), duration_millis(ttl));
-        self.run(|| ops::lookup(&self.db, actor, now, ttl)).await
-    }
-
-    async fn release(&self, actor: &ActorRef, host_id: &str, epoch: u64) -> StoreResult<bool> {
-        text_arg("host id", host_id)?;
-        self.run(|| ops::release(&self.db, actor, host_id, epoch))
-            .await
-    }
-
-    async fn count_placements(&self, host_id: &str, actor_type: &str) -> StoreResult<u64> {
-        text_arg("host id", host_id)?;
-        text_arg("actor type", actor_type)?;
-        self.run(|| ops::count_placements(&self.db, host_id, actor_type))
-            .await
-    }
-
-    async fn get_state(
-        &self,
-        actor: &ActorRef,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<StateRecord>> {
-        let now = millis(now);
-        self.run(|| ops::get_state(&self.db, actor, now)).await
-    }
-
-    async fn set_state(
-        &self,
-        actor: &ActorRef,
-        data: &[u8],
-        expires_at: Option<DateTime<Utc>>,
-        fence: Fence,
-    ) -> StoreResult<()> {
-        let expires = expires_at.map(millis);
-        self.run(|| ops::set_state(&self.db, actor, data, expires, fence))
-            .await
-    }
-
-    async fn delete_state(&self, actor: &ActorRef, fence: Fence) -> StoreResult<bool> {
-        self.run(|| ops::delete_state(&self.db, actor, fence)).await
-    }
-
-    async fn list_states(
-        &self,
-        actor_type: &str,
-        after: Option<&str>,
-        limit: u32,
-        include_data: bool,
-        now: DateTime<Utc>,
-    ) -> StoreResult<StateListPage> {
-        text_arg("actor type", actor_type)?;
-        if let Some(after) = after {
-            text_arg("cursor", after)?;
-        }
-        let now = millis(now);
-        self.run(|| ops::list_states(&self.db, actor_type, after, limit, include_data, now))
-            .await
-    }
-
-    async fn delete_expired_state(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        let now = millis(now);
-        self.run(|| ops::delete_expired_state(&self.db, now)).await
-    }
-
-    async fn set_alarm(
-        &self,
-        actor: &ActorRef,
-        name: &str,
-        properties: &AlarmProperties,
-        fence: Fence,
-    ) -> StoreResult<()> {
-        text_arg("alarm name", name)?;
-        let row = ops::AlarmRow::from_properties(properties)?;
-        self.run(|| ops::set_alarm(&self.db, actor, name, row.clone(), fence))
-            .await
-    }
-
-    async fn get_alarm(
-        &self,
-        actor: &ActorRef,
-        name: &str,
-    ) -> StoreResult<Option<AlarmProperties>> {
-        text_arg("alarm name", name)?;
-        self.run(|| ops::get_alarm(&self.db, actor, name)).await
-    }
-
-    async fn delete_alarm(&self, actor: &ActorRef, name: &str, fence: Fence) -> StoreResult<bool> {
-        text_arg("alarm name", name)?;
-        self.run(|| ops::delete_alarm(&self.db, actor, name, fence))
-            .await
-    }
-
-    async fn lease_alarms(
-        &self,
-        request: &LeaseRequest,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<LeasedAlarm>> {
-        text_arg("host id", &request.host_id)?;
-        text_arg("lease id", &request.lease_id)?;
-        for t in &request.actor_types {
-            text_arg("actor type", t)?;
-        }
-        let now = millis(now);
-        self.run(|| ops::lease_alarms(&self.db, request, now)).await
-    }
-
-    async fn renew_alarm_leases(
-        &self,
-        host_id: &str,
-        leases: &[AlarmLease],
-        now: DateTime<Utc>,
-        lease_duration: Duration,
-    ) -> StoreResult<Vec<AlarmLease>> {
-        if leases.is_empty() {
-            return Ok(Vec::new());
-        }
-        text_arg("host id", host_id)?;
-        for l in leases {
-            text_arg("alarm name", &l.name)?;
-            text_arg("lease id", &l.lease_id)?;
-        }
-        let now = millis(now);
-        self.run(|| ops::renew_alarm_leases(&self.db, host_id, leases, now, lease_duration))
-            .await
-    }
-
-    async fn complete_alarm(&self, lease: &AlarmLease, outcome: AlarmOutcome) -> StoreResult<bool> {
-        text_arg("alarm name", &lease.name)?;
-        text_arg("lease id", &lease.lease_id)?;
-        self.run(|| ops::complete_alarm(&self.db, lease, outcome))
-            .await
-    }
-
-    async fn release_alarm(&self, lease: &AlarmLease) -> StoreResult<bool> {
-        text_arg("alarm name", &lease.name)?;
-        text_arg("lease id", &lease.lease_id)?;
-        self.run(|| ops::release_alarm(&self.db, lease)).await
+    async fn execute(&self, op: Op) -> StoreResult<Reply> {
+        self.run_op(op).await
     }
 }

@@ -113,35 +113,6 @@ fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
 // ---------------------------------------------------------------------------------------------
 // hosts
 
-/// Refuses registrations the store cannot represent faithfully.
-pub(crate) fn validate_registration(reg: &HostRegistration) -> StoreResult<()> {
-    if reg.host_id.is_empty() {
-        return Err(StoreError::InvalidArgument("host id is empty".into()));
-    }
-    if reg.address.is_empty() {
-        return Err(StoreError::InvalidArgument(format!(
-            "host {} has an empty address",
-            reg.host_id
-        )));
-    }
-    let mut seen = HashSet::new();
-    for t in &reg.actor_types {
-        if t.actor_type.is_empty() {
-            return Err(StoreError::InvalidArgument(format!(
-                "host {} lists an empty actor type",
-                reg.host_id
-            )));
-        }
-        if !seen.insert(t.actor_type.as_str()) {
-            return Err(StoreError::InvalidArgument(format!(
-                "host {} lists actor type {} twice",
-                reg.host_id, t.actor_type
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// Removes a host (its types and placements go with it: ON DELETE CASCADE), then frees its
 /// alarm leases. Placements before alarms: the order fenced alarm writes lock rows in, so the
 /// two never deadlock.

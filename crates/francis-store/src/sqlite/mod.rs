@@ -14,19 +14,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use francis_core::{ActorRef, AlarmProperties};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::StoreError;
-use crate::policy::{duration_millis, millis};
-use crate::provider::{
-    AlarmLease, AlarmOutcome, Fence, HostRecord, HostRegistration, LeaseRequest, LeasedAlarm,
-    Placement, Provider, StateListPage, StateRecord, StoreResult,
-};
+use crate::op::{Op, Reply};
+use crate::provider::{Provider, StoreResult};
 use writer::{Counters, Job, WriteOp};
 
 /// The newest schema version this build of the SQLite provider writes and reads.
@@ -273,26 +268,19 @@ impl SqliteProvider {
         write_pool.close().await;
     }
 
-    /// Queues a write for the next batch and waits for its result; inside
-    /// [`SqliteProvider::with_apply_marker`] the write also records the marker.
-    async fn write<T, F>(&self, op: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: WriteOp<T>,
-    {
-        match replica::current_marker() {
-            None => self.write_unmarked(op).await,
-            Some(marker) => {
-                self.write_unmarked(move |c: &mut SqliteConnection| {
-                    boxed(replica::run_marked(c, op, marker))
-                })
-                .await?
-            }
-        }
+    /// Runs a read on a connection of the read pool.
+    async fn read<T>(
+        &self,
+        f: impl for<'c> FnOnce(
+            &'c mut SqliteConnection,
+        ) -> futures::future::BoxFuture<'c, StoreResult<T>>,
+    ) -> StoreResult<T> {
+        let mut conn = self.read_pool.acquire().await?;
+        f(&mut conn).await
     }
 
     /// Queues a write for the next batch and waits for its result.
-    async fn write_unmarked<T, F>(&self, op: F) -> StoreResult<T>
+    async fn write<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: WriteOp<T>,
@@ -322,203 +310,58 @@ fn boxed<'c, T>(
 
 #[async_trait]
 impl Provider for SqliteProvider {
-    async fn register_host(
-        &self,
-        registration: &HostRegistration,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> StoreResult<()> {
-        ops::validate_registration(registration)?;
-        let reg = registration.clone();
-        let (now, ttl) = (millis(now), duration_millis(ttl));
-        self.write(move |c: &mut SqliteConnection| boxed(ops::register_host(c, reg, now, ttl)))
-            .await
-    }
-
-    async fn heartbeat(&self, host_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        let host_id = host_id.to_string();
-        let now = millis(now);
-        self.write(move |c: &mut SqliteConnection| boxed(ops::heartbeat(c, host_id, now)))
-            .await
-    }
-
-    async fn unregister_host(&self, host_id: &str) -> StoreResult<()> {
-        let host_id = host_id.to_string();
-        self.write(move |c: &mut SqliteConnection| boxed(ops::unregister_host(c, host_id)))
-            .await
-    }
-
-    async fn live_hosts(&self, now: DateTime<Utc>, ttl: Duration) -> StoreResult<Vec<HostRecord>> {
-        ops::live_hosts(&self.read_pool, millis(now), duration_millis(ttl)).await
-    }
-
-    async fn claim(
-        &self,
-        actor: &ActorRef,
-        candidate: &str,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> StoreResult<Placement> {
-        let (actor, candidate) = (actor.clone(), candidate.to_string());
-        let (now, ttl) = (millis(now), duration_millis(ttl));
-        self.write(move |c: &mut SqliteConnection| boxed(ops::claim(c, actor, candidate, now, ttl)))
-            .await
-    }
-
-    async fn lookup(
-        &self,
-        actor: &ActorRef,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> StoreResult<Option<Placement>> {
-        ops::lookup(&self.read_pool, actor, millis(now), duration_millis(ttl)).await
-    }
-
-    async fn release(&self, actor: &ActorRef, host_id: &str, epoch: u64) -> StoreResult<bool> {
-        let (actor, host_id) = (actor.clone(), host_id.to_string());
-        self.write(move |c: &mut SqliteConnection| boxed(ops::release(c, actor, host_id, epoch)))
-            .await
-    }
-
-    async fn count_placements(&self, host_id: &str, actor_type: &str) -> StoreResult<u64> {
-        ops::count_placements(&self.read_pool, host_id, actor_type).await
-    }
-
-    async fn get_state(
-        &self,
-        actor: &ActorRef,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<StateRecord>> {
-        ops::get_state(&self.read_pool, actor, millis(now)).await
-    }
-
-    async fn set_state(
-        &self,
-        actor: &ActorRef,
-        data: &[u8],
-        expires_at: Option<DateTime<Utc>>,
-        fence: Fence,
-    ) -> StoreResult<()> {
-        let (actor, data) = (actor.clone(), data.to_vec());
-        let expires = expires_at.map(millis);
-        self.write(move |c: &mut SqliteConnection| {
-            boxed(ops::set_state(c, actor, data, expires, fence))
-        })
-        .await
-    }
-
-    async fn delete_state(&self, actor: &ActorRef, fence: Fence) -> StoreResult<bool> {
-        let actor = actor.clone();
-        self.write(move |c: &mut SqliteConnection| boxed(ops::delete_state(c, actor, fence)))
-            .await
-    }
-
-    async fn list_states(
-        &self,
-        actor_type: &str,
-        after: Option<&str>,
-        limit: u32,
-        include_data: bool,
-        now: DateTime<Utc>,
-    ) -> StoreResult<StateListPage> {
-        ops::list_states(
-            &self.read_pool,
-            actor_type,
-            after,
-            limit,
-            include_data,
-            millis(now),
-        )
-        .await
-    }
-
-    async fn delete_expired_state(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        let now = millis(now);
-        self.write(move |c: &mut SqliteConnection| boxed(ops::delete_expired_state(c, now)))
-            .await
-    }
-
-    async fn set_alarm(
-        &self,
-        actor: &ActorRef,
-        name: &str,
-        properties: &AlarmProperties,
-        fence: Fence,
-    ) -> StoreResult<()> {
-        let row = ops::AlarmRow::from_properties(properties)?;
-        let (actor, name) = (actor.clone(), name.to_string());
-        self.write(move |c: &mut SqliteConnection| {
-            boxed(ops::set_alarm(c, actor, name, row, fence))
-        })
-        .await
-    }
-
-    async fn get_alarm(
-        &self,
-        actor: &ActorRef,
-        name: &str,
-    ) -> StoreResult<Option<AlarmProperties>> {
-        ops::get_alarm(&self.read_pool, actor, name).await
-    }
-
-    async fn delete_alarm(&self, actor: &ActorRef, name: &str, fence: Fence) -> StoreResult<bool> {
-        let (actor, name) = (actor.clone(), name.to_string());
-        self.write(move |c: &mut SqliteConnection| boxed(ops::delete_alarm(c, actor, name, fence)))
-            .await
-    }
-
-    async fn lease_alarms(
-        &self,
-        request: &LeaseRequest,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<LeasedAlarm>> {
-        let request = request.clone();
-        let now = millis(now);
-        self.write(move |c: &mut SqliteConnection| boxed(ops::lease_alarms(c, request, now)))
-            .await
-    }
-
-    async fn renew_alarm_leases(
-        &self,
-        host_id: &str,
-        leases: &[AlarmLease],
-        now: DateTime<Utc>,
-        lease_duration: Duration,
-    ) -> StoreResult<Vec<AlarmLease>> {
-        if leases.is_empty() {
-            return Ok(Vec::new());
+    /// A batch of reads runs on a read connection; a batch with any write runs whole on the
+    /// writer, in one transaction (shared with whatever else is queued), each operation in
+    /// its own savepoint.
+    async fn execute_batch(&self, ops: Vec<Op>) -> Vec<StoreResult<Reply>> {
+        let n = ops.len();
+        if n <= 1 {
+            return match ops.into_iter().next() {
+                Some(op) => vec![self.execute(op).await],
+                None => Vec::new(),
+            };
         }
-        let (host_id, leases) = (host_id.to_string(), leases.to_vec());
-        let now = millis(now);
-        self.write(move |c: &mut SqliteConnection| {
-            boxed(ops::renew_alarm_leases(
-                c,
-                host_id,
-                leases,
-                now,
-                lease_duration,
-            ))
-        })
-        .await
+        let result = if ops.iter().any(Op::is_write) {
+            self.write(move |c: &mut SqliteConnection| boxed(ops::run_batch(c, ops)))
+                .await
+        } else {
+            self.read(move |c| {
+                boxed(async move {
+                    let mut out = Vec::with_capacity(ops.len());
+                    for op in ops {
+                        out.push(ops::run(c, op).await);
+                    }
+                    Ok(out)
+                })
+            })
+            .await
+        };
+        match result {
+            Ok(results) => results,
+            Err(e) => {
+                let why = e.to_string();
+                (0..n)
+                    .map(|_| Err(StoreError::Unavailable(format!("batch not applied: {why}"))))
+                    .collect()
+            }
+        }
     }
 
-    async fn complete_alarm(&self, lease: &AlarmLease, outcome: AlarmOutcome) -> StoreResult<bool> {
-        let lease = lease.clone();
-        self.write(move |c: &mut SqliteConnection| boxed(ops::complete_alarm(c, lease, outcome)))
-            .await
-    }
-
-    async fn release_alarm(&self, lease: &AlarmLease) -> StoreResult<bool> {
-        let lease = lease.clone();
-        self.write(move |c: &mut SqliteConnection| boxed(ops::release_alarm(c, lease)))
-            .await
+    async fn execute(&self, op: Op) -> StoreResult<Reply> {
+        if op.is_write() {
+            self.write(move |c: &mut SqliteConnection| boxed(ops::run(c, op)))
+                .await
+        } else {
+            self.read(move |c| boxed(ops::run(c, op))).await
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::ActorTypeSpec;
+    use crate::provider::{ActorTypeSpec, HostRegistration};
+    use chrono::DateTime;
 
     async fn text_pragma(pool: &SqlitePool, sql: &'static str) -> String {
         sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()

@@ -1,16 +1,17 @@
-//! The SQL of every provider operation. Writes take the writer's connection (they run inside
-//! its batch transaction and savepoint); reads take the read pool.
+//! The SQL of every provider operation, and [`run`], the SQLite executor of an [`Op`].
+//! Writes run on the writer's connection (inside its batch transaction and a savepoint);
+//! reads on any connection.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use francis_core::{ActorRef, AlarmProperties, Envelope, Interval};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqliteConnection};
 
 use crate::error::StoreError;
-use crate::policy::{self, CandidateView, add_millis, live_cutoff, millis};
+use crate::op::{Op, Reply};
+use crate::policy::{self, CandidateView, add_millis, duration_millis, live_cutoff, millis};
 use crate::provider::{
     ActorTypeSpec, AlarmLease, AlarmOutcome, ClaimRefusal, Fence, HostRecord, HostRegistration,
     LeaseRequest, LeasedAlarm, Placement, StateListItem, StateListPage, StateRecord, StoreResult,
@@ -100,34 +101,6 @@ async fn check_fence(c: &mut SqliteConnection, actor: &ActorRef, fence: Fence) -
 // hosts
 
 /// Refuses registrations the store cannot represent faithfully.
-pub(crate) fn validate_registration(reg: &HostRegistration) -> StoreResult<()> {
-    if reg.host_id.is_empty() {
-        return Err(StoreError::InvalidArgument("host id is empty".into()));
-    }
-    if reg.address.is_empty() {
-        return Err(StoreError::InvalidArgument(format!(
-            "host {} has an empty address",
-            reg.host_id
-        )));
-    }
-    let mut seen = HashSet::new();
-    for t in &reg.actor_types {
-        if t.actor_type.is_empty() {
-            return Err(StoreError::InvalidArgument(format!(
-                "host {} lists an empty actor type",
-                reg.host_id
-            )));
-        }
-        if !seen.insert(t.actor_type.as_str()) {
-            return Err(StoreError::InvalidArgument(format!(
-                "host {} lists actor type {} twice",
-                reg.host_id, t.actor_type
-            )));
-        }
-    }
-    Ok(())
-}
-
 async fn remove_host(c: &mut SqliteConnection, host_id: &str) -> StoreResult<()> {
     sqlx::query(
         "UPDATE alarms SET lease_id = NULL, lease_host = NULL, lease_expires_ms = NULL
@@ -222,7 +195,7 @@ pub(crate) async fn unregister_host(c: &mut SqliteConnection, host_id: String) -
 }
 
 pub(crate) async fn live_hosts(
-    pool: &SqlitePool,
+    c: &mut SqliteConnection,
     now_ms: i64,
     ttl_ms: i64,
 ) -> StoreResult<Vec<HostRecord>> {
@@ -233,7 +206,7 @@ pub(crate) async fn live_hosts(
          ORDER BY h.host_id, t.ord",
     )
     .bind(live_cutoff(now_ms, ttl_ms))
-    .fetch_all(pool)
+    .fetch_all(&mut *c)
     .await?;
     let mut hosts: Vec<HostRecord> = Vec::new();
     for row in rows {
@@ -368,7 +341,7 @@ pub(crate) async fn claim(
 }
 
 pub(crate) async fn lookup(
-    pool: &SqlitePool,
+    c: &mut SqliteConnection,
     actor: &ActorRef,
     now_ms: i64,
     ttl_ms: i64,
@@ -381,7 +354,7 @@ pub(crate) async fn lookup(
     .bind(actor.actor_type())
     .bind(actor.actor_id())
     .bind(live_cutoff(now_ms, ttl_ms))
-    .fetch_optional(pool)
+    .fetch_optional(&mut *c)
     .await?;
     row.map(|(host_id, epoch, address)| {
         Ok(Placement {
@@ -417,7 +390,7 @@ pub(crate) async fn release(
 }
 
 pub(crate) async fn count_placements(
-    pool: &SqlitePool,
+    c: &mut SqliteConnection,
     host_id: &str,
     actor_type: &str,
 ) -> StoreResult<u64> {
@@ -426,7 +399,7 @@ pub(crate) async fn count_placements(
     )
     .bind(host_id)
     .bind(actor_type)
-    .fetch_one(pool)
+    .fetch_one(&mut *c)
     .await?;
     Ok(count_from_sql(n))
 }
@@ -435,7 +408,7 @@ pub(crate) async fn count_placements(
 // state
 
 pub(crate) async fn get_state(
-    pool: &SqlitePool,
+    c: &mut SqliteConnection,
     actor: &ActorRef,
     now_ms: i64,
 ) -> StoreResult<Option<StateRecord>> {
@@ -446,7 +419,7 @@ pub(crate) async fn get_state(
     .bind(actor.actor_type())
     .bind(actor.actor_id())
     .bind(now_ms)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *c)
     .await?;
     row.map(|(data, expires)| {
         Ok(StateRecord {
@@ -496,7 +469,7 @@ pub(crate) async fn delete_state(
 }
 
 pub(crate) async fn list_states(
-    pool: &SqlitePool,
+    c: &mut SqliteConnection,
     actor_type: &str,
     after: Option<&str>,
     limit: u32,
@@ -521,7 +494,7 @@ pub(crate) async fn list_states(
     .bind(now_ms)
     .bind(i64::from(limit) + 1)
     .bind(include_data)
-    .fetch_all(pool)
+    .fetch_all(&mut *c)
     .await?;
     let more = rows.len() > limit as usize;
     let items: Vec<StateListItem> = rows
@@ -625,7 +598,7 @@ pub(crate) async fn set_alarm(
 }
 
 pub(crate) async fn get_alarm(
-    pool: &SqlitePool,
+    c: &mut SqliteConnection,
     actor: &ActorRef,
     name: &str,
 ) -> StoreResult<Option<AlarmProperties>> {
@@ -636,7 +609,7 @@ pub(crate) async fn get_alarm(
     .bind(actor.actor_type())
     .bind(actor.actor_id())
     .bind(name)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *c)
     .await?;
     row.map(|r| AlarmRow::from_sql(&r, 0)?.into_properties())
         .transpose()
@@ -806,4 +779,130 @@ pub(crate) async fn release_alarm(
     .execute(&mut *c)
     .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// Runs one operation on `c` (for a write: inside the caller's transaction and savepoint).
+/// The shared input checks ([`policy::check_op`]) come first.
+pub(crate) async fn run(c: &mut SqliteConnection, op: Op) -> StoreResult<Reply> {
+    policy::check_op(&op)?;
+    Ok(match op {
+        Op::RegisterHost {
+            registration,
+            now,
+            ttl,
+        } => {
+            register_host(c, registration, millis(now), duration_millis(ttl)).await?;
+            Reply::Unit
+        }
+        Op::Heartbeat { host_id, now } => {
+            heartbeat(c, host_id, millis(now)).await?;
+            Reply::Unit
+        }
+        Op::UnregisterHost { host_id } => {
+            unregister_host(c, host_id).await?;
+            Reply::Unit
+        }
+        Op::LiveHosts { now, ttl } => {
+            Reply::Hosts(live_hosts(c, millis(now), duration_millis(ttl)).await?)
+        }
+        Op::Claim {
+            actor,
+            candidate,
+            now,
+            ttl,
+        } => Reply::Placement(claim(c, actor, candidate, millis(now), duration_millis(ttl)).await?),
+        Op::Lookup { actor, now, ttl } => {
+            Reply::MaybePlacement(lookup(c, &actor, millis(now), duration_millis(ttl)).await?)
+        }
+        Op::Release {
+            actor,
+            host_id,
+            epoch,
+        } => Reply::Bool(release(c, actor, host_id, epoch).await?),
+        Op::CountPlacements {
+            host_id,
+            actor_type,
+        } => Reply::Count(count_placements(c, &host_id, &actor_type).await?),
+        Op::GetState { actor, now } => Reply::State(get_state(c, &actor, millis(now)).await?),
+        Op::SetState {
+            actor,
+            data,
+            expires_at,
+            fence,
+        } => {
+            set_state(c, actor, data, expires_at.map(millis), fence).await?;
+            Reply::Unit
+        }
+        Op::DeleteState { actor, fence } => Reply::Bool(delete_state(c, actor, fence).await?),
+        Op::ListStates {
+            actor_type,
+            after,
+            limit,
+            include_data,
+            now,
+        } => Reply::Page(
+            list_states(
+                c,
+                &actor_type,
+                after.as_deref(),
+                limit,
+                include_data,
+                millis(now),
+            )
+            .await?,
+        ),
+        Op::DeleteExpiredState { now } => Reply::Count(delete_expired_state(c, millis(now)).await?),
+        Op::SetAlarm {
+            actor,
+            name,
+            properties,
+            fence,
+        } => {
+            let row = AlarmRow::from_properties(&properties)?;
+            set_alarm(c, actor, name, row, fence).await?;
+            Reply::Unit
+        }
+        Op::GetAlarm { actor, name } => Reply::Alarm(get_alarm(c, &actor, &name).await?),
+        Op::DeleteAlarm { actor, name, fence } => {
+            Reply::Bool(delete_alarm(c, actor, name, fence).await?)
+        }
+        Op::LeaseAlarms { request, now } => {
+            Reply::Leased(lease_alarms(c, request, millis(now)).await?)
+        }
+        Op::RenewAlarmLeases {
+            host_id,
+            leases,
+            now,
+            lease_duration,
+        } => Reply::Leases(
+            renew_alarm_leases(c, host_id, leases, millis(now), lease_duration).await?,
+        ),
+        Op::CompleteAlarm { lease, outcome } => {
+            Reply::Bool(complete_alarm(c, lease, outcome).await?)
+        }
+        Op::ReleaseAlarm { lease } => Reply::Bool(release_alarm(c, lease).await?),
+    })
+}
+
+/// Runs a batch on the writer's connection, inside its transaction: each operation in its
+/// own savepoint, so one that fails is undone alone.
+pub(crate) async fn run_batch(
+    c: &mut SqliteConnection,
+    ops: Vec<Op>,
+) -> StoreResult<Vec<StoreResult<Reply>>> {
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        sqlx::raw_sql("SAVEPOINT francis_batch_op")
+            .execute(&mut *c)
+            .await?;
+        let result = run(c, op).await;
+        let end = if result.is_ok() {
+            "RELEASE francis_batch_op"
+        } else {
+            "ROLLBACK TO francis_batch_op; RELEASE francis_batch_op"
+        };
+        sqlx::raw_sql(end).execute(&mut *c).await?;
+        results.push(result);
+    }
+    Ok(results)
 }

@@ -5,14 +5,13 @@
 //! missing) when a database is opened and holds nothing a plain single-host store reads.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sqlx::{AssertSqlSafe, Row, SqliteConnection, TypeInfo, ValueRef};
 
 use super::{SqliteProvider, boxed};
 use crate::error::StoreError;
+use crate::op::{Op, Reply};
 use crate::provider::StoreResult;
 
 /// Creates the metadata table; run at every open.
@@ -38,49 +37,18 @@ const TABLES: &[&str] = &[
 /// Format version of [`SqliteProvider::export_snapshot`]'s bytes.
 const SNAPSHOT_FORMAT: u32 = 1;
 
-/// A metadata row written in the same transaction as every write made inside
-/// [`SqliteProvider::with_apply_marker`], whether that write succeeds or is refused.
+/// A metadata row written by [`SqliteProvider::apply_batch`] in the same transaction as the
+/// batch it marks.
 ///
-/// A replicated store records "last applied log entry" this way, so that an entry's effects
-/// and the record that it was applied commit together (or not at all) and a restart never
-/// applies an entry twice.
+/// A replicated store records "last applied log entry" this way, so that the entries'
+/// effects and the record that they were applied commit together (or not at all) and a
+/// restart never applies an entry twice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyMarker {
     /// The metadata key (must not start with [`LOCAL_META_PREFIX`]).
     pub key: String,
     /// Its value.
     pub value: Vec<u8>,
-}
-
-tokio::task_local! {
-    static APPLY_MARKER: ApplyMarker;
-}
-
-pub(crate) fn current_marker() -> Option<ApplyMarker> {
-    APPLY_MARKER.try_with(Clone::clone).ok()
-}
-
-/// Runs `op`, undoing its changes if it fails, then writes `marker`; the outer result fails
-/// only if the marker cannot be written (the whole job is then undone by the writer).
-pub(crate) async fn run_marked<T>(
-    conn: &mut SqliteConnection,
-    op: impl for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>>,
-    marker: ApplyMarker,
-) -> StoreResult<StoreResult<T>> {
-    sqlx::raw_sql("SAVEPOINT francis_marked")
-        .execute(&mut *conn)
-        .await?;
-    let result = op(&mut *conn).await;
-    if result.is_err() {
-        sqlx::raw_sql("ROLLBACK TO francis_marked")
-            .execute(&mut *conn)
-            .await?;
-    }
-    sqlx::raw_sql("RELEASE francis_marked")
-        .execute(&mut *conn)
-        .await?;
-    put_meta(conn, &marker.key, &marker.value).await?;
-    Ok(result)
 }
 
 async fn put_meta(conn: &mut SqliteConnection, key: &str, value: &[u8]) -> StoreResult<()> {
@@ -182,12 +150,44 @@ async fn import(conn: &mut SqliteConnection, snapshot: Snapshot) -> StoreResult<
 }
 
 impl SqliteProvider {
-    /// Runs `fut` so that every write this provider makes within it (on the same task) also
-    /// writes `marker` into the metadata table in the same transaction, even when the write
-    /// itself is refused (its own changes are undone; the marker is kept). A write refused
-    /// before reaching the database (an invalid argument) writes no marker.
-    pub async fn with_apply_marker<F: Future>(marker: ApplyMarker, fut: F) -> F::Output {
-        APPLY_MARKER.scope(marker, fut).await
+    /// Runs `ops` and writes `markers`, all in one transaction: each operation in its own
+    /// savepoint, so a refused one ([`StoreError::is_refusal`]: fenced, a refused claim, bad
+    /// input) is undone alone and reported in its place; then the markers.
+    ///
+    /// All or nothing: if any operation fails otherwise (this database failed), or the
+    /// transaction cannot commit, the call returns that error and nothing of it is applied,
+    /// markers included. So a crash during the call leaves either everything or nothing.
+    pub async fn apply_batch(
+        &self,
+        ops: Vec<Op>,
+        markers: Vec<ApplyMarker>,
+    ) -> StoreResult<Vec<StoreResult<Reply>>> {
+        for m in &markers {
+            if m.key.starts_with(LOCAL_META_PREFIX) {
+                return Err(StoreError::InvalidArgument(format!(
+                    "apply marker key {:?} is local metadata",
+                    m.key
+                )));
+            }
+        }
+        self.write(move |c: &mut SqliteConnection| {
+            boxed(async move {
+                let results = super::ops::run_batch(c, ops).await?;
+                if let Some(Err(e)) = results
+                    .iter()
+                    .find(|r| r.as_ref().is_err_and(|e| !e.is_refusal()))
+                {
+                    return Err(StoreError::Unavailable(format!(
+                        "a batch operation failed, nothing of the batch was applied: {e}"
+                    )));
+                }
+                for m in &markers {
+                    put_meta(c, &m.key, &m.value).await?;
+                }
+                Ok(results)
+            })
+        })
+        .await
     }
 
     /// Reads a metadata value.
@@ -203,7 +203,7 @@ impl SqliteProvider {
     /// Writes a metadata value (through the writer, durably like any write).
     pub async fn set_meta(&self, key: &str, value: &[u8]) -> StoreResult<()> {
         let (key, value) = (key.to_string(), value.to_vec());
-        self.write_unmarked(move |c: &mut SqliteConnection| {
+        self.write(move |c: &mut SqliteConnection| {
             boxed(async move { put_meta(c, &key, &value).await })
         })
         .await
@@ -259,7 +259,7 @@ impl SqliteProvider {
                 super::SCHEMA_VERSION
             )));
         }
-        self.write_unmarked(move |c: &mut SqliteConnection| boxed(import(c, snapshot)))
+        self.write(move |c: &mut SqliteConnection| boxed(import(c, snapshot)))
             .await
     }
 }
@@ -269,6 +269,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::op::{Op, Reply};
     use crate::provider::{ActorTypeSpec, Fence, HostRegistration, Provider};
 
     fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {
@@ -283,31 +284,51 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn marker_is_written_with_refused_and_accepted_writes() {
+    async fn a_batch_and_its_marker_commit_together_and_refusals_stay_alone() {
         let p = SqliteProvider::in_memory().await.unwrap();
         let a = francis_core::ActorRef::new("t", "a").unwrap();
-        // refused (fenced: no placement), but the marker is recorded, the state is not
-        let refused = SqliteProvider::with_apply_marker(
-            marker("1"),
-            p.set_state(&a, b"1", None, Fence::Epoch(7)),
-        )
-        .await;
+        let set = |data: &[u8], fence| Op::SetState {
+            actor: a.clone(),
+            data: data.to_vec(),
+            expires_at: None,
+            fence,
+        };
+        // the fenced write is refused alone; the others and the marker are applied
+        let results = p
+            .apply_batch(
+                vec![
+                    set(b"1", Fence::Unfenced),
+                    set(b"2", Fence::Epoch(7)),
+                    Op::DeleteExpiredState { now: at(0) },
+                ],
+                vec![marker("1")],
+            )
+            .await
+            .unwrap();
+        assert!(results[0].is_ok());
         assert!(
-            matches!(refused, Err(StoreError::Fenced { .. })),
-            "{refused:?}"
+            matches!(results[1], Err(StoreError::Fenced { .. })),
+            "{results:?}"
         );
+        assert!(matches!(results[2], Ok(Reply::Count(0))), "{results:?}");
         assert_eq!(p.meta("applied").await.unwrap(), Some(b"1".to_vec()));
-        assert_eq!(p.get_state(&a, at(0)).await.unwrap(), None);
-        SqliteProvider::with_apply_marker(
-            marker("2"),
-            p.set_state(&a, b"2", None, Fence::Unfenced),
-        )
-        .await
-        .unwrap();
-        assert_eq!(p.meta("applied").await.unwrap(), Some(b"2".to_vec()));
-        // outside the scope nothing is marked
-        p.set_state(&a, b"3", None, Fence::Unfenced).await.unwrap();
-        assert_eq!(p.meta("applied").await.unwrap(), Some(b"2".to_vec()));
+        assert_eq!(p.get_state(&a, at(0)).await.unwrap().unwrap().data, b"1");
+        // a marker key that is local is refused, and nothing of the batch is applied
+        let err = p
+            .apply_batch(
+                vec![set(b"3", Fence::Unfenced)],
+                vec![ApplyMarker {
+                    key: "local.x".into(),
+                    value: vec![],
+                }],
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidArgument(_)), "{err:?}");
+        assert_eq!(p.get_state(&a, at(0)).await.unwrap().unwrap().data, b"1");
+        // writes made without a marker leave it alone
+        p.set_state(&a, b"4", None, Fence::Unfenced).await.unwrap();
+        assert_eq!(p.meta("applied").await.unwrap(), Some(b"1".to_vec()));
         p.close().await;
     }
 

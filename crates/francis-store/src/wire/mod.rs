@@ -1,0 +1,384 @@
+//! The store's wire form: how [`Op`](crate::Op)s and [`Reply`](crate::Reply)s are written
+//! when they leave the process (the replicated log, a request forwarded to another node).
+//!
+//! - It is JSON. Documents (state, alarm data) are embedded as the JSON they are ([`bytes`]);
+//!   alarm intervals are exact nanoseconds; times are RFC 3339.
+//! - [`Versioned`] wraps a value with its format version (`{"v1": ...}`), so a later format
+//!   can be told apart; a value written before versions existed (the bare form) still reads
+//!   as version 1.
+//! - The adapters here (`alarm`, `state`, `page`, `leased`) give the types whose public serde
+//!   is not exact (or not compact) their wire form.
+
+pub(crate) mod bytes;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use francis_core::{AlarmProperties, Envelope, Interval};
+use serde::de::{self, DeserializeOwned, IntoDeserializer, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::StoreError;
+use crate::provider::{AlarmLease, LeasedAlarm, StateListItem, StateListPage, StateRecord};
+
+/// The current wire format version.
+pub const WIRE_VERSION: u32 = 1;
+const V1_KEY: &str = "v1";
+
+/// A value in its versioned wire form: `{"v1": <value>}`.
+///
+/// Reading also accepts the bare value (the form written before versions existed), which is
+/// version 1. `T` must serialize as a JSON object or an externally tagged enum.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T>(pub T);
+
+impl<T: Serialize> Serialize for Versioned<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry(V1_KEY, &self.0)?;
+        map.end()
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Versioned<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(VersionedVisitor(PhantomData))
+    }
+}
+
+struct VersionedVisitor<T>(PhantomData<T>);
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for VersionedVisitor<T> {
+    type Value = Versioned<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a versioned store value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let Some(key) = map.next_key::<String>()? else {
+            return Err(de::Error::custom("an empty object is not a store value"));
+        };
+        if key == V1_KEY {
+            let value = map.next_value::<T>()?;
+            if let Some(extra) = map.next_key::<String>()? {
+                return Err(de::Error::custom(format!(
+                    "unexpected key {extra:?} beside the version"
+                )));
+            }
+            return Ok(Versioned(value));
+        }
+        if key.starts_with('v') && key[1..].bytes().all(|b| b.is_ascii_digit()) && key.len() > 1 {
+            return Err(de::Error::custom(format!(
+                "store value of format {key} is newer than this build reads ({V1_KEY}); upgrade Francis"
+            )));
+        }
+        // The bare form: the key just read is the first key of the value itself.
+        let replay = Replay {
+            first: Some(key),
+            rest: map,
+        };
+        T::deserialize(de::value::MapAccessDeserializer::new(replay)).map(Versioned)
+    }
+}
+
+/// A map whose first key was already read: gives it back, then the rest.
+struct Replay<A> {
+    first: Option<String>,
+    rest: A,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for Replay<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        match self.first.take() {
+            Some(key) => seed.deserialize(key.into_deserializer()).map(Some),
+            None => self.rest.next_key_seed(seed),
+        }
+    }
+
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, A::Error> {
+        self.rest.next_value_seed(seed)
+    }
+}
+
+/// An alarm's properties on the wire: exact interval, data embedded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct WireAlarm {
+    due_time: DateTime<Utc>,
+    interval: Option<Duration>,
+    ttl: Option<DateTime<Utc>>,
+    #[serde(with = "bytes::option")]
+    data: Option<Vec<u8>>,
+}
+
+impl From<&AlarmProperties> for WireAlarm {
+    fn from(p: &AlarmProperties) -> Self {
+        WireAlarm {
+            due_time: p.due_time,
+            interval: p.interval.map(Interval::as_duration),
+            ttl: p.ttl,
+            data: p.data.as_ref().map(|d| d.as_bytes().to_vec()),
+        }
+    }
+}
+
+impl WireAlarm {
+    fn into_properties(self) -> Result<AlarmProperties, StoreError> {
+        let interval = self
+            .interval
+            .map(Interval::new)
+            .transpose()
+            .map_err(|e| StoreError::InvalidArgument(format!("alarm interval: {e}")))?;
+        let data = self
+            .data
+            .map(Envelope::from_json)
+            .transpose()
+            .map_err(|e| StoreError::InvalidArgument(format!("alarm data: {e}")))?;
+        Ok(AlarmProperties {
+            due_time: self.due_time,
+            interval,
+            ttl: self.ttl,
+            data,
+        })
+    }
+}
+
+/// [`AlarmProperties`] in their wire form (for `#[serde(with)]`).
+pub(crate) mod alarm {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(p: &AlarmProperties, s: S) -> Result<S::Ok, S::Error> {
+        WireAlarm::from(p).serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<AlarmProperties, D::Error> {
+        WireAlarm::deserialize(d)?
+            .into_properties()
+            .map_err(de::Error::custom)
+    }
+}
+
+/// `Option<AlarmProperties>` in its wire form.
+pub(crate) mod alarm_option {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(
+        p: &Option<AlarmProperties>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        p.as_ref().map(WireAlarm::from).serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<AlarmProperties>, D::Error> {
+        Option::<WireAlarm>::deserialize(d)?
+            .map(WireAlarm::into_properties)
+            .transpose()
+            .map_err(de::Error::custom)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireState {
+    #[serde(with = "bytes")]
+    data: Vec<u8>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// `Option<StateRecord>` in its wire form.
+pub(crate) mod state {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(
+        r: &Option<StateRecord>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        r.as_ref()
+            .map(|r| WireState {
+                data: r.data.clone(),
+                expires_at: r.expires_at,
+            })
+            .serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<StateRecord>, D::Error> {
+        Ok(Option::<WireState>::deserialize(d)?.map(|w| StateRecord {
+            data: w.data,
+            expires_at: w.expires_at,
+        }))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct WirePage {
+    items: Vec<WireListItem>,
+    next: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireListItem {
+    actor_id: String,
+    #[serde(with = "bytes::option")]
+    data: Option<Vec<u8>>,
+}
+
+/// [`StateListPage`] in its wire form.
+pub(crate) mod page {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(p: &StateListPage, s: S) -> Result<S::Ok, S::Error> {
+        WirePage {
+            items: p
+                .items
+                .iter()
+                .map(|i| WireListItem {
+                    actor_id: i.actor_id.clone(),
+                    data: i.data.clone(),
+                })
+                .collect(),
+            next: p.next.clone(),
+        }
+        .serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<StateListPage, D::Error> {
+        let w = WirePage::deserialize(d)?;
+        Ok(StateListPage {
+            items: w
+                .items
+                .into_iter()
+                .map(|i| StateListItem {
+                    actor_id: i.actor_id,
+                    data: i.data,
+                })
+                .collect(),
+            next: w.next,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireLeased {
+    lease: AlarmLease,
+    properties: WireAlarm,
+    attempts: u32,
+    lease_expires_at: DateTime<Utc>,
+}
+
+/// `Vec<LeasedAlarm>` in its wire form.
+pub(crate) mod leased {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(l: &[LeasedAlarm], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(l.iter().map(|l| WireLeased {
+            lease: l.lease.clone(),
+            properties: WireAlarm::from(&l.properties),
+            attempts: l.attempts,
+            lease_expires_at: l.lease_expires_at,
+        }))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<LeasedAlarm>, D::Error> {
+        Vec::<WireLeased>::deserialize(d)?
+            .into_iter()
+            .map(|w| {
+                Ok(LeasedAlarm {
+                    lease: w.lease,
+                    properties: w.properties.into_properties().map_err(de::Error::custom)?,
+                    attempts: w.attempts,
+                    lease_expires_at: w.lease_expires_at,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use francis_core::ActorRef;
+
+    use super::*;
+    use crate::op::{Op, Reply};
+    use crate::provider::Fence;
+
+    fn t(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_700_000_000_000 + ms).unwrap()
+    }
+
+    fn alarm() -> AlarmProperties {
+        AlarmProperties {
+            due_time: t(5),
+            interval: Some(Interval::new(Duration::from_nanos(1_500_000_123)).unwrap()),
+            ttl: Some(t(99)),
+            data: Some(Envelope::from_json(&b"{\"k\":[1,2]}"[..]).unwrap()),
+        }
+    }
+
+    #[test]
+    fn alarms_round_trip_exactly() {
+        let op = Op::SetAlarm {
+            actor: ActorRef::new("t", "a").unwrap(),
+            name: "tick".into(),
+            properties: alarm(),
+            fence: Fence::Epoch(3),
+        };
+        let json = serde_json::to_vec(&Versioned(op.clone())).unwrap();
+        let back: Versioned<Op> = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back.0, op);
+        let reply = Reply::Alarm(Some(alarm()));
+        let json = serde_json::to_vec(&reply).unwrap();
+        assert_eq!(serde_json::from_slice::<Reply>(&json).unwrap(), reply);
+    }
+
+    #[test]
+    fn the_wire_form_of_an_op_is_pinned() {
+        // The replicated log holds this form: a change here must come with a new version.
+        let op = Op::SetState {
+            actor: ActorRef::new("counter", "c1").unwrap(),
+            data: b"{\"n\":1}".to_vec(),
+            expires_at: None,
+            fence: Fence::Epoch(7),
+        };
+        let json = serde_json::to_string(&Versioned(op)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"v1":{"SetState":{"actor":{"actor_type":"counter","actor_id":"c1"},"data":{"json":{"n":1}},"expires_at":null,"fence":{"Epoch":7}}}}"#
+        );
+    }
+
+    #[test]
+    fn the_form_written_before_versions_still_reads() {
+        let bare = r#"{"Heartbeat":{"host_id":"h1","now":"2023-11-14T22:13:20Z"}}"#;
+        let back: Versioned<Op> = serde_json::from_str(bare).unwrap();
+        assert_eq!(
+            back.0,
+            Op::Heartbeat {
+                host_id: "h1".into(),
+                now: t(0)
+            }
+        );
+        let newer = r#"{"v2":{"Heartbeat":{}}}"#;
+        let err = serde_json::from_str::<Versioned<Op>>(newer).unwrap_err();
+        assert!(err.to_string().contains("newer"), "{err}");
+        assert!(serde_json::from_str::<Versioned<Op>>("{}").is_err());
+        assert!(serde_json::from_str::<Versioned<Op>>(r#"{"Nope":{}}"#).is_err());
+    }
+}
