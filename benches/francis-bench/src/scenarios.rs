@@ -550,30 +550,30 @@ pub async fn alarms(sz: Sizes) -> anyhow::Result<Vec<Row>> {
     Ok(vec![row])
 }
 
-/// `replicated-write`: 1 KiB writes through a 3-node replicated cluster on loopback, beside
-/// the same load on a single SQLite host.
-pub async fn replicated_write(sz: Sizes) -> anyhow::Result<Vec<Row>> {
-    let dir = tempfile::tempdir()?;
-    let budget = sz.budget((20_000, 6_000), (1_500, 1_500));
-    let single = sqlite_host(&dir.path().join("single.db")).await?;
-    let write = write_op(vec![single.host.service()], 64, "w").await?;
-    let base = drive_op(64, budget, write).await;
-    single.stop(Duration::from_secs(20)).await;
-
-    let addrs: Vec<String> = (0..3).map(|_| free_addr()).collect();
-    let node = |i: usize| {
+/// Drives `callers` 1 KiB writers through a replicated cluster of `nodes` in-process hosts
+/// (callers spread over the hosts, so most calls are forwarded to their actor's owner).
+async fn replicated_measure(
+    dir: &Path,
+    nodes: usize,
+    callers: usize,
+    budget: Budget,
+) -> anyhow::Result<Measure> {
+    let addrs: Vec<String> = (0..nodes).map(|_| free_addr()).collect();
+    let starts = (0..nodes).map(|i| {
         let (addr, peers, db) = (
             addrs[i].clone(),
             addrs.clone(),
-            dir.path().join(format!("node{i}.db")),
+            dir.join(format!("n{nodes}c{callers}-node{i}.db")),
         );
         start_host(move |b| b.address(addr).sqlite(db).peers(peers), true)
-    };
-    let (a, b, c) = tokio::join!(node(0), node(1), node(2));
-    let hosts: Vec<Running> = vec![a?, b?, c?];
+    });
+    let mut hosts: Vec<Running> = Vec::with_capacity(nodes);
+    for h in futures::future::join_all(starts).await {
+        hosts.push(h?);
+    }
     let services = hosts.iter().map(|h| h.host.service()).collect();
-    let m = match write_op(services, 64, "rw").await {
-        Ok(write) => Ok(drive_op(64, budget, write).await),
+    let m = match write_op(services, callers, &format!("rw{nodes}-{callers}-")).await {
+        Ok(write) => Ok(drive_op(callers, budget, write).await),
         Err(e) => Err(e),
     };
     let stops = hosts
@@ -582,17 +582,59 @@ pub async fn replicated_write(sz: Sizes) -> anyhow::Result<Vec<Row>> {
     for s in stops.collect::<Vec<_>>() {
         let _ = s.await;
     }
-    let m = m?;
-    Ok(vec![
-        Row::new(
-            "replicated-write",
-            "3 nodes, 64 actors, 1 KiB",
-            &m,
-            Some(("state-write, single host", &base)),
+    m
+}
+
+/// `replicated-write`: 1 KiB writes through replicated clusters on loopback (3 nodes and the
+/// two-worker shape, 64 callers and one), beside the same load on a single SQLite host.
+pub async fn replicated_write(sz: Sizes) -> anyhow::Result<Vec<Row>> {
+    let dir = tempfile::tempdir()?;
+    let budget = sz.budget((20_000, 6_000), (1_500, 1_500));
+    let one = sz.budget((3_000, 4_000), (300, 1_000));
+    let single = sqlite_host(&dir.path().join("single.db")).await?;
+    let base = drive_op(
+        64,
+        budget,
+        write_op(vec![single.host.service()], 64, "w").await?,
+    )
+    .await;
+    let base_one = drive_op(
+        1,
+        one,
+        write_op(vec![single.host.service()], 1, "w1-").await?,
+    )
+    .await;
+    single.stop(Duration::from_secs(20)).await;
+
+    let note = "in-process hosts, real QUIC on loopback; callers spread over the hosts (calls forwarded to owners)";
+    let mut rows = Vec::new();
+    for (nodes, callers, base, label, target) in [
+        (
+            3,
+            64,
+            &base,
+            "state-write, single host",
             Target::RatioAtLeast(0.3),
-        )
-        .note("in-process hosts, real QUIC on loopback; callers spread over the three hosts (calls forwarded to owners)"),
-    ])
+        ),
+        (
+            2,
+            64,
+            &base,
+            "state-write, single host",
+            Target::RatioAtLeast(0.3),
+        ),
+        (2, 1, &base_one, "one writer, single host", Target::None),
+    ] {
+        let b = if callers == 1 { one } else { budget };
+        let m = replicated_measure(dir.path(), nodes, callers, b).await?;
+        let case = if callers == 1 {
+            format!("{nodes} nodes, 1 caller, 1 KiB")
+        } else {
+            format!("{nodes} nodes, {callers} actors, 1 KiB")
+        };
+        rows.push(Row::new("replicated-write", &case, &m, Some((label, base)), target).note(note));
+    }
+    Ok(rows)
 }
 
 /// The `__memory` child: activates `n` idle actors and prints one JSON line.

@@ -24,6 +24,7 @@ use crate::state::StoreAccess;
 enum StoreChoice {
     None,
     Sqlite(PathBuf),
+    #[cfg(feature = "postgres")]
     Postgres(String),
     Provider(Arc<dyn Provider>),
 }
@@ -79,10 +80,13 @@ impl LocalHostBuilder {
 
     /// Use a PostgreSQL database shared with other hosts as the store: a `postgres://` or
     /// `postgresql://` URL, opened by [`LocalHostBuilder::build`] with the default
-    /// [`francis_store::PostgresOptions`] (tables prefixed `francis_`, created if missing).
-    /// For other options, build a [`francis_store::PostgresProvider`] and pass it to
+    /// [`francis_store_postgres::PostgresOptions`] (tables prefixed `francis_`, created if missing).
+    /// For other options, build a [`francis_store_postgres::PostgresProvider`] and pass it to
     /// [`LocalHostBuilder::provider`]. A server that cannot be reached makes `build` fail
     /// with an error naming its host and port (never the password).
+    ///
+    /// Needs the `postgres` feature of `francis-host`.
+    #[cfg(feature = "postgres")]
     pub fn postgres(mut self, url: impl Into<String>) -> Self {
         self.store = StoreChoice::Postgres(url.into());
         self
@@ -185,16 +189,20 @@ impl LocalHostBuilder {
                 ));
             }
             (StoreChoice::Provider(p), None) => p,
+            #[cfg(feature = "postgres")]
             (StoreChoice::Postgres(url), None) => Arc::new(
-                francis_store::PostgresProvider::connect(
+                francis_store_postgres::PostgresProvider::connect(
                     &url,
-                    francis_store::PostgresOptions::default(),
+                    francis_store_postgres::PostgresOptions::default(),
                 )
                 .await?,
             ),
             (StoreChoice::Sqlite(path), None) => Arc::new(
-                francis_store::SqliteProvider::open(&path, francis_store::SqliteOptions::default())
-                    .await?,
+                francis_store_sqlite::SqliteProvider::open(
+                    &path,
+                    francis_store_sqlite::SqliteOptions::default(),
+                )
+                .await?,
             ),
         };
         let store = StoreAccess {

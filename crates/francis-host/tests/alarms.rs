@@ -217,9 +217,12 @@ async fn an_alarm_that_came_due_while_down_fires_after_a_restart() {
     };
     let open = |path: std::path::PathBuf| async move {
         Arc::new(
-            francis_store::SqliteProvider::open(&path, francis_store::SqliteOptions::default())
-                .await
-                .unwrap(),
+            francis_store_sqlite::SqliteProvider::open(
+                &path,
+                francis_store_sqlite::SqliteOptions::default(),
+            )
+            .await
+            .unwrap(),
         )
     };
     let h1 = start_with(open(path.clone()).await, options(), fast).await;

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use francis_core::{ActorService, Envelope};
 use francis_host::{ActorOptions, HostEvent, HostService};
-use francis_store::{Provider, SqliteOptions, SqliteProvider};
+use francis_store::Provider;
+use francis_store_sqlite::{SqliteOptions, SqliteProvider};
 use support::*;
 use tokio::time::Instant;
 

@@ -13,7 +13,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use francis_host::{ActorOptions, HostEvent, HostService, LocalHost};
-use francis_store::{PostgresProvider, PostgresTestTables, Provider, TEST_POSTGRES_URL_ENV};
+use francis_store::Provider;
+use francis_store_postgres::{PostgresProvider, PostgresTestTables, TEST_POSTGRES_URL_ENV};
 use support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;

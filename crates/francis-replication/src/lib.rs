@@ -1,6 +1,6 @@
 //! The replicated store: a [`francis_store::Provider`] whose every write is a command in a
 //! Raft log (openraft 0.9) carried over `francis-transport`, applied by every node to its
-//! **own** SQLite file through [`francis_store::SqliteProvider`].
+//! **own** SQLite file through [`francis_store_sqlite::SqliteProvider`].
 //!
 //! The entry type is [`ReplicatedProvider`]; [`RaftRequestHandler`] serves the peers'
 //! messages on the host's transport. See `docs/replication.md` for how it works and what it

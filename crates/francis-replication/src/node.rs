@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use francis_store::wire::Versioned;
-use francis_store::{Op, Provider, Reply, SqliteOptions, SqliteProvider, StoreError};
+use francis_store::{Op, Provider, Reply, StoreError};
+use francis_store_sqlite::{SqliteOptions, SqliteProvider};
 use francis_transport::Transport;
 use francis_transport::proto::{RaftReply, RaftRequest, Response, WireError, raft_reply, response};
 use openraft::error::{

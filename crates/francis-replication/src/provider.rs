@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use francis_store::policy::check_op;
-use francis_store::{Op, Provider, Reply, SqliteProvider, StoreResult};
+use francis_store::{Op, Provider, Reply, StoreResult};
+use francis_store_sqlite::SqliteProvider;
 use francis_transport::proto::{Request, Response, request};
 use francis_transport::{RequestHandler, Transport};
 

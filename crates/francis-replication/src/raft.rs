@@ -4,7 +4,8 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use francis_store::wire::Versioned;
-use francis_store::{ApplyMarker, Op, Reply, SqliteProvider, StoreError};
+use francis_store::{Op, Reply, StoreError};
+use francis_store_sqlite::{ApplyMarker, SqliteProvider};
 use openraft::storage::RaftStateMachine;
 use openraft::{
     AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
@@ -37,8 +38,8 @@ fn any(e: impl std::error::Error + 'static) -> AnyError {
 }
 
 /// A marker's value.
-fn encode<T: serde::Serialize>(log_id: LogId<NodeId>, v: &T) -> StorageResult<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| StorageIOError::apply(log_id, any(e)).into())
+fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, AnyError> {
+    serde_json::to_vec(v).map_err(any)
 }
 
 fn decode<T: DeserializeOwned>(bytes: Option<&Vec<u8>>) -> Result<Option<T>, AnyError> {
@@ -153,12 +154,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         let mut markers = vec![ApplyMarker {
             key: APPLIED_KEY.to_string(),
-            value: encode(log_id, &Some(log_id))?,
+            value: encode(&Some(log_id)).map_err(|e| StorageIOError::apply(log_id, e))?,
         }];
         if let Some(m) = &membership {
             markers.push(ApplyMarker {
                 key: MEMBERSHIP_KEY.to_string(),
-                value: encode(log_id, m)?,
+                value: encode(m).map_err(|e| StorageIOError::apply(log_id, e))?,
             });
         }
         let results = self.store.apply_batch(ops, markers).await.map_err(|e| {

@@ -56,7 +56,7 @@ async fn a_write_through_one_node_is_applied_to_every_nodes_own_file() {
     }
     // the files are distinct databases: stop everything and read one file directly
     c.stop_all().await;
-    let direct = francis_store::SqliteProvider::open(c.data_path(2), Default::default())
+    let direct = francis_store_sqlite::SqliteProvider::open(c.data_path(2), Default::default())
         .await
         .unwrap();
     assert_eq!(

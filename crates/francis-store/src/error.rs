@@ -63,12 +63,10 @@ pub enum StoreError {
     /// A stored row could not be read back (corruption or a foreign database).
     #[error("corrupt store data: {0}")]
     Corrupt(String),
-    /// The database failed.
+    /// The backend's database failed (an SQL or I/O error, a failed migration); the message
+    /// says how. Nothing of the failed operation was applied.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Applying migrations failed.
-    #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Backend(String),
 }
 
 impl StoreError {

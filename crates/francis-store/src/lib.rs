@@ -1,18 +1,24 @@
-//! The store: the single authority on hosts, placement, state and alarms.
+//! The store's contract: the single authority on hosts, placement, state and alarms.
 //!
-//! [`Provider`] is the contract every backend implements (its doc lists the guarantees:
-//! atomicity, durability, fencing, single placement, exclusive alarm leases).
-//! [`SqliteProvider`] implements it over one SQLite file with group commit;
-//! `PostgresProvider` (feature `postgres`) over one PostgreSQL database shared by any number of
-//! hosts. The `testing` feature exposes [`testing`], the conformance suite every implementation
-//! runs.
+//! - [`Op`] and [`Reply`]: every operation, defined once, as data.
+//! - [`Provider`]: the contract every backend implements (its doc lists the guarantees:
+//!   batches, atomicity, durability, fencing, single placement, exclusive alarm leases).
+//!   A backend implements [`Provider::execute_batch`]; the typed methods come with it.
+//! - [`policy`]: the decisions every backend makes the same way, as plain functions;
+//!   [`codec`]: the row codec the SQL backends share; [`wire`]: the versioned wire form.
+//! - With the `testing` feature: [`MemoryProvider`] and the conformance suite ([`testing`])
+//!   every backend runs.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), francis_store::StoreError> {
+//! The backends are crates of their own: `francis-store-sqlite` (one SQLite file, group
+//! commit), `francis-store-postgres` (one PostgreSQL database shared by any number of hosts)
+//! and `francis-replication` (SQLite files replicated with Raft). This crate compiles no
+//! database driver.
+//!
+//! ```
+//! # async fn demo(store: &impl francis_store::Provider) -> Result<(), francis_store::StoreError> {
 //! use std::time::Duration;
-//! use francis_store::{Provider, SqliteOptions, SqliteProvider, HostRegistration, ActorTypeSpec};
+//! use francis_store::{ActorTypeSpec, HostRegistration, Provider};
 //!
-//! let store = SqliteProvider::open("data.db", SqliteOptions::default()).await?;
 //! let now = chrono::Utc::now(); // the caller's clock: the store never reads one
 //! store
 //!     .register_host(
@@ -28,19 +34,16 @@
 //! let actor = francis_core::ActorRef::new("counter", "c1").expect("valid reference");
 //! let placement = store.claim(&actor, "host-1", now, Duration::from_secs(20)).await?;
 //! assert_eq!(placement.host_id, "host-1");
-//! store.close().await;
 //! # Ok(()) }
 //! ```
 
+pub mod codec;
 mod error;
 #[cfg(feature = "testing")]
 mod memory;
 mod op;
 pub mod policy;
-#[cfg(feature = "postgres")]
-mod postgres;
 mod provider;
-mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod wire;
@@ -49,18 +52,8 @@ pub use error::StoreError;
 #[cfg(feature = "testing")]
 pub use memory::MemoryProvider;
 pub use op::{Op, Reply};
-#[cfg(all(feature = "postgres", feature = "testing"))]
-pub use postgres::testing::{PostgresTestTables, TEST_POSTGRES_URL_ENV};
-#[cfg(feature = "postgres")]
-pub use postgres::{
-    DEFAULT_TABLE_PREFIX, POSTGRES_SCHEMA_VERSION, PostgresOptions, PostgresProvider,
-};
 pub use provider::{
     ActorTypeSpec, AlarmLease, AlarmOutcome, ClaimRefusal, Fence, HostRecord, HostRegistration,
     LeaseRequest, LeasedAlarm, Placement, Provider, StateListItem, StateListPage, StateRecord,
     StoreResult,
-};
-pub use sqlite::{
-    ApplyMarker, Durability, LOCAL_META_PREFIX, SCHEMA_VERSION, SqliteOptions, SqliteProvider,
-    WriterStats,
 };

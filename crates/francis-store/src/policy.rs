@@ -65,36 +65,36 @@ pub fn validate_registration(reg: &HostRegistration) -> StoreResult<()> {
 }
 
 /// Milliseconds since the Unix epoch (sub-millisecond parts are dropped, rounding down).
-pub(crate) fn millis(t: DateTime<Utc>) -> i64 {
+pub fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
 /// A duration in whole milliseconds (rounded down), saturating at `i64::MAX`.
-pub(crate) fn duration_millis(d: Duration) -> i64 {
+pub fn duration_millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// `now + d` in milliseconds, saturating.
-pub(crate) fn add_millis(now_ms: i64, d: Duration) -> i64 {
+pub fn add_millis(now_ms: i64, d: Duration) -> i64 {
     now_ms.saturating_add(duration_millis(d))
 }
 
 /// Whether a host whose last heartbeat was at `last_heartbeat_ms` is live at `now_ms`:
 /// `now - last_heartbeat < ttl`. A heartbeat stamped after `now` (clock skew between hosts)
 /// counts as live.
-pub(crate) fn is_live(last_heartbeat_ms: i64, now_ms: i64, ttl_ms: i64) -> bool {
+pub fn is_live(last_heartbeat_ms: i64, now_ms: i64, ttl_ms: i64) -> bool {
     i128::from(now_ms) - i128::from(last_heartbeat_ms) < i128::from(ttl_ms)
 }
 
 /// The heartbeat cutoff for SQL: a host is live exactly when `last_heartbeat_ms > cutoff`
 /// (the same rule as [`is_live`], for values in range).
-pub(crate) fn live_cutoff(now_ms: i64, ttl_ms: i64) -> i64 {
+pub fn live_cutoff(now_ms: i64, ttl_ms: i64) -> i64 {
     now_ms.saturating_sub(ttl_ms)
 }
 
 /// What the store knows about a claim's candidate host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CandidateView {
+pub struct CandidateView {
     /// Registered and live.
     pub live: bool,
     /// `None`: the type is not served; `Some(None)`: served without limit;
@@ -106,7 +106,7 @@ pub(crate) struct CandidateView {
 
 /// Whether an actor may be placed on a candidate host, and if not, why.
 /// Liveness is checked first, then the type, then capacity.
-pub(crate) fn check_candidate(view: CandidateView) -> Result<(), ClaimRefusal> {
+pub fn check_candidate(view: CandidateView) -> Result<(), ClaimRefusal> {
     if !view.live {
         return Err(ClaimRefusal::CandidateNotLive);
     }

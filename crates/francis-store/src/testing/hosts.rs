@@ -232,3 +232,66 @@ pub async fn host_unregister_removes_placements_and_leases<H: ProviderHarness>(m
         .collect();
     assert_eq!(ids, ["h2"]);
 }
+
+/// Every backend refuses the same bad input with [`StoreError::InvalidArgument`] and changes
+/// nothing: registrations with an empty host id, address or actor type, or a type listed
+/// twice; a state listing with a limit of 0; a lease that would expire past representable
+/// time. A batch with one bad operation still runs the others.
+pub async fn bad_input_is_refused_alike<H: ProviderHarness>(mut h: H) {
+    let p = h.fresh().await;
+    let bad = [
+        registration("", "10.0.0.1:7000", &[]),
+        registration("h1", "", &[]),
+        registration("h1", "10.0.0.1:7000", &[("", None)]),
+        registration("h1", "10.0.0.1:7000", &[("t", None), ("t", Some(2))]),
+    ];
+    for reg in &bad {
+        let err = p.register_host(reg, at(0), TTL).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidArgument(_)),
+            "{reg:?}: {err:?}"
+        );
+        assert!(err.is_refusal());
+    }
+    assert!(
+        p.live_hosts(at(0), TTL).await.unwrap().is_empty(),
+        "nothing stored"
+    );
+    let err = p.list_states("t", None, 0, true, at(0)).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidArgument(_)), "{err:?}");
+    let too_long = LeaseRequest {
+        host_id: "h1".into(),
+        actor_types: vec!["t".into()],
+        horizon: at(0),
+        limit: 1,
+        lease_duration: Duration::from_secs(u64::MAX / 4),
+        lease_id: "l1".into(),
+    };
+    let err = p.lease_alarms(&too_long, at(0)).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidArgument(_)), "{err:?}");
+
+    // In a batch, the bad operation is refused alone.
+    let results = p
+        .execute_batch(vec![
+            crate::Op::RegisterHost {
+                registration: registration("", "10.0.0.9:7000", &[]),
+                now: at(0),
+                ttl: TTL,
+            },
+            crate::Op::RegisterHost {
+                registration: registration("h2", "10.0.0.2:7000", &[("t", None)]),
+                now: at(0),
+                ttl: TTL,
+            },
+        ])
+        .await;
+    assert_eq!(results.len(), 2);
+    assert!(
+        matches!(results[0], Err(StoreError::InvalidArgument(_))),
+        "{results:?}"
+    );
+    assert!(matches!(results[1], Ok(crate::Reply::Unit)), "{results:?}");
+    let hosts = p.live_hosts(at(1), TTL).await.unwrap();
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(hosts[0].host_id, "h2");
+}

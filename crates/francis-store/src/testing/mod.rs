@@ -100,6 +100,7 @@ macro_rules! provider_conformance_tests {
             host_reregister_updates_record,
             host_address_conflict,
             host_unregister_removes_placements_and_leases,
+            bad_input_is_refused_alike,
             claim_new_then_existing,
             claim_epochs_never_reused,
             claim_replaces_dead_owner,

@@ -19,17 +19,17 @@ use futures::future::BoxFuture;
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::StoreError;
-use crate::provider::StoreResult;
+use crate::error::Result;
+use francis_store::StoreError;
 
 /// A write operation: runs on the write connection inside the batch transaction.
 pub(crate) trait WriteOp<T>:
-    for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static
+    for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static
 {
 }
 
 impl<T, F> WriteOp<T> for F where
-    F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static
+    F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static
 {
 }
 
@@ -51,8 +51,8 @@ pub(crate) trait Job: Send {
 
 struct OpJob<T, F> {
     op: Option<F>,
-    outcome: Option<StoreResult<T>>,
-    reply: oneshot::Sender<StoreResult<T>>,
+    outcome: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
 }
 
 impl<T, F> Job for OpJob<T, F>
@@ -99,11 +99,11 @@ where
             (Some(Err(e)), _) => Err(e),
             (Some(Ok(value)), BatchEnd::Committed) => Ok(value),
             (Some(Ok(_)) | None, BatchEnd::Failed(why)) => {
-                Err(StoreError::Unavailable(format!("write not applied: {why}")))
+                Err(StoreError::Unavailable(format!("write not applied: {why}")).into())
             }
-            (None, BatchEnd::Committed) => Err(StoreError::Unavailable(
-                "write not applied: it was not run".into(),
-            )),
+            (None, BatchEnd::Committed) => {
+                Err(StoreError::Unavailable("write not applied: it was not run".into()).into())
+            }
         };
         // The caller may have gone away (cancelled); its write still happened or not as above.
         let _ = self.reply.send(result);
@@ -111,7 +111,7 @@ where
 }
 
 /// Wraps an operation as a job; the receiver gets its result after the batch ends.
-pub(crate) fn job<T, F>(op: F) -> (Box<dyn Job>, oneshot::Receiver<StoreResult<T>>)
+pub(crate) fn job<T, F>(op: F) -> (Box<dyn Job>, oneshot::Receiver<Result<T>>)
 where
     T: Send + 'static,
     F: WriteOp<T>,
@@ -216,6 +216,7 @@ pub(crate) async fn writer_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use sqlx::Connection;
 
     async fn conn() -> SqliteConnection {
@@ -232,7 +233,7 @@ mod tests {
     }
 
     fn insert(key: &'static str) -> impl WriteOp<()> {
-        move |c: &mut SqliteConnection| -> BoxFuture<'_, StoreResult<()>> {
+        move |c: &mut SqliteConnection| -> BoxFuture<'_, Result<()>> {
             Box::pin(async move {
                 sqlx::query("INSERT INTO t (k) VALUES (?1)")
                     .bind(key)
@@ -245,13 +246,13 @@ mod tests {
 
     /// Writes, then refuses: its write must be undone.
     fn insert_then_refuse(key: &'static str) -> impl WriteOp<()> {
-        move |c: &mut SqliteConnection| -> BoxFuture<'_, StoreResult<()>> {
+        move |c: &mut SqliteConnection| -> BoxFuture<'_, Result<()>> {
             Box::pin(async move {
                 sqlx::query("INSERT INTO t (k) VALUES (?1)")
                     .bind(key)
                     .execute(&mut *c)
                     .await?;
-                Err(StoreError::InvalidArgument("refused".into()))
+                Err(StoreError::InvalidArgument("refused".into()).into())
             })
         }
     }
@@ -274,9 +275,9 @@ mod tests {
         assert!(ra.await.unwrap().is_ok());
         assert!(matches!(
             rb.await.unwrap(),
-            Err(StoreError::InvalidArgument(_))
+            Err(Error::Store(StoreError::InvalidArgument(_)))
         ));
-        assert!(matches!(rdup.await.unwrap(), Err(StoreError::Database(_))));
+        assert!(matches!(rdup.await.unwrap(), Err(Error::Sql(_))));
         assert!(rd.await.unwrap().is_ok());
         assert_eq!(keys(&mut c).await, vec!["a", "d"]);
     }
@@ -286,20 +287,20 @@ mod tests {
         let mut c = conn().await;
         let (a, ra) = job(insert("a"));
         // a dangling deferred foreign key: every statement succeeds, COMMIT fails
-        let (b, rb) = job(
-            |c: &mut SqliteConnection| -> BoxFuture<'_, StoreResult<()>> {
-                Box::pin(async move {
-                    sqlx::query("INSERT INTO child (k) VALUES ('nobody')")
-                        .execute(&mut *c)
-                        .await?;
-                    Ok(())
-                })
-            },
-        );
+        let (b, rb) = job(|c: &mut SqliteConnection| -> BoxFuture<'_, Result<()>> {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO child (k) VALUES ('nobody')")
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            })
+        });
         assert!(!run_batch(&mut c, vec![a, b], &Counters::default()).await);
         for r in [ra.await.unwrap(), rb.await.unwrap()] {
             match r {
-                Err(StoreError::Unavailable(m)) => assert!(m.contains("commit failed"), "{m}"),
+                Err(Error::Store(StoreError::Unavailable(m))) => {
+                    assert!(m.contains("commit failed"), "{m}")
+                }
                 other => panic!("expected Unavailable, got {other:?}"),
             }
         }
@@ -316,22 +317,22 @@ mod tests {
         let mut c = conn().await;
         let (a, ra) = job(insert("a"));
         // ends the transaction under the writer's feet, as SQLite does on some I/O errors
-        let (b, rb) = job(
-            |c: &mut SqliteConnection| -> BoxFuture<'_, StoreResult<()>> {
-                Box::pin(async move {
-                    sqlx::raw_sql("ROLLBACK").execute(&mut *c).await?;
-                    Err(StoreError::Unavailable("disk gone".into()))
-                })
-            },
-        );
+        let (b, rb) = job(|c: &mut SqliteConnection| -> BoxFuture<'_, Result<()>> {
+            Box::pin(async move {
+                sqlx::raw_sql("ROLLBACK").execute(&mut *c).await?;
+                Err(StoreError::Unavailable("disk gone".into()).into())
+            })
+        });
         let (d, rd) = job(insert("d"));
         assert!(!run_batch(&mut c, vec![a, b, d], &Counters::default()).await);
         assert!(
-            matches!(ra.await.unwrap(), Err(StoreError::Unavailable(m)) if m.contains("not applied"))
+            matches!(ra.await.unwrap(), Err(Error::Store(StoreError::Unavailable(m))) if m.contains("not applied"))
         );
-        assert!(matches!(rb.await.unwrap(), Err(StoreError::Unavailable(m)) if m == "disk gone"));
         assert!(
-            matches!(rd.await.unwrap(), Err(StoreError::Unavailable(m)) if m.contains("not applied"))
+            matches!(rb.await.unwrap(), Err(Error::Store(StoreError::Unavailable(m))) if m == "disk gone")
+        );
+        assert!(
+            matches!(rd.await.unwrap(), Err(Error::Store(StoreError::Unavailable(m))) if m.contains("not applied"))
         );
         assert!(keys(&mut c).await.is_empty());
     }

@@ -1,10 +1,13 @@
 //! [`PostgresProvider`]: the [`Provider`] over one shared PostgreSQL database (sqlx).
 
+mod error;
 mod migrate;
 mod ops;
 mod policy;
 #[cfg(feature = "testing")]
-pub(crate) mod testing;
+mod testing;
+#[cfg(feature = "testing")]
+pub use testing::{PostgresTestTables, TEST_POSTGRES_URL_ENV};
 
 use std::future::Future;
 use std::str::FromStr;
@@ -14,12 +17,13 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
-use self::ops::Db;
-use self::policy::{ErrorClass, classify_sqlstate, redact_url, validate_prefix};
-use crate::error::StoreError;
-use crate::op::{Op, Reply};
-use crate::policy::{check_op, duration_millis, millis};
-use crate::provider::{Provider, StoreResult};
+use crate::error::{Error, Result};
+use crate::ops::Db;
+use crate::policy::{ErrorClass, classify_sqlstate, redact_url, validate_prefix};
+use francis_store::StoreError;
+use francis_store::policy::{check_op, duration_millis, millis};
+use francis_store::{Op, Reply};
+use francis_store::{Provider, StoreResult};
 
 /// The newest schema version this build of the PostgreSQL provider writes and reads.
 pub const POSTGRES_SCHEMA_VERSION: i64 = migrate::SCHEMA_VERSION;
@@ -139,72 +143,79 @@ impl PostgresProvider {
     /// that cannot be reached (or refuses the connection) within
     /// [`PostgresOptions::acquire_timeout`] is [`StoreError::Unavailable`] naming the host and
     /// port; no message ever shows the password.
-    pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
-        validate_prefix(&options.table_prefix).map_err(StoreError::InvalidArgument)?;
-        if !policy::is_postgres_url(url) {
-            return Err(StoreError::InvalidArgument(format!(
-                "invalid PostgreSQL URL {}: it must start with postgres:// or postgresql://",
-                redact_url(url)
-            )));
-        }
-        let connect = PgConnectOptions::from_str(url)
-            .map_err(|e| {
-                StoreError::InvalidArgument(format!(
-                    "invalid PostgreSQL URL {}: {}",
-                    redact_url(url),
-                    scrub(&e.to_string(), url)
+    pub async fn connect(url: &str, options: PostgresOptions) -> StoreResult<Self> {
+        let inner = async move {
+            validate_prefix(&options.table_prefix).map_err(StoreError::InvalidArgument)?;
+            if !policy::is_postgres_url(url) {
+                return Err(StoreError::InvalidArgument(format!(
+                    "invalid PostgreSQL URL {}: it must start with postgres:// or postgresql://",
+                    redact_url(url)
                 ))
-            })?
-            .application_name("francis");
-        let target = describe_target(&connect);
-        let first = tokio::time::timeout(
-            options.acquire_timeout,
-            PgConnection::connect_with(&connect),
-        )
-        .await;
-        let mut conn = match first {
-            Err(_) => {
-                return Err(StoreError::Unavailable(format!(
-                    "cannot reach PostgreSQL at {target}: no answer within {:?}",
-                    options.acquire_timeout
-                )));
+                .into());
             }
-            Ok(Err(e)) => {
-                return Err(StoreError::Unavailable(format!(
-                    "cannot connect to PostgreSQL at {target}: {}",
-                    scrub(&e.to_string(), url)
-                )));
-            }
-            Ok(Ok(conn)) => conn,
-        };
-        let migrated =
-            migrate::migrate(&mut conn, &options.table_prefix, migrate::MIGRATIONS).await;
-        // the schema is settled (or refused); this connection's work is done either way
-        let _ = conn.close().await;
-        migrated.map_err(|e| unavailable_or(e, &target))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(options.pool_size.max(1))
-            .min_connections(0)
-            .acquire_timeout(options.acquire_timeout)
-            // sqlx pings every connection when it is released (a broken one is dropped then);
-            // one that sat idle may have been cut meanwhile, so it is pinged before reuse too.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= PING_IDLE_AFTER {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
+            let connect = PgConnectOptions::from_str(url)
+                .map_err(|e| {
+                    StoreError::InvalidArgument(format!(
+                        "invalid PostgreSQL URL {}: {}",
+                        redact_url(url),
+                        scrub(&e.to_string(), url)
+                    ))
+                })?
+                .application_name("francis");
+            let target = describe_target(&connect);
+            let first = tokio::time::timeout(
+                options.acquire_timeout,
+                PgConnection::connect_with(&connect),
+            )
+            .await;
+            let mut conn = match first {
+                Err(_) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "cannot reach PostgreSQL at {target}: no answer within {:?}",
+                        options.acquire_timeout
+                    ))
+                    .into());
+                }
+                Ok(Err(e)) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "cannot connect to PostgreSQL at {target}: {}",
+                        scrub(&e.to_string(), url)
+                    ))
+                    .into());
+                }
+                Ok(Ok(conn)) => conn,
+            };
+            let migrated =
+                migrate::migrate(&mut conn, &options.table_prefix, migrate::MIGRATIONS).await;
+            // the schema is settled (or refused); this connection's work is done either way
+            let _ = conn.close().await;
+            migrated.map_err(|e| unavailable_or(e, &target))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(options.pool_size.max(1))
+                .min_connections(0)
+                .acquire_timeout(options.acquire_timeout)
+                // sqlx pings every connection when it is released (a broken one is dropped then);
+                // one that sat idle may have been cut meanwhile, so it is pinged before reuse too.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PING_IDLE_AFTER {
+                            conn.ping().await?;
+                        }
+                        Ok(true)
+                    })
                 })
+                .connect_lazy_with(connect);
+            Ok(PostgresProvider {
+                db: Db {
+                    pool,
+                    prefix: options.table_prefix,
+                },
+                target,
             })
-            .connect_lazy_with(connect);
-        Ok(PostgresProvider {
-            db: Db {
-                pool,
-                prefix: options.table_prefix,
-            },
-            target,
-        })
+        };
+        let result: Result<Self> = inner.await;
+        result.map_err(Into::into)
     }
 
     /// The table prefix it uses.
@@ -224,10 +235,10 @@ impl PostgresProvider {
 
     /// Runs `op`, again after a deadlock or serialization failure, and maps connection
     /// failures to [`StoreError::Unavailable`].
-    async fn run<T, F, Fut>(&self, mut op: F) -> StoreResult<T>
+    async fn run<T, F, Fut>(&self, mut op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = StoreResult<T>>,
+        Fut: Future<Output = Result<T>>,
     {
         let mut attempt = 0;
         loop {
@@ -253,12 +264,12 @@ fn scrub(message: &str, url: &str) -> String {
 }
 
 /// How a store error is handled by [`PostgresProvider::run`].
-fn class(e: &StoreError) -> ErrorClass {
+fn class(e: &Error) -> ErrorClass {
     match e {
-        StoreError::Database(sqlx::Error::Database(db)) => db
+        Error::Sql(sqlx::Error::Database(db)) => db
             .code()
             .map_or(ErrorClass::Other, |c| classify_sqlstate(&c)),
-        StoreError::Database(
+        Error::Sql(
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_)
@@ -272,21 +283,22 @@ fn class(e: &StoreError) -> ErrorClass {
 }
 
 /// `e`, or [`StoreError::Unavailable`] naming the server if `e` means it cannot be used now.
-fn unavailable_or(e: StoreError, target: &str) -> StoreError {
+fn unavailable_or(e: Error, target: &str) -> Error {
     match class(&e) {
         ErrorClass::Unavailable | ErrorClass::Conflict => {
-            StoreError::Unavailable(format!("PostgreSQL at {target}: {e}"))
+            StoreError::Unavailable(format!("PostgreSQL at {target}: {e}")).into()
         }
         ErrorClass::Other => e,
     }
 }
 
 /// Refuses strings PostgreSQL's `text` cannot hold (NUL characters).
-fn text_arg(what: &str, value: &str) -> StoreResult<()> {
+fn text_arg(what: &str, value: &str) -> Result<()> {
     if value.contains('\0') {
         return Err(StoreError::InvalidArgument(format!(
             "{what} {value:?} contains a NUL character"
-        )));
+        ))
+        .into());
     }
     Ok(())
 }
@@ -294,7 +306,7 @@ fn text_arg(what: &str, value: &str) -> StoreResult<()> {
 impl PostgresProvider {
     /// Runs one operation: the shared input checks, then what PostgreSQL's `text` cannot
     /// hold, then the operation's SQL (again after a conflict, see [`PostgresProvider::run`]).
-    async fn run_op(&self, op: Op) -> StoreResult<Reply> {
+    async fn run_op(&self, op: Op) -> Result<Reply> {
         check_op(&op)?;
         check_text(&op)?;
         Ok(match op {
@@ -407,7 +419,7 @@ impl PostgresProvider {
                 properties,
                 fence,
             } => {
-                let row = ops::AlarmRow::from_properties(&properties)?;
+                let row = francis_store::codec::AlarmRow::from_properties(&properties)?;
                 self.run(|| ops::set_alarm(&self.db, &actor, &name, row.clone(), fence))
                     .await?;
                 Reply::Unit
@@ -452,7 +464,7 @@ impl PostgresProvider {
 }
 
 /// Refuses the strings of an operation that PostgreSQL's `text` cannot hold.
-fn check_text(op: &Op) -> StoreResult<()> {
+fn check_text(op: &Op) -> Result<()> {
     match op {
         Op::RegisterHost { registration, .. } => {
             text_arg("host id", &registration.host_id)?;
@@ -513,12 +525,12 @@ impl Provider for PostgresProvider {
     async fn execute_batch(&self, ops: Vec<Op>) -> Vec<StoreResult<Reply>> {
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
-            results.push(self.run_op(op).await);
+            results.push(self.run_op(op).await.map_err(Into::into));
         }
         results
     }
 
     async fn execute(&self, op: Op) -> StoreResult<Reply> {
-        self.run_op(op).await
+        self.run_op(op).await.map_err(Into::into)
     }
 }

@@ -1,11 +1,12 @@
 //! [`SqliteProvider`]: the [`Provider`] over one SQLite database (sqlx).
 
+mod error;
 mod migrate;
 mod ops;
 mod replica;
 mod writer;
 
-pub use replica::{ApplyMarker, LOCAL_META_PREFIX};
+pub use replica::{ApplyMarker, LOCAL_META_PREFIX, Metadata};
 
 use std::path::Path;
 use std::str::FromStr;
@@ -19,9 +20,10 @@ use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::error::StoreError;
-use crate::op::{Op, Reply};
-use crate::provider::{Provider, StoreResult};
+use crate::error::Result;
+use francis_store::StoreError;
+use francis_store::{Op, Reply};
+use francis_store::{Provider, StoreResult};
 use writer::{Counters, Job, WriteOp};
 
 /// The newest schema version this build of the SQLite provider writes and reads.
@@ -151,86 +153,87 @@ impl SqliteProvider {
     /// Opens (creating it if missing) the database at a file path or a `sqlite:` URL, and
     /// migrates it to [`SCHEMA_VERSION`]. `:memory:` (or `sqlite::memory:`) opens a fresh
     /// private in-memory database that lives as long as the provider.
-    pub async fn open(
-        location: impl AsRef<Path>,
-        options: SqliteOptions,
-    ) -> Result<Self, StoreError> {
-        let path = location.as_ref();
-        let text = path.to_string_lossy().into_owned();
-        let memory = is_memory(&text);
-        let base = if memory {
-            let url = if text.starts_with("sqlite:") {
-                text.clone()
+    pub async fn open(location: impl AsRef<Path>, options: SqliteOptions) -> StoreResult<Self> {
+        let inner = async move {
+            let path = location.as_ref();
+            let text = path.to_string_lossy().into_owned();
+            let memory = is_memory(&text);
+            let base = if memory {
+                let url = if text.starts_with("sqlite:") {
+                    text.clone()
+                } else {
+                    "sqlite::memory:".to_string()
+                };
+                SqliteConnectOptions::from_str(&url)?
+            } else if text.starts_with("sqlite:") {
+                SqliteConnectOptions::from_str(&text)?
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .create_if_missing(true)
             } else {
-                "sqlite::memory:".to_string()
+                SqliteConnectOptions::new()
+                    .filename(path)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .create_if_missing(true)
             };
-            SqliteConnectOptions::from_str(&url)?
-        } else if text.starts_with("sqlite:") {
-            SqliteConnectOptions::from_str(&text)?
-                .journal_mode(SqliteJournalMode::Wal)
-                .create_if_missing(true)
-        } else {
-            SqliteConnectOptions::new()
-                .filename(path)
-                .journal_mode(SqliteJournalMode::Wal)
-                .create_if_missing(true)
-        };
-        let connect = base
-            .foreign_keys(true)
-            .busy_timeout(options.busy_timeout)
-            .synchronous(match options.durability {
-                Durability::Full => SqliteSynchronous::Full,
-                Durability::Normal => SqliteSynchronous::Normal,
-            });
+            let connect = base
+                .foreign_keys(true)
+                .busy_timeout(options.busy_timeout)
+                .synchronous(match options.durability {
+                    Durability::Full => SqliteSynchronous::Full,
+                    Durability::Normal => SqliteSynchronous::Normal,
+                });
 
-        // The writer's own connection. An in-memory database exists only while a connection
-        // to it is open, so there it is the one connection for reads too, and is never recycled.
-        let write_pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(if memory { 1 } else { 0 })
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .test_before_acquire(false)
-            .connect_with(connect.clone())
-            .await?;
-        {
-            let mut conn = write_pool.acquire().await?;
-            migrate::migrate(&mut conn, migrate::MIGRATIONS).await?;
-            sqlx::raw_sql(replica::CREATE_META)
-                .execute(&mut *conn)
-                .await?;
-        }
-        let read_pool = if memory {
-            write_pool.clone()
-        } else {
-            SqlitePoolOptions::new()
-                .max_connections(options.read_connections.max(1))
-                .min_connections(0)
+            // The writer's own connection. An in-memory database exists only while a connection
+            // to it is open, so there it is the one connection for reads too, and is never recycled.
+            let write_pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(if memory { 1 } else { 0 })
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .test_before_acquire(false)
-                .connect_with(connect)
-                .await?
-        };
+                .connect_with(connect.clone())
+                .await?;
+            {
+                let mut conn = write_pool.acquire().await?;
+                migrate::migrate(&mut conn, migrate::MIGRATIONS).await?;
+                sqlx::raw_sql(replica::CREATE_META)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let read_pool = if memory {
+                write_pool.clone()
+            } else {
+                SqlitePoolOptions::new()
+                    .max_connections(options.read_connections.max(1))
+                    .min_connections(0)
+                    .test_before_acquire(false)
+                    .connect_with(connect)
+                    .await?
+            };
 
-        let (queue, rx) = mpsc::channel(options.queue_capacity.max(1));
-        let counters = Arc::new(Counters::default());
-        let writer = tokio::spawn(writer::writer_loop(
-            write_pool.clone(),
-            rx,
-            options.max_batch.max(1),
-            counters.clone(),
-        ));
-        Ok(SqliteProvider {
-            location: text,
-            read_pool,
-            write_pool,
-            queue,
-            writer,
-            counters,
-        })
+            let (queue, rx) = mpsc::channel(options.queue_capacity.max(1));
+            let counters = Arc::new(Counters::default());
+            let writer = tokio::spawn(writer::writer_loop(
+                write_pool.clone(),
+                rx,
+                options.max_batch.max(1),
+                counters.clone(),
+            ));
+            Ok(SqliteProvider {
+                location: text,
+                read_pool,
+                write_pool,
+                queue,
+                writer,
+                counters,
+            })
+        };
+        let result: Result<Self> = inner.await;
+        result.map_err(Into::into)
     }
 
     /// A fresh private in-memory database with default options, for tests.
-    pub async fn in_memory() -> Result<Self, StoreError> {
+    pub async fn in_memory() -> StoreResult<Self> {
         Self::open(":memory:", SqliteOptions::default()).await
     }
 
@@ -271,16 +274,14 @@ impl SqliteProvider {
     /// Runs a read on a connection of the read pool.
     async fn read<T>(
         &self,
-        f: impl for<'c> FnOnce(
-            &'c mut SqliteConnection,
-        ) -> futures::future::BoxFuture<'c, StoreResult<T>>,
-    ) -> StoreResult<T> {
+        f: impl for<'c> FnOnce(&'c mut SqliteConnection) -> futures::future::BoxFuture<'c, Result<T>>,
+    ) -> Result<T> {
         let mut conn = self.read_pool.acquire().await?;
         f(&mut conn).await
     }
 
     /// Queues a write for the next batch and waits for its result.
-    async fn write<T, F>(&self, op: F) -> StoreResult<T>
+    async fn write<T, F>(&self, op: F) -> Result<T>
     where
         T: Send + 'static,
         F: WriteOp<T>,
@@ -303,8 +304,8 @@ impl SqliteProvider {
 }
 
 fn boxed<'c, T>(
-    f: impl std::future::Future<Output = StoreResult<T>> + Send + 'c,
-) -> futures::future::BoxFuture<'c, StoreResult<T>> {
+    f: impl std::future::Future<Output = Result<T>> + Send + 'c,
+) -> futures::future::BoxFuture<'c, Result<T>> {
     Box::pin(f)
 }
 
@@ -337,7 +338,7 @@ impl Provider for SqliteProvider {
             .await
         };
         match result {
-            Ok(results) => results,
+            Ok(results) => results.into_iter().map(|r| r.map_err(Into::into)).collect(),
             Err(e) => {
                 let why = e.to_string();
                 (0..n)
@@ -348,20 +349,21 @@ impl Provider for SqliteProvider {
     }
 
     async fn execute(&self, op: Op) -> StoreResult<Reply> {
-        if op.is_write() {
+        let result = if op.is_write() {
             self.write(move |c: &mut SqliteConnection| boxed(ops::run(c, op)))
                 .await
         } else {
             self.read(move |c| boxed(ops::run(c, op))).await
-        }
+        };
+        result.map_err(Into::into)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::{ActorTypeSpec, HostRegistration};
     use chrono::DateTime;
+    use francis_store::{ActorTypeSpec, HostRegistration};
 
     async fn text_pragma(pool: &SqlitePool, sql: &'static str) -> String {
         sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use francis_store::testing::ProviderHarness;
-use francis_store::{SqliteOptions, SqliteProvider};
+use francis_store_sqlite::{SqliteOptions, SqliteProvider};
 
 /// A database file in its own temporary directory.
 struct FileHarness {
@@ -47,7 +47,7 @@ mod file {
 
 mod memory {
     francis_store::provider_conformance_tests!(francis_store::testing::harness_fn(|| async {
-        francis_store::SqliteProvider::in_memory()
+        francis_store_sqlite::SqliteProvider::in_memory()
             .await
             .expect("in-memory store")
     }));

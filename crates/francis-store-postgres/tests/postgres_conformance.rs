@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use francis_store::testing::ProviderHarness;
-use francis_store::{PostgresProvider, PostgresTestTables, TEST_POSTGRES_URL_ENV};
+use francis_store_postgres::{PostgresProvider, PostgresTestTables, TEST_POSTGRES_URL_ENV};
 
 /// Every `fresh` store gets its own prefix; `reopen` reconnects to the same one.
 struct PgHarness {
@@ -53,7 +53,7 @@ macro_rules! harness_or_skip {
             None => {
                 println!(
                     "skipped: {} is not set (the PostgreSQL conformance suite needs a database)",
-                    ::francis_store::TEST_POSTGRES_URL_ENV
+                    ::francis_store_postgres::TEST_POSTGRES_URL_ENV
                 );
                 return;
             }

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use francis_core::AlarmProperties;
 use francis_store::testing::{TTL, actor, at, register, registration};
-use francis_store::{
-    ClaimRefusal, Fence, LeaseRequest, POSTGRES_SCHEMA_VERSION, PostgresOptions, PostgresProvider,
-    PostgresTestTables, Provider, StoreError, TEST_POSTGRES_URL_ENV,
+use francis_store::{ClaimRefusal, Fence, LeaseRequest, Provider, StoreError};
+use francis_store_postgres::{
+    POSTGRES_SCHEMA_VERSION, PostgresOptions, PostgresProvider, PostgresTestTables,
+    TEST_POSTGRES_URL_ENV,
 };
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};

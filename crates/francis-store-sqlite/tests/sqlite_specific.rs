@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 
 use francis_core::{AlarmProperties, Interval};
 use francis_store::testing::{TTL, actor, at, register, registration};
-use francis_store::{
-    Durability, Fence, Provider, SCHEMA_VERSION, SqliteOptions, SqliteProvider, StoreError,
-};
+use francis_store::{Fence, Provider, StoreError};
+use francis_store_sqlite::{Durability, SCHEMA_VERSION, SqliteOptions, SqliteProvider};
 use sqlx::{Connection, SqliteConnection};
 
 async fn raw(path: &Path) -> SqliteConnection {
@@ -73,8 +72,7 @@ async fn a_missing_directory_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("no/such/dir/store.db");
     match SqliteProvider::open(&path, SqliteOptions::default()).await {
-        Err(StoreError::Database(e)) => {
-            let text = e.to_string();
+        Err(StoreError::Backend(text)) => {
             assert!(text.contains("unable to open"), "{text}");
         }
         other => panic!("expected a database error, got {other:?}"),

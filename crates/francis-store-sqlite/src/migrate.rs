@@ -3,7 +3,8 @@
 use sqlx::SqliteConnection;
 use sqlx::migrate::MigrateError;
 
-use crate::error::StoreError;
+use crate::error::Result;
+use francis_store::StoreError;
 
 /// One schema migration: plain SQL applied once, inside the runner's transaction.
 #[derive(Debug, Clone, Copy)]
@@ -20,7 +21,7 @@ pub(crate) struct Migration {
 pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "initial",
-    sql: include_str!("../../migrations/0001_initial.sql"),
+    sql: include_str!("../migrations/0001_initial.sql"),
 }];
 
 /// The newest schema version this build knows.
@@ -30,10 +31,7 @@ pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 /// processes opening the same file at once apply each migration exactly once), and returns the
 /// version it is at. A database at a newer version than `migrations` knows is refused with
 /// [`StoreError::SchemaTooNew`] and left untouched.
-pub(crate) async fn migrate(
-    conn: &mut SqliteConnection,
-    migrations: &[Migration],
-) -> Result<i64, StoreError> {
+pub(crate) async fn migrate(conn: &mut SqliteConnection, migrations: &[Migration]) -> Result<i64> {
     sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
     match apply(conn, migrations).await {
         Ok(version) => {
@@ -50,7 +48,7 @@ pub(crate) async fn migrate(
     }
 }
 
-async fn apply(conn: &mut SqliteConnection, migrations: &[Migration]) -> Result<i64, StoreError> {
+async fn apply(conn: &mut SqliteConnection, migrations: &[Migration]) -> Result<i64> {
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS francis_schema (
             version INTEGER PRIMARY KEY,
@@ -65,7 +63,7 @@ async fn apply(conn: &mut SqliteConnection, migrations: &[Migration]) -> Result<
     let found = found.unwrap_or(0);
     let supported = migrations.last().map_or(0, |m| m.version);
     if found > supported {
-        return Err(StoreError::SchemaTooNew { found, supported });
+        return Err(StoreError::SchemaTooNew { found, supported }.into());
     }
     for m in migrations.iter().filter(|m| m.version > found) {
         sqlx::raw_sql(m.sql)
@@ -84,6 +82,7 @@ async fn apply(conn: &mut SqliteConnection, migrations: &[Migration]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use sqlx::Connection;
 
     async fn memory() -> SqliteConnection {
@@ -133,7 +132,7 @@ mod tests {
 
         // the older build now refuses the database
         match migrate(&mut conn, MIGRATIONS).await {
-            Err(StoreError::SchemaTooNew { found, supported }) => {
+            Err(Error::Store(StoreError::SchemaTooNew { found, supported })) => {
                 assert_eq!((found, supported), (2, SCHEMA_VERSION));
             }
             other => panic!("expected SchemaTooNew, got {other:?}"),
@@ -154,10 +153,7 @@ mod tests {
         ];
         let err = migrate(&mut conn, &broken).await.unwrap_err();
         assert!(
-            matches!(
-                err,
-                StoreError::Migrate(MigrateError::ExecuteMigration(_, 2))
-            ),
+            matches!(err, Error::Migrate(MigrateError::ExecuteMigration(_, 2))),
             "{err:?}"
         );
         assert_eq!(versions(&mut conn).await, vec![1]);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-use super::{PostgresOptions, PostgresProvider};
+use crate::{PostgresOptions, PostgresProvider};
 
 /// The environment variable naming the PostgreSQL database tests run against, e.g.
 /// `postgres://postgres@127.0.0.1:5432/test`. Tests needing it skip (saying so) when unset.

@@ -3,8 +3,9 @@
 use sqlx::migrate::MigrateError;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-use super::policy::lock_key;
-use crate::error::StoreError;
+use crate::error::Result;
+use crate::policy::lock_key;
+use francis_store::StoreError;
 
 /// One schema migration: SQL with `{p}` standing for the table prefix, applied once.
 #[derive(Debug, Clone, Copy)]
@@ -40,7 +41,7 @@ pub(crate) async fn migrate(
     conn: &mut PgConnection,
     prefix: &str,
     migrations: &[Migration],
-) -> Result<i64, StoreError> {
+) -> Result<i64> {
     let mut tx = conn.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(lock_key("francis-migrate", prefix))
@@ -65,7 +66,7 @@ pub(crate) async fn migrate(
     let supported = migrations.last().map_or(0, |m| m.version);
     if found > supported {
         // dropping the transaction rolls it back
-        return Err(StoreError::SchemaTooNew { found, supported });
+        return Err(StoreError::SchemaTooNew { found, supported }.into());
     }
     for m in migrations.iter().filter(|m| m.version > found) {
         sqlx::raw_sql(AssertSqlSafe(with_prefix(m.sql, prefix)))

@@ -4,81 +4,33 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use francis_core::{ActorRef, AlarmProperties, Envelope, Interval};
+use francis_core::{ActorRef, AlarmProperties};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
-use crate::error::StoreError;
-use crate::op::{Op, Reply};
-use crate::policy::{self, CandidateView, add_millis, duration_millis, live_cutoff, millis};
-use crate::provider::{
-    ActorTypeSpec, AlarmLease, AlarmOutcome, ClaimRefusal, Fence, HostRecord, HostRegistration,
-    LeaseRequest, LeasedAlarm, Placement, StateListItem, StateListPage, StateRecord, StoreResult,
+use crate::error::Result;
+use francis_store::StoreError;
+use francis_store::codec::{
+    AlarmRow, actor_from_row, capacity_from_sql, capacity_to_sql, count_from_sql, epoch_from_sql,
+    epoch_to_sql, time_from_ms,
 };
+use francis_store::policy::{
+    self, CandidateView, add_millis, duration_millis, live_cutoff, millis,
+};
+use francis_store::{
+    ActorTypeSpec, AlarmLease, AlarmOutcome, ClaimRefusal, Fence, HostRecord, HostRegistration,
+    LeaseRequest, LeasedAlarm, Placement, StateListItem, StateListPage, StateRecord,
+};
+use francis_store::{Op, Reply};
 
 // ---------------------------------------------------------------------------------------------
 // conversions
-
-fn time_from_ms(what: &str, ms: i64) -> StoreResult<DateTime<Utc>> {
-    DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| StoreError::Corrupt(format!("{what} {ms} ms is not a valid time")))
-}
-
-fn actor_from_row(actor_type: String, actor_id: String) -> StoreResult<ActorRef> {
-    ActorRef::new(actor_type, actor_id)
-        .map_err(|e| StoreError::Corrupt(format!("stored actor reference is invalid: {e}")))
-}
-
-fn epoch_to_sql(epoch: u64) -> Option<i64> {
-    i64::try_from(epoch).ok()
-}
-
-fn epoch_from_sql(epoch: i64) -> StoreResult<u64> {
-    u64::try_from(epoch).map_err(|_| StoreError::Corrupt(format!("negative epoch {epoch}")))
-}
-
-/// Repeat intervals are stored as exact nanoseconds.
-pub(crate) fn interval_to_ns(interval: Interval) -> StoreResult<i64> {
-    i64::try_from(interval.as_duration().as_nanos()).map_err(|_| {
-        StoreError::InvalidArgument(format!(
-            "alarm interval {interval} is longer than the store can hold (about 292 years)"
-        ))
-    })
-}
-
-pub(crate) fn interval_from_ns(ns: i64) -> StoreResult<Interval> {
-    let ns = u64::try_from(ns)
-        .map_err(|_| StoreError::Corrupt(format!("negative alarm interval {ns} ns")))?;
-    Interval::new(Duration::from_nanos(ns))
-        .map_err(|e| StoreError::Corrupt(format!("alarm interval {ns} ns: {e}")))
-}
-
-fn envelope_from_row(bytes: Vec<u8>) -> StoreResult<Envelope> {
-    Envelope::from_json(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("stored alarm data is not JSON: {e}")))
-}
-
-fn capacity_to_sql(max_active: Option<u32>) -> Option<i64> {
-    max_active.map(i64::from)
-}
-
-fn capacity_from_sql(v: Option<i64>) -> StoreResult<Option<u32>> {
-    v.map(|n| {
-        u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("host capacity {n} out of range")))
-    })
-    .transpose()
-}
-
-fn count_from_sql(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
 
 // ---------------------------------------------------------------------------------------------
 // fencing
 
 /// Refuses the write unless the actor's current placement has exactly the presented epoch.
-async fn check_fence(c: &mut SqliteConnection, actor: &ActorRef, fence: Fence) -> StoreResult<()> {
+async fn check_fence(c: &mut SqliteConnection, actor: &ActorRef, fence: Fence) -> Result<()> {
     let Fence::Epoch(epoch) = fence else {
         return Ok(());
     };
@@ -93,7 +45,8 @@ async fn check_fence(c: &mut SqliteConnection, actor: &ActorRef, fence: Fence) -
         _ => Err(StoreError::Fenced {
             actor: actor.clone(),
             epoch,
-        }),
+        }
+        .into()),
     }
 }
 
@@ -101,7 +54,7 @@ async fn check_fence(c: &mut SqliteConnection, actor: &ActorRef, fence: Fence) -
 // hosts
 
 /// Refuses registrations the store cannot represent faithfully.
-async fn remove_host(c: &mut SqliteConnection, host_id: &str) -> StoreResult<()> {
+async fn remove_host(c: &mut SqliteConnection, host_id: &str) -> Result<()> {
     sqlx::query(
         "UPDATE alarms SET lease_id = NULL, lease_host = NULL, lease_expires_ms = NULL
          WHERE lease_host = ?1",
@@ -122,7 +75,7 @@ pub(crate) async fn register_host(
     reg: HostRegistration,
     now_ms: i64,
     ttl_ms: i64,
-) -> StoreResult<()> {
+) -> Result<()> {
     let others: Vec<(String, i64)> = sqlx::query_as(
         "SELECT host_id, last_heartbeat_ms FROM hosts
          WHERE address = ?1 AND host_id <> ?2 ORDER BY host_id",
@@ -138,7 +91,8 @@ pub(crate) async fn register_host(
         return Err(StoreError::AddressInUse {
             address: reg.address,
             host_id: live.clone(),
-        });
+        }
+        .into());
     }
     for (dead, _) in &others {
         remove_host(c, dead).await?;
@@ -176,7 +130,7 @@ pub(crate) async fn heartbeat(
     c: &mut SqliteConnection,
     host_id: String,
     now_ms: i64,
-) -> StoreResult<()> {
+) -> Result<()> {
     let done = sqlx::query(
         "UPDATE hosts SET last_heartbeat_ms = MAX(last_heartbeat_ms, ?2) WHERE host_id = ?1",
     )
@@ -185,12 +139,12 @@ pub(crate) async fn heartbeat(
     .execute(&mut *c)
     .await?;
     if done.rows_affected() == 0 {
-        return Err(StoreError::HostNotFound(host_id));
+        return Err(StoreError::HostNotFound(host_id).into());
     }
     Ok(())
 }
 
-pub(crate) async fn unregister_host(c: &mut SqliteConnection, host_id: String) -> StoreResult<()> {
+pub(crate) async fn unregister_host(c: &mut SqliteConnection, host_id: String) -> Result<()> {
     remove_host(c, &host_id).await
 }
 
@@ -198,7 +152,7 @@ pub(crate) async fn live_hosts(
     c: &mut SqliteConnection,
     now_ms: i64,
     ttl_ms: i64,
-) -> StoreResult<Vec<HostRecord>> {
+) -> Result<Vec<HostRecord>> {
     let rows = sqlx::query(
         "SELECT h.host_id, h.address, h.last_heartbeat_ms, t.actor_type, t.max_active
          FROM hosts h LEFT JOIN host_types t ON t.host_id = h.host_id
@@ -236,7 +190,7 @@ pub(crate) async fn live_hosts(
 async fn placement_row(
     c: &mut SqliteConnection,
     actor: &ActorRef,
-) -> StoreResult<Option<(String, i64, String, i64)>> {
+) -> Result<Option<(String, i64, String, i64)>> {
     Ok(sqlx::query_as(
         "SELECT p.host_id, p.epoch, h.address, h.last_heartbeat_ms
          FROM placements p JOIN hosts h ON h.host_id = p.host_id
@@ -254,7 +208,7 @@ pub(crate) async fn claim(
     candidate: String,
     now_ms: i64,
     ttl_ms: i64,
-) -> StoreResult<Placement> {
+) -> Result<Placement> {
     if let Some((host_id, epoch, address, hb)) = placement_row(c, &actor).await?
         && policy::is_live(hb, now_ms, ttl_ms)
     {
@@ -306,7 +260,8 @@ pub(crate) async fn claim(
             actor,
             candidate,
             reason,
-        });
+        }
+        .into());
     }
     let Some((address, _)) = host else {
         // check_candidate refuses hosts that are not registered
@@ -314,7 +269,8 @@ pub(crate) async fn claim(
             actor,
             candidate,
             reason: ClaimRefusal::CandidateNotLive,
-        });
+        }
+        .into());
     };
     let epoch: i64 = sqlx::query_scalar(
         "UPDATE counters SET value = value + 1 WHERE name = 'epoch' RETURNING value",
@@ -345,7 +301,7 @@ pub(crate) async fn lookup(
     actor: &ActorRef,
     now_ms: i64,
     ttl_ms: i64,
-) -> StoreResult<Option<Placement>> {
+) -> Result<Option<Placement>> {
     let row: Option<(String, i64, String)> = sqlx::query_as(
         "SELECT p.host_id, p.epoch, h.address
          FROM placements p JOIN hosts h ON h.host_id = p.host_id
@@ -372,7 +328,7 @@ pub(crate) async fn release(
     actor: ActorRef,
     host_id: String,
     epoch: u64,
-) -> StoreResult<bool> {
+) -> Result<bool> {
     let Some(epoch) = epoch_to_sql(epoch) else {
         return Ok(false);
     };
@@ -393,7 +349,7 @@ pub(crate) async fn count_placements(
     c: &mut SqliteConnection,
     host_id: &str,
     actor_type: &str,
-) -> StoreResult<u64> {
+) -> Result<u64> {
     let n: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM placements WHERE host_id = ?1 AND actor_type = ?2",
     )
@@ -411,7 +367,7 @@ pub(crate) async fn get_state(
     c: &mut SqliteConnection,
     actor: &ActorRef,
     now_ms: i64,
-) -> StoreResult<Option<StateRecord>> {
+) -> Result<Option<StateRecord>> {
     let row: Option<(Vec<u8>, Option<i64>)> = sqlx::query_as(
         "SELECT data, expires_ms FROM state
          WHERE actor_type = ?1 AND actor_id = ?2 AND (expires_ms IS NULL OR expires_ms > ?3)",
@@ -438,7 +394,7 @@ pub(crate) async fn set_state(
     data: Vec<u8>,
     expires_ms: Option<i64>,
     fence: Fence,
-) -> StoreResult<()> {
+) -> Result<()> {
     check_fence(c, &actor, fence).await?;
     sqlx::query(
         "INSERT INTO state (actor_type, actor_id, data, expires_ms) VALUES (?1, ?2, ?3, ?4)
@@ -458,7 +414,7 @@ pub(crate) async fn delete_state(
     c: &mut SqliteConnection,
     actor: ActorRef,
     fence: Fence,
-) -> StoreResult<bool> {
+) -> Result<bool> {
     check_fence(c, &actor, fence).await?;
     let done = sqlx::query("DELETE FROM state WHERE actor_type = ?1 AND actor_id = ?2")
         .bind(actor.actor_type())
@@ -475,11 +431,12 @@ pub(crate) async fn list_states(
     limit: u32,
     include_data: bool,
     now_ms: i64,
-) -> StoreResult<StateListPage> {
+) -> Result<StateListPage> {
     if limit == 0 {
         return Err(StoreError::InvalidArgument(
             "a state listing needs a limit of at least 1".into(),
-        ));
+        )
+        .into());
     }
     // One row more than asked tells whether another page follows. Actor ids are never empty,
     // so "after the empty string" is "from the start".
@@ -510,10 +467,7 @@ pub(crate) async fn list_states(
     Ok(StateListPage { items, next })
 }
 
-pub(crate) async fn delete_expired_state(
-    c: &mut SqliteConnection,
-    now_ms: i64,
-) -> StoreResult<u64> {
+pub(crate) async fn delete_expired_state(c: &mut SqliteConnection, now_ms: i64) -> Result<u64> {
     let done = sqlx::query("DELETE FROM state WHERE expires_ms IS NOT NULL AND expires_ms <= ?1")
         .bind(now_ms)
         .execute(&mut *c)
@@ -524,48 +478,14 @@ pub(crate) async fn delete_expired_state(
 // ---------------------------------------------------------------------------------------------
 // alarms
 
-/// An alarm as stored, in SQL types.
-#[derive(Debug, Clone)]
-pub(crate) struct AlarmRow {
-    pub due_ms: i64,
-    pub interval_ns: Option<i64>,
-    pub ttl_ms: Option<i64>,
-    pub data: Option<Vec<u8>>,
-}
-
-impl AlarmRow {
-    /// Checks and converts properties for storage.
-    pub(crate) fn from_properties(p: &AlarmProperties) -> StoreResult<Self> {
-        p.validate()
-            .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
-        Ok(AlarmRow {
-            due_ms: millis(p.due_time),
-            interval_ns: p.interval.map(interval_to_ns).transpose()?,
-            ttl_ms: p.ttl.map(millis),
-            data: p.data.as_ref().map(|d| d.as_bytes().to_vec()),
-        })
-    }
-
-    fn into_properties(self) -> StoreResult<AlarmProperties> {
-        Ok(AlarmProperties {
-            due_time: time_from_ms("alarm due time", self.due_ms)?,
-            interval: self.interval_ns.map(interval_from_ns).transpose()?,
-            ttl: self
-                .ttl_ms
-                .map(|ms| time_from_ms("alarm ttl", ms))
-                .transpose()?,
-            data: self.data.map(envelope_from_row).transpose()?,
-        })
-    }
-
-    fn from_sql(row: &SqliteRow, first: usize) -> StoreResult<Self> {
-        Ok(AlarmRow {
-            due_ms: row.try_get(first)?,
-            interval_ns: row.try_get(first + 1)?,
-            ttl_ms: row.try_get(first + 2)?,
-            data: row.try_get(first + 3)?,
-        })
-    }
+/// An alarm's four columns, starting at column `first`.
+fn alarm_row(row: &SqliteRow, first: usize) -> Result<AlarmRow> {
+    Ok(AlarmRow {
+        due_ms: row.try_get(first)?,
+        interval_ns: row.try_get(first + 1)?,
+        ttl_ms: row.try_get(first + 2)?,
+        data: row.try_get(first + 3)?,
+    })
 }
 
 pub(crate) async fn set_alarm(
@@ -574,7 +494,7 @@ pub(crate) async fn set_alarm(
     name: String,
     alarm: AlarmRow,
     fence: Fence,
-) -> StoreResult<()> {
+) -> Result<()> {
     check_fence(c, &actor, fence).await?;
     sqlx::query(
         "INSERT INTO alarms (actor_type, actor_id, name, due_ms, interval_ns, ttl_ms, data,
@@ -601,7 +521,7 @@ pub(crate) async fn get_alarm(
     c: &mut SqliteConnection,
     actor: &ActorRef,
     name: &str,
-) -> StoreResult<Option<AlarmProperties>> {
+) -> Result<Option<AlarmProperties>> {
     let row = sqlx::query(
         "SELECT due_ms, interval_ns, ttl_ms, data FROM alarms
          WHERE actor_type = ?1 AND actor_id = ?2 AND name = ?3",
@@ -611,7 +531,7 @@ pub(crate) async fn get_alarm(
     .bind(name)
     .fetch_optional(&mut *c)
     .await?;
-    row.map(|r| AlarmRow::from_sql(&r, 0)?.into_properties())
+    row.map(|r| Ok(alarm_row(&r, 0)?.into_properties()?))
         .transpose()
 }
 
@@ -620,7 +540,7 @@ pub(crate) async fn delete_alarm(
     actor: ActorRef,
     name: String,
     fence: Fence,
-) -> StoreResult<bool> {
+) -> Result<bool> {
     check_fence(c, &actor, fence).await?;
     let done =
         sqlx::query("DELETE FROM alarms WHERE actor_type = ?1 AND actor_id = ?2 AND name = ?3")
@@ -636,7 +556,7 @@ pub(crate) async fn lease_alarms(
     c: &mut SqliteConnection,
     request: LeaseRequest,
     now_ms: i64,
-) -> StoreResult<Vec<LeasedAlarm>> {
+) -> Result<Vec<LeasedAlarm>> {
     if request.actor_types.is_empty() || request.limit == 0 {
         return Ok(Vec::new());
     }
@@ -670,7 +590,7 @@ pub(crate) async fn lease_alarms(
         let actor_id: String = row.try_get(1)?;
         let name: String = row.try_get(2)?;
         let attempts: i64 = row.try_get(3)?;
-        let properties = AlarmRow::from_sql(&row, 4)?.into_properties()?;
+        let properties = alarm_row(&row, 4)?.into_properties()?;
         sqlx::query(
             "UPDATE alarms SET lease_id = ?4, lease_host = ?5, lease_expires_ms = ?6
              WHERE actor_type = ?1 AND actor_id = ?2 AND name = ?3",
@@ -703,7 +623,7 @@ pub(crate) async fn renew_alarm_leases(
     leases: Vec<AlarmLease>,
     now_ms: i64,
     lease_duration: Duration,
-) -> StoreResult<Vec<AlarmLease>> {
+) -> Result<Vec<AlarmLease>> {
     let expires_ms = add_millis(now_ms, lease_duration);
     let mut held = Vec::with_capacity(leases.len());
     for lease in leases {
@@ -731,7 +651,7 @@ pub(crate) async fn complete_alarm(
     c: &mut SqliteConnection,
     lease: AlarmLease,
     outcome: AlarmOutcome,
-) -> StoreResult<bool> {
+) -> Result<bool> {
     let done = match outcome {
         AlarmOutcome::Delete => {
             sqlx::query(
@@ -764,10 +684,7 @@ pub(crate) async fn complete_alarm(
     Ok(done.rows_affected() > 0)
 }
 
-pub(crate) async fn release_alarm(
-    c: &mut SqliteConnection,
-    lease: AlarmLease,
-) -> StoreResult<bool> {
+pub(crate) async fn release_alarm(c: &mut SqliteConnection, lease: AlarmLease) -> Result<bool> {
     let done = sqlx::query(
         "UPDATE alarms SET lease_id = NULL, lease_host = NULL, lease_expires_ms = NULL
          WHERE actor_type = ?1 AND actor_id = ?2 AND name = ?3 AND lease_id = ?4",
@@ -783,7 +700,7 @@ pub(crate) async fn release_alarm(
 
 /// Runs one operation on `c` (for a write: inside the caller's transaction and savepoint).
 /// The shared input checks ([`policy::check_op`]) come first.
-pub(crate) async fn run(c: &mut SqliteConnection, op: Op) -> StoreResult<Reply> {
+pub(crate) async fn run(c: &mut SqliteConnection, op: Op) -> Result<Reply> {
     policy::check_op(&op)?;
     Ok(match op {
         Op::RegisterHost {
@@ -889,7 +806,7 @@ pub(crate) async fn run(c: &mut SqliteConnection, op: Op) -> StoreResult<Reply> 
 pub(crate) async fn run_batch(
     c: &mut SqliteConnection,
     ops: Vec<Op>,
-) -> StoreResult<Vec<StoreResult<Reply>>> {
+) -> Result<Vec<Result<Reply>>> {
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
         sqlx::raw_sql("SAVEPOINT francis_batch_op")

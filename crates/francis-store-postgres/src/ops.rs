@@ -7,18 +7,22 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use francis_core::{ActorRef, AlarmProperties, Envelope, Interval};
+use francis_core::{ActorRef, AlarmProperties};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
-use super::migrate::with_prefix;
-use super::policy::lock_key;
-use crate::error::StoreError;
-use crate::policy::{self, CandidateView, add_millis, live_cutoff, millis};
-use crate::provider::{
+use crate::error::Result;
+use crate::migrate::with_prefix;
+use crate::policy::lock_key;
+use francis_store::StoreError;
+use francis_store::codec::{
+    AlarmRow, actor_from_row, capacity_from_sql, count_from_sql, epoch_from_sql, epoch_to_sql,
+    time_from_ms,
+};
+use francis_store::policy::{self, CandidateView, add_millis, live_cutoff, millis};
+use francis_store::{
     ActorTypeSpec, AlarmLease, AlarmOutcome, ClaimRefusal, Fence, HostRecord, HostRegistration,
-    LeaseRequest, LeasedAlarm, Placement, StateListItem, StateListPage, StateRecord, StoreResult,
+    LeaseRequest, LeasedAlarm, Placement, StateListItem, StateListPage, StateRecord,
 };
 
 /// The pool and the table prefix every statement is written with.
@@ -41,50 +45,6 @@ const CLAIM_ROUNDS: usize = 4;
 
 // ---------------------------------------------------------------------------------------------
 // conversions
-
-fn time_from_ms(what: &str, ms: i64) -> StoreResult<DateTime<Utc>> {
-    DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| StoreError::Corrupt(format!("{what} {ms} ms is not a valid time")))
-}
-
-fn actor_from_row(actor_type: String, actor_id: String) -> StoreResult<ActorRef> {
-    ActorRef::new(actor_type, actor_id)
-        .map_err(|e| StoreError::Corrupt(format!("stored actor reference is invalid: {e}")))
-}
-
-fn epoch_to_sql(epoch: u64) -> Option<i64> {
-    i64::try_from(epoch).ok()
-}
-
-fn epoch_from_sql(epoch: i64) -> StoreResult<u64> {
-    u64::try_from(epoch).map_err(|_| StoreError::Corrupt(format!("negative epoch {epoch}")))
-}
-
-fn interval_to_ns(interval: Interval) -> StoreResult<i64> {
-    i64::try_from(interval.as_duration().as_nanos()).map_err(|_| {
-        StoreError::InvalidArgument(format!(
-            "alarm interval {interval} is longer than the store can hold (about 292 years)"
-        ))
-    })
-}
-
-fn interval_from_ns(ns: i64) -> StoreResult<Interval> {
-    let ns = u64::try_from(ns)
-        .map_err(|_| StoreError::Corrupt(format!("negative alarm interval {ns} ns")))?;
-    Interval::new(Duration::from_nanos(ns))
-        .map_err(|e| StoreError::Corrupt(format!("alarm interval {ns} ns: {e}")))
-}
-
-fn capacity_from_sql(v: Option<i64>) -> StoreResult<Option<u32>> {
-    v.map(|n| {
-        u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("host capacity {n} out of range")))
-    })
-    .transpose()
-}
-
-fn count_from_sql(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
 
 /// `(epoch to compare, unfenced)` for the fenced statements; `None` when the presented epoch
 /// cannot be stored at all (so it is not the current one: the write is fenced).
@@ -120,7 +80,7 @@ async fn remove_host(
     db: &Db,
     tx: &mut sqlx::PgConnection,
     host_id: &str,
-) -> Result<(), sqlx::Error> {
+) -> std::result::Result<(), sqlx::Error> {
     sqlx::query(db.sql("DELETE FROM {p}hosts WHERE host_id = $1"))
         .bind(host_id)
         .execute(&mut *tx)
@@ -142,7 +102,7 @@ pub(crate) async fn register_host(
     reg: &HostRegistration,
     now_ms: i64,
     ttl_ms: i64,
-) -> StoreResult<()> {
+) -> Result<()> {
     let mut tx = db.pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(lock_key(
@@ -166,7 +126,8 @@ pub(crate) async fn register_host(
         return Err(StoreError::AddressInUse {
             address: reg.address.clone(),
             host_id: live.clone(),
-        });
+        }
+        .into());
     }
     for (dead, _) in &others {
         remove_host(db, &mut tx, dead).await?;
@@ -211,7 +172,7 @@ pub(crate) async fn register_host(
 }
 
 /// One statement; heartbeats never move backwards.
-pub(crate) async fn heartbeat(db: &Db, host_id: &str, now_ms: i64) -> StoreResult<()> {
+pub(crate) async fn heartbeat(db: &Db, host_id: &str, now_ms: i64) -> Result<()> {
     let done = sqlx::query(db.sql(
         "UPDATE {p}hosts SET last_heartbeat_ms = GREATEST(last_heartbeat_ms, $2)
          WHERE host_id = $1",
@@ -221,20 +182,20 @@ pub(crate) async fn heartbeat(db: &Db, host_id: &str, now_ms: i64) -> StoreResul
     .execute(&db.pool)
     .await?;
     if done.rows_affected() == 0 {
-        return Err(StoreError::HostNotFound(host_id.to_owned()));
+        return Err(StoreError::HostNotFound(host_id.to_owned()).into());
     }
     Ok(())
 }
 
 /// One transaction (see [`remove_host`]).
-pub(crate) async fn unregister_host(db: &Db, host_id: &str) -> StoreResult<()> {
+pub(crate) async fn unregister_host(db: &Db, host_id: &str) -> Result<()> {
     let mut tx = db.pool.begin().await?;
     remove_host(db, &mut tx, host_id).await?;
     tx.commit().await?;
     Ok(())
 }
 
-pub(crate) async fn live_hosts(db: &Db, now_ms: i64, ttl_ms: i64) -> StoreResult<Vec<HostRecord>> {
+pub(crate) async fn live_hosts(db: &Db, now_ms: i64, ttl_ms: i64) -> Result<Vec<HostRecord>> {
     let rows = sqlx::query(db.sql(
         "SELECT h.host_id, h.address, h.last_heartbeat_ms, t.actor_type, t.max_active
          FROM {p}hosts h LEFT JOIN {p}host_types t ON t.host_id = h.host_id
@@ -283,7 +244,7 @@ pub(crate) async fn claim(
     candidate: &str,
     now_ms: i64,
     ttl_ms: i64,
-) -> StoreResult<Placement> {
+) -> Result<Placement> {
     if let Some(placement) = lookup(db, actor, now_ms, ttl_ms).await? {
         return Ok(placement);
     }
@@ -294,7 +255,8 @@ pub(crate) async fn claim(
     }
     Err(StoreError::Unavailable(format!(
         "claim for {actor} kept racing with other claims; retry"
-    )))
+    ))
+    .into())
 }
 
 /// One claim transaction; `None` if a concurrent claim inserted the placement first.
@@ -304,7 +266,7 @@ async fn claim_round(
     candidate: &str,
     now_ms: i64,
     ttl_ms: i64,
-) -> StoreResult<Option<Placement>> {
+) -> Result<Option<Placement>> {
     let mut tx = db.pool.begin().await?;
     let current: Option<(String, i64, String, i64)> = sqlx::query_as(db.sql(
         "SELECT p.host_id, p.epoch, h.address, h.last_heartbeat_ms
@@ -383,9 +345,9 @@ async fn claim_round(
     .map_err(refuse)?;
     let Some((address, ..)) = host else {
         // check_candidate refuses hosts that are not registered
-        return Err(refuse(ClaimRefusal::CandidateNotLive));
+        return Err(refuse(ClaimRefusal::CandidateNotLive).into());
     };
-    let written: Result<Option<i64>, sqlx::Error> = if current.is_some() {
+    let written: std::result::Result<Option<i64>, sqlx::Error> = if current.is_some() {
         sqlx::query_scalar(db.sql(
             "UPDATE {p}placements SET host_id = $3, epoch = nextval('{p}epoch')
              WHERE actor_type = $1 AND actor_id = $2
@@ -415,7 +377,7 @@ async fn claim_round(
         Ok(None) => return Ok(None),
         // the candidate was removed since it was read
         Err(e) if is_foreign_key_violation(&e) => {
-            return Err(refuse(ClaimRefusal::CandidateNotLive));
+            return Err(refuse(ClaimRefusal::CandidateNotLive).into());
         }
         Err(e) => return Err(e.into()),
     };
@@ -433,7 +395,7 @@ pub(crate) async fn lookup(
     actor: &ActorRef,
     now_ms: i64,
     ttl_ms: i64,
-) -> StoreResult<Option<Placement>> {
+) -> Result<Option<Placement>> {
     let row: Option<(String, i64, String)> = sqlx::query_as(db.sql(
         "SELECT p.host_id, p.epoch, h.address
          FROM {p}placements p JOIN {p}hosts h ON h.host_id = p.host_id
@@ -455,12 +417,7 @@ pub(crate) async fn lookup(
     .transpose()
 }
 
-pub(crate) async fn release(
-    db: &Db,
-    actor: &ActorRef,
-    host_id: &str,
-    epoch: u64,
-) -> StoreResult<bool> {
+pub(crate) async fn release(db: &Db, actor: &ActorRef, host_id: &str, epoch: u64) -> Result<bool> {
     let Some(epoch) = epoch_to_sql(epoch) else {
         return Ok(false);
     };
@@ -477,7 +434,7 @@ pub(crate) async fn release(
     Ok(done.rows_affected() > 0)
 }
 
-pub(crate) async fn count_placements(db: &Db, host_id: &str, actor_type: &str) -> StoreResult<u64> {
+pub(crate) async fn count_placements(db: &Db, host_id: &str, actor_type: &str) -> Result<u64> {
     let n: i64 = sqlx::query_scalar(
         db.sql("SELECT COUNT(*) FROM {p}placements WHERE host_id = $1 AND actor_type = $2"),
     )
@@ -500,7 +457,7 @@ pub(crate) async fn get_state(
     db: &Db,
     actor: &ActorRef,
     now_ms: i64,
-) -> StoreResult<Option<StateRecord>> {
+) -> Result<Option<StateRecord>> {
     let row: Option<(Vec<u8>, Option<i64>)> = sqlx::query_as(db.sql(
         "SELECT data, expires_ms FROM {p}state
          WHERE actor_type = $1 AND actor_id = $2 AND (expires_ms IS NULL OR expires_ms > $3)",
@@ -527,9 +484,9 @@ pub(crate) async fn set_state(
     data: &[u8],
     expires_ms: Option<i64>,
     fence: Fence,
-) -> StoreResult<()> {
+) -> Result<()> {
     let Some((epoch, unfenced)) = fence_args(fence) else {
-        return Err(fenced(actor, fence));
+        return Err(fenced(actor, fence).into());
     };
     let written: Option<i32> = sqlx::query_scalar(db.sql(
         "WITH fence AS (
@@ -553,13 +510,13 @@ pub(crate) async fn set_state(
     .await?;
     match written {
         Some(_) => Ok(()),
-        None => Err(fenced(actor, fence)),
+        None => Err(fenced(actor, fence).into()),
     }
 }
 
-pub(crate) async fn delete_state(db: &Db, actor: &ActorRef, fence: Fence) -> StoreResult<bool> {
+pub(crate) async fn delete_state(db: &Db, actor: &ActorRef, fence: Fence) -> Result<bool> {
     let Some((epoch, unfenced)) = fence_args(fence) else {
-        return Err(fenced(actor, fence));
+        return Err(fenced(actor, fence).into());
     };
     let (allowed, deleted): (bool, i64) = sqlx::query_as(db.sql(
         "WITH fence AS (
@@ -582,7 +539,7 @@ pub(crate) async fn delete_state(db: &Db, actor: &ActorRef, fence: Fence) -> Sto
     .fetch_one(&db.pool)
     .await?;
     if !allowed {
-        return Err(fenced(actor, fence));
+        return Err(fenced(actor, fence).into());
     }
     Ok(deleted > 0)
 }
@@ -594,11 +551,12 @@ pub(crate) async fn list_states(
     limit: u32,
     include_data: bool,
     now_ms: i64,
-) -> StoreResult<StateListPage> {
+) -> Result<StateListPage> {
     if limit == 0 {
         return Err(StoreError::InvalidArgument(
             "a state listing needs a limit of at least 1".into(),
-        ));
+        )
+        .into());
     }
     // One row more than asked tells whether another page follows. Actor ids are never empty,
     // so "after the empty string" is "from the start"; ids compare bytewise (COLLATE "C").
@@ -629,7 +587,7 @@ pub(crate) async fn list_states(
     Ok(StateListPage { items, next })
 }
 
-pub(crate) async fn delete_expired_state(db: &Db, now_ms: i64) -> StoreResult<u64> {
+pub(crate) async fn delete_expired_state(db: &Db, now_ms: i64) -> Result<u64> {
     let done = sqlx::query(
         db.sql("DELETE FROM {p}state WHERE expires_ms IS NOT NULL AND expires_ms <= $1"),
     )
@@ -642,67 +600,25 @@ pub(crate) async fn delete_expired_state(db: &Db, now_ms: i64) -> StoreResult<u6
 // ---------------------------------------------------------------------------------------------
 // alarms
 
-/// An alarm as stored, in SQL types.
-#[derive(Debug, Clone)]
-pub(crate) struct AlarmRow {
-    due_ms: i64,
-    interval_ns: Option<i64>,
-    ttl_ms: Option<i64>,
-    data: Option<Vec<u8>>,
+/// An alarm's four columns, starting at column `first`.
+fn alarm_row(row: &PgRow, first: usize) -> Result<AlarmRow> {
+    Ok(AlarmRow {
+        due_ms: row.try_get(first)?,
+        interval_ns: row.try_get(first + 1)?,
+        ttl_ms: row.try_get(first + 2)?,
+        data: row.try_get(first + 3)?,
+    })
 }
 
-impl AlarmRow {
-    /// Checks and converts properties for storage.
-    pub(crate) fn from_properties(p: &AlarmProperties) -> StoreResult<Self> {
-        p.validate()
-            .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
-        Ok(AlarmRow {
-            due_ms: millis(p.due_time),
-            interval_ns: p.interval.map(interval_to_ns).transpose()?,
-            ttl_ms: p.ttl.map(millis),
-            data: p.data.as_ref().map(|d| d.as_bytes().to_vec()),
-        })
-    }
-
-    fn into_properties(self) -> StoreResult<AlarmProperties> {
-        Ok(AlarmProperties {
-            due_time: time_from_ms("alarm due time", self.due_ms)?,
-            interval: self.interval_ns.map(interval_from_ns).transpose()?,
-            ttl: self
-                .ttl_ms
-                .map(|ms| time_from_ms("alarm ttl", ms))
-                .transpose()?,
-            data: self
-                .data
-                .map(|bytes| {
-                    Envelope::from_json(bytes).map_err(|e| {
-                        StoreError::Corrupt(format!("stored alarm data is not JSON: {e}"))
-                    })
-                })
-                .transpose()?,
-        })
-    }
-
-    fn from_sql(row: &PgRow, first: usize) -> StoreResult<Self> {
-        Ok(AlarmRow {
-            due_ms: row.try_get(first)?,
-            interval_ns: row.try_get(first + 1)?,
-            ttl_ms: row.try_get(first + 2)?,
-            data: row.try_get(first + 3)?,
-        })
-    }
-}
-
-/// One statement, fenced like state writes; a replaced alarm loses its lease and attempts.
 pub(crate) async fn set_alarm(
     db: &Db,
     actor: &ActorRef,
     name: &str,
     alarm: AlarmRow,
     fence: Fence,
-) -> StoreResult<()> {
+) -> Result<()> {
     let Some((epoch, unfenced)) = fence_args(fence) else {
-        return Err(fenced(actor, fence));
+        return Err(fenced(actor, fence).into());
     };
     let written: Option<i32> = sqlx::query_scalar(db.sql(
         "WITH fence AS (
@@ -731,7 +647,7 @@ pub(crate) async fn set_alarm(
     .await?;
     match written {
         Some(_) => Ok(()),
-        None => Err(fenced(actor, fence)),
+        None => Err(fenced(actor, fence).into()),
     }
 }
 
@@ -739,7 +655,7 @@ pub(crate) async fn get_alarm(
     db: &Db,
     actor: &ActorRef,
     name: &str,
-) -> StoreResult<Option<AlarmProperties>> {
+) -> Result<Option<AlarmProperties>> {
     let row = sqlx::query(db.sql(
         "SELECT due_ms, interval_ns, ttl_ms, data FROM {p}alarms
          WHERE actor_type = $1 AND actor_id = $2 AND name = $3",
@@ -749,7 +665,7 @@ pub(crate) async fn get_alarm(
     .bind(name)
     .fetch_optional(&db.pool)
     .await?;
-    row.map(|r| AlarmRow::from_sql(&r, 0)?.into_properties())
+    row.map(|r| Ok(alarm_row(&r, 0)?.into_properties()?))
         .transpose()
 }
 
@@ -758,9 +674,9 @@ pub(crate) async fn delete_alarm(
     actor: &ActorRef,
     name: &str,
     fence: Fence,
-) -> StoreResult<bool> {
+) -> Result<bool> {
     let Some((epoch, unfenced)) = fence_args(fence) else {
-        return Err(fenced(actor, fence));
+        return Err(fenced(actor, fence).into());
     };
     let (allowed, deleted): (bool, i64) = sqlx::query_as(db.sql(
         "WITH fence AS (
@@ -784,7 +700,7 @@ pub(crate) async fn delete_alarm(
     .fetch_one(&db.pool)
     .await?;
     if !allowed {
-        return Err(fenced(actor, fence));
+        return Err(fenced(actor, fence).into());
     }
     Ok(deleted > 0)
 }
@@ -797,7 +713,7 @@ pub(crate) async fn lease_alarms(
     db: &Db,
     request: &LeaseRequest,
     now_ms: i64,
-) -> StoreResult<Vec<LeasedAlarm>> {
+) -> Result<Vec<LeasedAlarm>> {
     if request.actor_types.is_empty() || request.limit == 0 {
         return Ok(Vec::new());
     }
@@ -840,7 +756,7 @@ pub(crate) async fn lease_alarms(
         let actor_id: String = row.try_get(2)?;
         let name: String = row.try_get(3)?;
         let attempts: i64 = row.try_get(4)?;
-        let alarm = AlarmRow::from_sql(&row, 5)?;
+        let alarm = alarm_row(&row, 5)?;
         picked.push((local, alarm, actor_type, actor_id, name, attempts));
     }
     picked.sort_by(|a, b| {
@@ -870,7 +786,7 @@ pub(crate) async fn renew_alarm_leases(
     leases: &[AlarmLease],
     now_ms: i64,
     lease_duration: Duration,
-) -> StoreResult<Vec<AlarmLease>> {
+) -> Result<Vec<AlarmLease>> {
     let expires_ms = add_millis(now_ms, lease_duration);
     let column = |f: fn(&AlarmLease) -> &str| -> Vec<String> {
         leases.iter().map(|l| f(l).to_owned()).collect()
@@ -910,7 +826,7 @@ pub(crate) async fn complete_alarm(
     db: &Db,
     lease: &AlarmLease,
     outcome: AlarmOutcome,
-) -> StoreResult<bool> {
+) -> Result<bool> {
     let done = match outcome {
         AlarmOutcome::Delete => {
             sqlx::query(db.sql(
@@ -943,7 +859,7 @@ pub(crate) async fn complete_alarm(
     Ok(done.rows_affected() > 0)
 }
 
-pub(crate) async fn release_alarm(db: &Db, lease: &AlarmLease) -> StoreResult<bool> {
+pub(crate) async fn release_alarm(db: &Db, lease: &AlarmLease) -> Result<bool> {
     let done = sqlx::query(db.sql(
         "UPDATE {p}alarms SET lease_id = NULL, lease_host = NULL, lease_expires_ms = NULL
          WHERE actor_type = $1 AND actor_id = $2 AND name = $3 AND lease_id = $4",

@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sqlx::{AssertSqlSafe, Row, SqliteConnection, TypeInfo, ValueRef};
 
-use super::{SqliteProvider, boxed};
-use crate::error::StoreError;
-use crate::op::{Op, Reply};
-use crate::provider::StoreResult;
+use crate::error::Result;
+use crate::{SqliteProvider, boxed};
+use francis_store::StoreError;
+use francis_store::StoreResult;
+use francis_store::{Op, Reply};
 
 /// Creates the metadata table; run at every open.
 pub(crate) const CREATE_META: &str = "CREATE TABLE IF NOT EXISTS replica_meta (
@@ -34,6 +35,9 @@ const TABLES: &[&str] = &[
     "alarms",
 ];
 
+/// Metadata rows by key.
+pub type Metadata = BTreeMap<String, Vec<u8>>;
+
 /// Format version of [`SqliteProvider::export_snapshot`]'s bytes.
 const SNAPSHOT_FORMAT: u32 = 1;
 
@@ -51,7 +55,7 @@ pub struct ApplyMarker {
     pub value: Vec<u8>,
 }
 
-async fn put_meta(conn: &mut SqliteConnection, key: &str, value: &[u8]) -> StoreResult<()> {
+async fn put_meta(conn: &mut SqliteConnection, key: &str, value: &[u8]) -> Result<()> {
     sqlx::query(
         "INSERT INTO replica_meta (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -82,7 +86,7 @@ struct Snapshot {
 }
 
 /// Runs a query over a table name from [`TABLES`] (never user input).
-async fn dump(conn: &mut SqliteConnection, sql: String) -> StoreResult<Vec<Vec<Value>>> {
+async fn dump(conn: &mut SqliteConnection, sql: String) -> Result<Vec<Vec<Value>>> {
     let rows = sqlx::query(AssertSqlSafe(sql))
         .fetch_all(&mut *conn)
         .await?;
@@ -108,7 +112,7 @@ async fn dump(conn: &mut SqliteConnection, sql: String) -> StoreResult<Vec<Vec<V
     Ok(out)
 }
 
-async fn import(conn: &mut SqliteConnection, snapshot: Snapshot) -> StoreResult<()> {
+async fn import(conn: &mut SqliteConnection, snapshot: Snapshot) -> Result<()> {
     for table in TABLES.iter().rev() {
         sqlx::raw_sql(AssertSqlSafe(format!("DELETE FROM {table}")))
             .execute(&mut *conn)
@@ -121,9 +125,9 @@ async fn import(conn: &mut SqliteConnection, snapshot: Snapshot) -> StoreResult<
     for (table, rows) in snapshot.tables {
         let known = TABLES.contains(&table.as_str()) || table == "replica_meta";
         if !known {
-            return Err(StoreError::Corrupt(format!(
-                "snapshot holds an unknown table {table:?}"
-            )));
+            return Err(
+                StoreError::Corrupt(format!("snapshot holds an unknown table {table:?}")).into(),
+            );
         }
         for row in rows {
             if table == "replica_meta"
@@ -170,97 +174,117 @@ impl SqliteProvider {
                 )));
             }
         }
-        self.write(move |c: &mut SqliteConnection| {
-            boxed(async move {
-                let results = super::ops::run_batch(c, ops).await?;
-                if let Some(Err(e)) = results
-                    .iter()
-                    .find(|r| r.as_ref().is_err_and(|e| !e.is_refusal()))
-                {
-                    return Err(StoreError::Unavailable(format!(
-                        "a batch operation failed, nothing of the batch was applied: {e}"
-                    )));
-                }
-                for m in &markers {
-                    put_meta(c, &m.key, &m.value).await?;
-                }
-                Ok(results)
+        let applied = self
+            .write(move |c: &mut SqliteConnection| {
+                boxed(async move {
+                    let results = crate::ops::run_batch(c, ops).await?;
+                    if let Some(Err(e)) = results
+                        .iter()
+                        .find(|r| r.as_ref().is_err_and(|e| !e.is_refusal()))
+                    {
+                        return Err(StoreError::Unavailable(format!(
+                            "a batch operation failed, nothing of the batch was applied: {e}"
+                        ))
+                        .into());
+                    }
+                    for m in &markers {
+                        put_meta(c, &m.key, &m.value).await?;
+                    }
+                    Ok(results)
+                })
             })
-        })
-        .await
+            .await?;
+        Ok(applied.into_iter().map(|r| r.map_err(Into::into)).collect())
     }
 
     /// Reads a metadata value.
     pub async fn meta(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        Ok(
-            sqlx::query_scalar("SELECT value FROM replica_meta WHERE key = ?1")
-                .bind(key)
-                .fetch_optional(&self.read_pool)
-                .await?,
-        )
+        let inner = async move {
+            Ok(
+                sqlx::query_scalar("SELECT value FROM replica_meta WHERE key = ?1")
+                    .bind(key)
+                    .fetch_optional(&self.read_pool)
+                    .await?,
+            )
+        };
+        let result: Result<Option<Vec<u8>>> = inner.await;
+        result.map_err(Into::into)
     }
 
     /// Writes a metadata value (through the writer, durably like any write).
     pub async fn set_meta(&self, key: &str, value: &[u8]) -> StoreResult<()> {
-        let (key, value) = (key.to_string(), value.to_vec());
-        self.write(move |c: &mut SqliteConnection| {
-            boxed(async move { put_meta(c, &key, &value).await })
-        })
-        .await
+        let inner = async move {
+            let (key, value) = (key.to_string(), value.to_vec());
+            self.write(move |c: &mut SqliteConnection| {
+                boxed(async move { put_meta(c, &key, &value).await })
+            })
+            .await
+        };
+        let result: Result<()> = inner.await;
+        result.map_err(Into::into)
     }
 
     /// Every row of the provider's tables and of the metadata table (but keys starting with
     /// [`LOCAL_META_PREFIX`]), read in one transaction, so the bytes are one consistent state
     /// including whatever marker was written with the last write. Also returns the exported
     /// metadata, read in that same transaction.
-    pub async fn export_snapshot(&self) -> StoreResult<(Vec<u8>, BTreeMap<String, Vec<u8>>)> {
-        let mut tx = self.read_pool.begin().await?;
-        let mut tables = Vec::with_capacity(TABLES.len() + 1);
-        for table in TABLES {
-            let rows = dump(&mut tx, format!("SELECT * FROM {table}")).await?;
-            tables.push((table.to_string(), rows));
-        }
-        let meta = dump(
-            &mut tx,
-            "SELECT key, value FROM replica_meta WHERE substr(key, 1, 6) <> 'local.' ORDER BY key"
-                .to_string(),
-        )
-        .await?;
-        let mut exported = BTreeMap::new();
-        for row in &meta {
-            if let [Value::Text(k), Value::Blob(v)] = row.as_slice() {
-                exported.insert(k.clone(), v.clone());
+    pub async fn export_snapshot(&self) -> StoreResult<(Vec<u8>, Metadata)> {
+        let inner = async move {
+            let mut tx = self.read_pool.begin().await?;
+            let mut tables = Vec::with_capacity(TABLES.len() + 1);
+            for table in TABLES {
+                let rows = dump(&mut tx, format!("SELECT * FROM {table}")).await?;
+                tables.push((table.to_string(), rows));
             }
-        }
-        tables.push(("replica_meta".to_string(), meta));
-        tx.rollback().await?;
-        let snapshot = Snapshot {
-            format: SNAPSHOT_FORMAT,
-            schema: super::SCHEMA_VERSION,
-            tables,
+            let meta = dump(
+                &mut tx,
+                "SELECT key, value FROM replica_meta WHERE substr(key, 1, 6) <> 'local.' ORDER BY key"
+                    .to_string(),
+            )
+            .await?;
+            let mut exported = BTreeMap::new();
+            for row in &meta {
+                if let [Value::Text(k), Value::Blob(v)] = row.as_slice() {
+                    exported.insert(k.clone(), v.clone());
+                }
+            }
+            tables.push(("replica_meta".to_string(), meta));
+            tx.rollback().await?;
+            let snapshot = Snapshot {
+                format: SNAPSHOT_FORMAT,
+                schema: crate::SCHEMA_VERSION,
+                tables,
+            };
+            let bytes = serde_json::to_vec(&snapshot)
+                .map_err(|e| StoreError::Corrupt(format!("cannot encode a snapshot: {e}")))?;
+            Ok((bytes, exported))
         };
-        let bytes = serde_json::to_vec(&snapshot)
-            .map_err(|e| StoreError::Corrupt(format!("cannot encode a snapshot: {e}")))?;
-        Ok((bytes, exported))
+        let result: Result<(Vec<u8>, Metadata)> = inner.await;
+        result.map_err(Into::into)
     }
 
     /// Replaces the provider's tables and the (non-local) metadata with a snapshot made by
     /// [`SqliteProvider::export_snapshot`], in one transaction. A snapshot of another format
     /// or schema version is refused with [`StoreError::InvalidArgument`] and changes nothing.
     pub async fn import_snapshot(&self, bytes: &[u8]) -> StoreResult<()> {
-        let snapshot: Snapshot = serde_json::from_slice(bytes)
-            .map_err(|e| StoreError::InvalidArgument(format!("not a store snapshot: {e}")))?;
-        if snapshot.format != SNAPSHOT_FORMAT || snapshot.schema != super::SCHEMA_VERSION {
-            return Err(StoreError::InvalidArgument(format!(
-                "snapshot format {} schema {} does not match this build (format {}, schema {})",
-                snapshot.format,
-                snapshot.schema,
-                SNAPSHOT_FORMAT,
-                super::SCHEMA_VERSION
-            )));
-        }
-        self.write(move |c: &mut SqliteConnection| boxed(import(c, snapshot)))
-            .await
+        let inner = async move {
+            let snapshot: Snapshot = serde_json::from_slice(bytes)
+                .map_err(|e| StoreError::InvalidArgument(format!("not a store snapshot: {e}")))?;
+            if snapshot.format != SNAPSHOT_FORMAT || snapshot.schema != crate::SCHEMA_VERSION {
+                return Err(StoreError::InvalidArgument(format!(
+                    "snapshot format {} schema {} does not match this build (format {}, schema {})",
+                    snapshot.format,
+                    snapshot.schema,
+                    SNAPSHOT_FORMAT,
+                    crate::SCHEMA_VERSION
+                ))
+                .into());
+            }
+            self.write(move |c: &mut SqliteConnection| boxed(import(c, snapshot)))
+                .await
+        };
+        let result: Result<()> = inner.await;
+        result.map_err(Into::into)
     }
 }
 
@@ -269,8 +293,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::op::{Op, Reply};
-    use crate::provider::{ActorTypeSpec, Fence, HostRegistration, Provider};
+    use francis_store::{ActorTypeSpec, Fence, HostRegistration, Provider};
+    use francis_store::{Op, Reply};
 
     fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {
         chrono::DateTime::from_timestamp_millis(1_700_000_000_000 + ms).unwrap()
