@@ -37,6 +37,7 @@ pub enum HostError {
     Transport(#[from] francis_transport::TransportError),
     /// The replicated store could not start (its database belongs to another node...).
     #[error("replicated store: {0}")]
+    #[cfg(feature = "replication")]
     Replication(#[from] francis_replication::ReplicationError),
     /// The store did not answer in time during start-up or shutdown.
     #[error("store did not answer within {0:?}")]

@@ -155,8 +155,18 @@ impl LocalHostBuilder {
                 "a replicated store (peers) needs a runtime PSK: peers talk over mutual TLS".into(),
             ));
         }
+        #[cfg(feature = "replication")]
         let raft = replicated.then(francis_replication::RaftRequestHandler::new);
+        #[cfg(not(feature = "replication"))]
+        let raft: Option<crate::replica::RaftHandler> = if replicated {
+            return Err(HostError::InvalidConfig(
+                "peers (a replicated store) need the `replication` feature of francis-host".into(),
+            ));
+        } else {
+            None
+        };
         let peer = crate::peer::PeerLink::new(&address, self.psks, raft.clone()).await?;
+        #[cfg_attr(not(feature = "replication"), allow(unused_mut))]
         let mut replica = None;
         let provider: Arc<dyn Provider> = match (self.store, raft) {
             (StoreChoice::None, _) => {
@@ -165,6 +175,7 @@ impl LocalHostBuilder {
                         .into(),
                 ));
             }
+            #[cfg(feature = "replication")]
             (StoreChoice::Sqlite(path), Some(raft)) => {
                 // The replicated store talks over the peer transport, so it starts now.
                 let transport = peer.start(&host_id)?.expect("a PSK is configured");
@@ -317,6 +328,7 @@ impl LocalHost {
 
     /// The replicated store's view (role, leader, unreachable peers), when this host takes
     /// part in one.
+    #[cfg(feature = "replication")]
     pub fn replication_status(&self) -> Option<francis_replication::ReplicationStatus> {
         self.inner.replica.as_ref().map(|r| r.status())
     }

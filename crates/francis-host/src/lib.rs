@@ -37,6 +37,7 @@ mod events;
 mod host;
 mod peer;
 pub mod policy;
+mod replica;
 mod requests;
 mod routing;
 mod runtime;
@@ -47,6 +48,7 @@ pub use clock::{Clock, SystemClock, TokioClock};
 pub use config::{ActorOptions, HostTimings};
 pub use error::HostError;
 pub use events::{DeactivationReason, HostEvent};
+#[cfg(feature = "replication")]
 pub use francis_replication::ReplicationStatus;
 pub use host::{LocalHost, LocalHostBuilder};
 pub use runtime::Health;

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use async_trait::async_trait;
 use std::time::Duration;
 
+use crate::replica::RaftHandler;
 use francis_core::{
     ActorRef, Envelope, Error, SetStateOptions, validate_alarm_name, validate_method,
 };
-use francis_replication::RaftRequestHandler;
 use francis_transport::proto::{Invoke, Request, Response, TurnKind, request, response};
 use francis_transport::{RequestHandler, Transport, TransportConfig, TransportError};
 use tracing::info;
@@ -35,7 +35,7 @@ impl PeerLink {
     pub async fn new(
         address: &str,
         psks: Vec<Vec<u8>>,
-        raft: Option<RaftRequestHandler>,
+        raft: Option<RaftHandler>,
     ) -> Result<Self, HostError> {
         let handler = Arc::new(PeerHandler {
             inner: OnceLock::new(),
@@ -126,7 +126,7 @@ impl PeerLink {
 /// messages when this host takes part in one.
 struct PeerHandler {
     inner: OnceLock<Weak<HostInner>>,
-    raft: Option<RaftRequestHandler>,
+    raft: Option<RaftHandler>,
 }
 
 #[async_trait]

@@ -146,7 +146,7 @@ pub(crate) struct HostInner {
     /// The peer link: started by `run` when runtime PSKs are configured.
     pub peer: crate::peer::PeerLink,
     /// The replicated store this host takes part in, if any (also its `store.provider`).
-    pub replica: Option<francis_replication::ReplicatedProvider>,
+    pub replica: Option<crate::replica::Replica>,
     /// When the last successful heartbeat (or registration) was *sent*, on the monotonic
     /// clock; `None` until the host registered. The lease every call checks.
     lease: Mutex<Option<Instant>>,
@@ -163,7 +163,7 @@ impl HostInner {
         timings: HostTimings,
         store: StoreAccess,
         peer: crate::peer::PeerLink,
-        replica: Option<francis_replication::ReplicatedProvider>,
+        replica: Option<crate::replica::Replica>,
     ) -> Self {
         HostInner {
             address,

@@ -266,6 +266,7 @@ impl HostService {
 
     /// The replicated store's view (role, leader, members, unreachable peers), when this host
     /// takes part in one.
+    #[cfg(feature = "replication")]
     pub fn replication_status(&self) -> Option<francis_replication::ReplicationStatus> {
         self.inner.replica.as_ref().map(|r| r.status())
     }

@@ -258,4 +258,144 @@ mod tests {
     fn openraft_storage_suite() {
         Suite::test_all(Files).expect("the storage suite passes");
     }
+
+    fn entry(index: u64, op: Op) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 0), index),
+            payload: EntryPayload::Normal(Versioned(op)),
+        }
+    }
+
+    fn set(id: &str, data: &[u8]) -> Op {
+        Op::SetState {
+            actor: francis_core::ActorRef::new("t", id).unwrap(),
+            data: data.to_vec(),
+            expires_at: None,
+            fence: francis_store::Fence::Unfenced,
+        }
+    }
+
+    fn alarm(id: &str) -> Op {
+        Op::SetAlarm {
+            actor: francis_core::ActorRef::new("t", id).unwrap(),
+            name: "tick".into(),
+            properties: francis_core::AlarmProperties {
+                due_time: chrono::DateTime::from_timestamp_millis(1_700_000_000_000).unwrap(),
+                interval: None,
+                ttl: None,
+                data: None,
+            },
+            fence: francis_store::Fence::Unfenced,
+        }
+    }
+
+    async fn state(sm: &StateMachine, id: &str) -> Option<Vec<u8>> {
+        let now = chrono::DateTime::from_timestamp_millis(0).unwrap();
+        francis_store::Provider::get_state(
+            &*sm.store,
+            &francis_core::ActorRef::new("t", id).unwrap(),
+            now,
+        )
+        .await
+        .unwrap()
+        .map(|s| s.data)
+    }
+
+    /// A batch whose middle command fails in the database (not a refusal) applies nothing, not
+    /// even the commands before it, and keeps the old marker; after a restart without the
+    /// fault the node resumes from that marker and applies the whole batch.
+    #[tokio::test]
+    async fn a_batch_that_fails_midway_applies_nothing_and_resumes_from_the_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.db");
+        let open = || SqliteProvider::open(&path, Default::default());
+        let mut sm = StateMachine::new(Arc::new(open().await.unwrap()));
+        let answers = sm.apply(vec![entry(1, set("a", b"1"))]).await.unwrap();
+        assert!(matches!(answers[..], [Ok(Reply::Unit)]), "{answers:?}");
+
+        // The fault: every alarm write fails, as a full disk or an I/O error would.
+        let mut raw = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+            "sqlite:{}",
+            path.display()
+        ))
+        .await
+        .unwrap();
+        sqlx::raw_sql(
+            "CREATE TRIGGER fault BEFORE INSERT ON alarms BEGIN SELECT RAISE(ABORT, 'disk gone'); END",
+        )
+        .execute(&mut raw)
+        .await
+        .unwrap();
+        let batch = || {
+            vec![
+                entry(2, set("b", b"2")),
+                entry(3, alarm("b")),
+                entry(4, set("c", b"4")),
+            ]
+        };
+        assert!(sm.apply(batch()).await.is_err(), "the node stops");
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(1), "the marker did not move");
+        assert_eq!(
+            state(&sm, "b").await,
+            None,
+            "nothing of the batch was applied"
+        );
+        assert_eq!(state(&sm, "c").await, None);
+
+        // Restart without the fault: resume from the marker.
+        sqlx::raw_sql("DROP TRIGGER fault")
+            .execute(&mut raw)
+            .await
+            .unwrap();
+        drop(raw);
+        drop(sm);
+        let mut sm = StateMachine::new(Arc::new(open().await.unwrap()));
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(1));
+        let answers = sm.apply(batch()).await.unwrap();
+        assert_eq!(answers.len(), 3);
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(4));
+        assert_eq!(state(&sm, "a").await, Some(b"1".to_vec()));
+        assert_eq!(state(&sm, "b").await, Some(b"2".to_vec()));
+        assert_eq!(state(&sm, "c").await, Some(b"4".to_vec()));
+    }
+
+    /// A refused command is answered with its refusal in place; the rest of its batch and the
+    /// marker are applied.
+    #[tokio::test]
+    async fn a_refused_command_is_answered_alone_and_the_batch_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::new(Arc::new(
+            SqliteProvider::open(dir.path().join("data.db"), Default::default())
+                .await
+                .unwrap(),
+        ));
+        let fenced = Op::SetState {
+            actor: francis_core::ActorRef::new("t", "x").unwrap(),
+            data: b"no".to_vec(),
+            expires_at: None,
+            fence: francis_store::Fence::Epoch(9),
+        };
+        let answers = sm
+            .apply(vec![
+                entry(1, set("a", b"1")),
+                entry(2, fenced),
+                entry(3, set("b", b"3")),
+            ])
+            .await
+            .unwrap();
+        assert!(answers[0].is_ok());
+        assert!(
+            matches!(answers[1], Err(WireStoreError::Fenced { .. })),
+            "{answers:?}"
+        );
+        assert!(answers[2].is_ok());
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(3));
+        assert_eq!(state(&sm, "x").await, None);
+        assert_eq!(state(&sm, "b").await, Some(b"3".to_vec()));
+    }
 }

@@ -381,4 +381,146 @@ mod tests {
         assert!(serde_json::from_str::<Versioned<Op>>("{}").is_err());
         assert!(serde_json::from_str::<Versioned<Op>>(r#"{"Nope":{}}"#).is_err());
     }
+
+    /// One operation of every kind, as the log holds them.
+    fn one_of_each() -> Vec<Op> {
+        use crate::provider::{
+            ActorTypeSpec, AlarmLease, AlarmOutcome, HostRegistration, LeaseRequest,
+        };
+        let actor = ActorRef::new("counter", "c1").unwrap();
+        let lease = AlarmLease {
+            actor: actor.clone(),
+            name: "tick".into(),
+            lease_id: "l1".into(),
+        };
+        let ttl = Duration::from_millis(1500);
+        vec![
+            Op::RegisterHost {
+                registration: HostRegistration {
+                    host_id: "h1".into(),
+                    address: "10.0.0.1:7000".into(),
+                    actor_types: vec![ActorTypeSpec {
+                        actor_type: "counter".into(),
+                        max_active: Some(3),
+                    }],
+                },
+                now: t(0),
+                ttl,
+            },
+            Op::Heartbeat {
+                host_id: "h1".into(),
+                now: t(1),
+            },
+            Op::UnregisterHost {
+                host_id: "h1".into(),
+            },
+            Op::LiveHosts { now: t(2), ttl },
+            Op::Claim {
+                actor: actor.clone(),
+                candidate: "h1".into(),
+                now: t(3),
+                ttl,
+            },
+            Op::Lookup {
+                actor: actor.clone(),
+                now: t(4),
+                ttl,
+            },
+            Op::Release {
+                actor: actor.clone(),
+                host_id: "h1".into(),
+                epoch: 7,
+            },
+            Op::CountPlacements {
+                host_id: "h1".into(),
+                actor_type: "counter".into(),
+            },
+            Op::GetState {
+                actor: actor.clone(),
+                now: t(5),
+            },
+            Op::SetState {
+                actor: actor.clone(),
+                data: b"{\"n\":1}".to_vec(),
+                expires_at: Some(t(6)),
+                fence: Fence::Epoch(7),
+            },
+            Op::DeleteState {
+                actor: actor.clone(),
+                fence: Fence::Unfenced,
+            },
+            Op::ListStates {
+                actor_type: "counter".into(),
+                after: Some("c0".into()),
+                limit: 10,
+                include_data: true,
+                now: t(7),
+            },
+            Op::DeleteExpiredState { now: t(8) },
+            Op::SetAlarm {
+                actor: actor.clone(),
+                name: "tick".into(),
+                properties: alarm(),
+                fence: Fence::Epoch(7),
+            },
+            Op::GetAlarm {
+                actor: actor.clone(),
+                name: "tick".into(),
+            },
+            Op::DeleteAlarm {
+                actor: actor.clone(),
+                name: "tick".into(),
+                fence: Fence::Epoch(7),
+            },
+            Op::LeaseAlarms {
+                request: LeaseRequest {
+                    host_id: "h1".into(),
+                    actor_types: vec!["counter".into()],
+                    horizon: t(9),
+                    limit: 100,
+                    lease_duration: Duration::from_secs(30),
+                    lease_id: "l1".into(),
+                },
+                now: t(9),
+            },
+            Op::RenewAlarmLeases {
+                host_id: "h1".into(),
+                leases: vec![lease.clone()],
+                now: t(10),
+                lease_duration: Duration::from_secs(30),
+            },
+            Op::CompleteAlarm {
+                lease: lease.clone(),
+                outcome: AlarmOutcome::Reschedule {
+                    due: t(11),
+                    attempts: 2,
+                },
+            },
+            Op::ReleaseAlarm { lease },
+        ]
+    }
+
+    /// The log's format, pinned for every operation (`v1.jsonl`, one line per operation): a
+    /// change to `Op` or to a type inside it that changes these lines needs a new wire version
+    /// (and a reader for the old one), not an edit of the file.
+    #[test]
+    fn every_operation_keeps_its_version_1_form() {
+        let expected: Vec<&str> = include_str!("v1.jsonl").lines().collect();
+        let ops = one_of_each();
+        let actual: Vec<String> = ops
+            .iter()
+            .map(|op| serde_json::to_string(&Versioned(op)).unwrap())
+            .collect();
+        assert_eq!(
+            actual.len(),
+            expected.len(),
+            "one line per operation; now:\n{}",
+            actual.join("\n")
+        );
+        for (op, (line, want)) in ops.iter().zip(actual.iter().zip(&expected)) {
+            assert_eq!(line, want, "{} changed its wire form", op.name());
+            let back: Versioned<Op> = serde_json::from_str(want).unwrap();
+            assert_eq!(&back.0, op, "{} reads back", op.name());
+        }
+    }
 }
