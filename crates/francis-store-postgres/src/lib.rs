@@ -9,7 +9,6 @@ mod testing;
 #[cfg(feature = "testing")]
 pub use testing::{PostgresTestTables, TEST_POSTGRES_URL_ENV};
 
-use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -34,6 +33,11 @@ pub const DEFAULT_TABLE_PREFIX: &str = "francis_";
 /// How many times an operation PostgreSQL aborted on a deadlock or serialization failure is
 /// run again before the caller gets [`StoreError::Unavailable`].
 const CONFLICT_RETRIES: u32 = 8;
+
+/// How many times an operation of a batch is run again (in its savepoint) after a deadlock or
+/// serialization failure before it is answered with [`StoreError::Unavailable`]. Fewer than
+/// for a single operation: the batch holds the locks of the operations before it meanwhile.
+const BATCH_CONFLICT_RETRIES: u32 = 3;
 
 /// A pooled connection idle at least this long is pinged before it is used again.
 const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
@@ -100,6 +104,12 @@ impl PostgresOptions {
 ///   competing claim waits for the write (or the write sees the new epoch).
 /// - **Alarm leasing** is one statement locking its candidates `FOR UPDATE SKIP LOCKED`, so
 ///   concurrent leasers never wait on each other's rows and never lease an alarm twice.
+/// - **Batches**: two or more operations with a write among them run in one transaction on
+///   one connection, each in its own savepoint: a refused or failed operation is rolled back
+///   alone (one that hit a deadlock is run again a few times first), the rest commit together.
+///   If the transaction itself fails (the connection is lost, `COMMIT` fails...), every
+///   operation is answered with [`StoreError::Unavailable`] and none is applied. A single
+///   operation, or a batch of reads, runs each operation on its own.
 /// - **Time is an argument**: no statement calls `now()`.
 /// - **Errors**: a lost connection, a server shutting down or an exhausted pool give
 ///   [`StoreError::Unavailable`]; the pool drops broken connections and reconnects on its own
@@ -232,28 +242,6 @@ impl PostgresProvider {
     pub async fn close(self) {
         self.db.pool.close().await;
     }
-
-    /// Runs `op`, again after a deadlock or serialization failure, and maps connection
-    /// failures to [`StoreError::Unavailable`].
-    async fn run<T, F, Fut>(&self, mut op: F) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        let mut attempt = 0;
-        loop {
-            match op().await {
-                Ok(v) => return Ok(v),
-                Err(e) if class(&e) == ErrorClass::Conflict && attempt < CONFLICT_RETRIES => {
-                    attempt += 1;
-                    tracing::debug!(error = %e, attempt, "postgres conflict; running the operation again");
-                    // a short, growing pause lets the other side of a deadlock finish
-                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 3)).await;
-                }
-                Err(e) => return Err(unavailable_or(e, &self.target)),
-            }
-        }
-    }
 }
 
 /// `message` with any password of `url` replaced by `***`.
@@ -263,7 +251,7 @@ fn scrub(message: &str, url: &str) -> String {
         .fold(message.to_owned(), |m, password| m.replace(password, "***"))
 }
 
-/// How a store error is handled by [`PostgresProvider::run`].
+/// How a store error is handled: retried, reported as unavailable, or passed on.
 fn class(e: &Error) -> ErrorClass {
     match e {
         Error::Sql(sqlx::Error::Database(db)) => db
@@ -303,164 +291,222 @@ fn text_arg(what: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// The shared input checks, then what PostgreSQL's `text` cannot hold.
+fn check(op: &Op) -> Result<()> {
+    check_op(op)?;
+    check_text(op)
+}
+
 impl PostgresProvider {
-    /// Runs one operation: the shared input checks, then what PostgreSQL's `text` cannot
-    /// hold, then the operation's SQL (again after a conflict, see [`PostgresProvider::run`]).
-    async fn run_op(&self, op: Op) -> Result<Reply> {
-        check_op(&op)?;
-        check_text(&op)?;
-        Ok(match op {
-            Op::RegisterHost {
-                registration,
-                now,
-                ttl,
-            } => {
-                let (now, ttl) = (millis(now), duration_millis(ttl));
-                self.run(|| ops::register_host(&self.db, &registration, now, ttl))
-                    .await?;
-                Reply::Unit
+    /// Runs one operation on a connection of its own: the input checks, then its SQL, again
+    /// (on a fresh connection) after a deadlock or serialization failure; connection failures
+    /// become [`StoreError::Unavailable`].
+    async fn run_op(&self, op: &Op) -> Result<Reply> {
+        check(op)?;
+        let mut attempt = 0;
+        loop {
+            let result = async {
+                let mut conn = self.db.pool.acquire().await?;
+                apply(&self.db, &mut conn, op).await
             }
-            Op::Heartbeat { host_id, now } => {
-                let now = millis(now);
-                self.run(|| ops::heartbeat(&self.db, &host_id, now)).await?;
-                Reply::Unit
+            .await;
+            match result {
+                Ok(reply) => return Ok(reply),
+                Err(e) if class(&e) == ErrorClass::Conflict && attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "postgres conflict; running the operation again");
+                    // a short, growing pause lets the other side of a deadlock finish
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 3)).await;
+                }
+                Err(e) => return Err(unavailable_or(e, &self.target)),
             }
-            Op::UnregisterHost { host_id } => {
-                self.run(|| ops::unregister_host(&self.db, &host_id))
-                    .await?;
-                Reply::Unit
-            }
-            Op::LiveHosts { now, ttl } => {
-                let (now, ttl) = (millis(now), duration_millis(ttl));
-                Reply::Hosts(self.run(|| ops::live_hosts(&self.db, now, ttl)).await?)
-            }
-            Op::Claim {
-                actor,
-                candidate,
-                now,
-                ttl,
-            } => {
-                let (now, ttl) = (millis(now), duration_millis(ttl));
-                Reply::Placement(
-                    self.run(|| ops::claim(&self.db, &actor, &candidate, now, ttl))
-                        .await?,
-                )
-            }
-            Op::Lookup { actor, now, ttl } => {
-                let (now, ttl) = (millis(now), duration_millis(ttl));
-                Reply::MaybePlacement(self.run(|| ops::lookup(&self.db, &actor, now, ttl)).await?)
-            }
-            Op::Release {
-                actor,
-                host_id,
-                epoch,
-            } => Reply::Bool(
-                self.run(|| ops::release(&self.db, &actor, &host_id, epoch))
-                    .await?,
-            ),
-            Op::CountPlacements {
-                host_id,
-                actor_type,
-            } => Reply::Count(
-                self.run(|| ops::count_placements(&self.db, &host_id, &actor_type))
-                    .await?,
-            ),
-            Op::GetState { actor, now } => {
-                let now = millis(now);
-                Reply::State(self.run(|| ops::get_state(&self.db, &actor, now)).await?)
-            }
-            Op::SetState {
-                actor,
-                data,
-                expires_at,
-                fence,
-            } => {
-                let expires = expires_at.map(millis);
-                self.run(|| ops::set_state(&self.db, &actor, &data, expires, fence))
-                    .await?;
-                Reply::Unit
-            }
-            Op::DeleteState { actor, fence } => Reply::Bool(
-                self.run(|| ops::delete_state(&self.db, &actor, fence))
-                    .await?,
-            ),
-            Op::ListStates {
-                actor_type,
-                after,
-                limit,
-                include_data,
-                now,
-            } => {
-                let now = millis(now);
-                Reply::Page(
-                    self.run(|| {
-                        ops::list_states(
-                            &self.db,
-                            &actor_type,
-                            after.as_deref(),
-                            limit,
-                            include_data,
-                            now,
-                        )
-                    })
-                    .await?,
-                )
-            }
-            Op::DeleteExpiredState { now } => {
-                let now = millis(now);
-                Reply::Count(
-                    self.run(|| ops::delete_expired_state(&self.db, now))
-                        .await?,
-                )
-            }
-            Op::SetAlarm {
-                actor,
-                name,
-                properties,
-                fence,
-            } => {
-                let row = francis_store::codec::AlarmRow::from_properties(&properties)?;
-                self.run(|| ops::set_alarm(&self.db, &actor, &name, row.clone(), fence))
-                    .await?;
-                Reply::Unit
-            }
-            Op::GetAlarm { actor, name } => {
-                Reply::Alarm(self.run(|| ops::get_alarm(&self.db, &actor, &name)).await?)
-            }
-            Op::DeleteAlarm { actor, name, fence } => Reply::Bool(
-                self.run(|| ops::delete_alarm(&self.db, &actor, &name, fence))
-                    .await?,
-            ),
-            Op::LeaseAlarms { request, now } => {
-                let now = millis(now);
-                Reply::Leased(
-                    self.run(|| ops::lease_alarms(&self.db, &request, now))
-                        .await?,
-                )
-            }
-            Op::RenewAlarmLeases {
-                host_id,
-                leases,
-                now,
-                lease_duration,
-            } => {
-                let now = millis(now);
-                Reply::Leases(
-                    self.run(|| {
-                        ops::renew_alarm_leases(&self.db, &host_id, &leases, now, lease_duration)
-                    })
-                    .await?,
-                )
-            }
-            Op::CompleteAlarm { lease, outcome } => Reply::Bool(
-                self.run(|| ops::complete_alarm(&self.db, &lease, outcome))
-                    .await?,
-            ),
-            Op::ReleaseAlarm { lease } => {
-                Reply::Bool(self.run(|| ops::release_alarm(&self.db, &lease)).await?)
-            }
-        })
+        }
     }
+
+    /// Runs a batch in one transaction on one connection, each operation in its own savepoint.
+    /// If the transaction itself fails, every operation is answered with
+    /// [`StoreError::Unavailable`] (a refusal keeps its own answer): nothing was applied.
+    async fn run_batch(&self, ops: &[Op]) -> Vec<StoreResult<Reply>> {
+        let mut results = Vec::with_capacity(ops.len());
+        let failed = self.try_batch(ops, &mut results).await.err();
+        let results = results.into_iter().map(|r| r.map_err(StoreError::from));
+        let Some(e) = failed else {
+            return results.collect();
+        };
+        tracing::debug!(error = %e, "postgres batch not applied");
+        let why = format!("PostgreSQL at {}: batch not applied: {e}", self.target);
+        let not_applied = || Err(StoreError::Unavailable(why.clone()));
+        let mut answers: Vec<StoreResult<Reply>> = results
+            .map(|r| match r {
+                Err(refused) if refused.is_refusal() => Err(refused),
+                _ => not_applied(),
+            })
+            .collect();
+        answers.resize_with(ops.len(), not_applied);
+        answers
+    }
+
+    /// The transaction of [`PostgresProvider::run_batch`]: pushes each operation's result onto
+    /// `results` and commits; `Err` if the connection or the transaction failed.
+    async fn try_batch(&self, ops: &[Op], results: &mut Vec<Result<Reply>>) -> Result<()> {
+        let mut conn = self.db.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        for op in ops {
+            // on `Err`, `tx` is dropped, which rolls it back (sqlx sends the ROLLBACK before
+            // the connection is used again or returned to the pool)
+            results.push(self.run_in_batch(&mut tx, op).await?);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One operation of a batch, in the savepoint `francis_batch_op`: the input checks (a
+    /// failure runs nothing), then its SQL, undone alone if it fails and run again after a
+    /// conflict. `Ok` holds the operation's own result; `Err` means the transaction failed.
+    async fn run_in_batch(&self, c: &mut PgConnection, op: &Op) -> Result<Result<Reply>> {
+        if let Err(e) = check(op) {
+            return Ok(Err(e));
+        }
+        let mut attempt = 0;
+        loop {
+            sqlx::raw_sql("SAVEPOINT francis_batch_op")
+                .execute(&mut *c)
+                .await?;
+            let e = match apply(&self.db, c, op).await {
+                Ok(reply) => {
+                    sqlx::raw_sql("RELEASE SAVEPOINT francis_batch_op")
+                        .execute(&mut *c)
+                        .await?;
+                    return Ok(Ok(reply));
+                }
+                // the connection is gone or the server refuses work: so is the transaction
+                Err(e) if class(&e) == ErrorClass::Unavailable => return Err(e),
+                Err(e) => e,
+            };
+            sqlx::raw_sql(
+                "ROLLBACK TO SAVEPOINT francis_batch_op; RELEASE SAVEPOINT francis_batch_op",
+            )
+            .execute(&mut *c)
+            .await?;
+            if class(&e) == ErrorClass::Conflict && attempt < BATCH_CONFLICT_RETRIES {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "postgres conflict in a batch; running the operation again");
+                tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 3)).await;
+                continue;
+            }
+            return Ok(Err(unavailable_or(e, &self.target)));
+        }
+    }
+}
+
+/// Runs the SQL of one operation on `c` (checked beforehand by [`check`]).
+async fn apply(db: &Db, c: &mut PgConnection, op: &Op) -> Result<Reply> {
+    Ok(match op {
+        Op::RegisterHost {
+            registration,
+            now,
+            ttl,
+        } => {
+            ops::register_host(db, c, registration, millis(*now), duration_millis(*ttl)).await?;
+            Reply::Unit
+        }
+        Op::Heartbeat { host_id, now } => {
+            ops::heartbeat(db, c, host_id, millis(*now)).await?;
+            Reply::Unit
+        }
+        Op::UnregisterHost { host_id } => {
+            ops::unregister_host(db, c, host_id).await?;
+            Reply::Unit
+        }
+        Op::LiveHosts { now, ttl } => {
+            Reply::Hosts(ops::live_hosts(db, c, millis(*now), duration_millis(*ttl)).await?)
+        }
+        Op::Claim {
+            actor,
+            candidate,
+            now,
+            ttl,
+        } => Reply::Placement(
+            ops::claim(db, c, actor, candidate, millis(*now), duration_millis(*ttl)).await?,
+        ),
+        Op::Lookup { actor, now, ttl } => Reply::MaybePlacement(
+            ops::lookup(db, c, actor, millis(*now), duration_millis(*ttl)).await?,
+        ),
+        Op::Release {
+            actor,
+            host_id,
+            epoch,
+        } => Reply::Bool(ops::release(db, c, actor, host_id, *epoch).await?),
+        Op::CountPlacements {
+            host_id,
+            actor_type,
+        } => Reply::Count(ops::count_placements(db, c, host_id, actor_type).await?),
+        Op::GetState { actor, now } => {
+            Reply::State(ops::get_state(db, c, actor, millis(*now)).await?)
+        }
+        Op::SetState {
+            actor,
+            data,
+            expires_at,
+            fence,
+        } => {
+            ops::set_state(db, c, actor, data, expires_at.map(millis), *fence).await?;
+            Reply::Unit
+        }
+        Op::DeleteState { actor, fence } => {
+            Reply::Bool(ops::delete_state(db, c, actor, *fence).await?)
+        }
+        Op::ListStates {
+            actor_type,
+            after,
+            limit,
+            include_data,
+            now,
+        } => Reply::Page(
+            ops::list_states(
+                db,
+                c,
+                actor_type,
+                after.as_deref(),
+                *limit,
+                *include_data,
+                millis(*now),
+            )
+            .await?,
+        ),
+        Op::DeleteExpiredState { now } => {
+            Reply::Count(ops::delete_expired_state(db, c, millis(*now)).await?)
+        }
+        Op::SetAlarm {
+            actor,
+            name,
+            properties,
+            fence,
+        } => {
+            let row = francis_store::codec::AlarmRow::from_properties(properties)?;
+            ops::set_alarm(db, c, actor, name, row, *fence).await?;
+            Reply::Unit
+        }
+        Op::GetAlarm { actor, name } => Reply::Alarm(ops::get_alarm(db, c, actor, name).await?),
+        Op::DeleteAlarm { actor, name, fence } => {
+            Reply::Bool(ops::delete_alarm(db, c, actor, name, *fence).await?)
+        }
+        Op::LeaseAlarms { request, now } => {
+            Reply::Leased(ops::lease_alarms(db, c, request, millis(*now)).await?)
+        }
+        Op::RenewAlarmLeases {
+            host_id,
+            leases,
+            now,
+            lease_duration,
+        } => Reply::Leases(
+            ops::renew_alarm_leases(db, c, host_id, leases, millis(*now), *lease_duration).await?,
+        ),
+        Op::CompleteAlarm { lease, outcome } => {
+            Reply::Bool(ops::complete_alarm(db, c, lease, *outcome).await?)
+        }
+        Op::ReleaseAlarm { lease } => Reply::Bool(ops::release_alarm(db, c, lease).await?),
+    })
 }
 
 /// Refuses the strings of an operation that PostgreSQL's `text` cannot hold.
@@ -522,15 +568,20 @@ fn check_text(op: &Op) -> Result<()> {
 
 #[async_trait]
 impl Provider for PostgresProvider {
+    /// Two or more operations with a write among them run in one transaction
+    /// ([`PostgresProvider::run_batch`]); one operation, or reads only, each on its own.
     async fn execute_batch(&self, ops: Vec<Op>) -> Vec<StoreResult<Reply>> {
+        if ops.len() >= 2 && ops.iter().any(Op::is_write) {
+            return self.run_batch(&ops).await;
+        }
         let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
+        for op in &ops {
             results.push(self.run_op(op).await.map_err(Into::into));
         }
         results
     }
 
     async fn execute(&self, op: Op) -> StoreResult<Reply> {
-        self.run_op(op).await.map_err(Into::into)
+        self.run_op(&op).await.map_err(Into::into)
     }
 }

@@ -3,13 +3,17 @@
 //! Every operation is either one statement (atomic on its own) or one transaction at
 //! READ COMMITTED whose decisions are made over rows it has locked. How each stays atomic under
 //! concurrent hosts is said beside it; `docs/store.md` has the summary.
+//!
+//! Each runs on the connection it is given: on its own for a single operation, or inside the
+//! transaction of a batch, where `c.begin()` opens a savepoint instead of a transaction (so an
+//! operation's own transaction stays all-or-nothing either way).
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use francis_core::{ActorRef, AlarmProperties};
 use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, PgPool, Row};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 
 use crate::error::Result;
 use crate::migrate::with_prefix;
@@ -25,7 +29,8 @@ use francis_store::{
     LeaseRequest, LeasedAlarm, Placement, StateListItem, StateListPage, StateRecord,
 };
 
-/// The pool and the table prefix every statement is written with.
+/// The pool the provider takes its connections from, and the table prefix every statement
+/// is written with.
 #[derive(Debug, Clone)]
 pub(crate) struct Db {
     pub pool: PgPool,
@@ -78,7 +83,7 @@ fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
 /// two never deadlock.
 async fn remove_host(
     db: &Db,
-    tx: &mut sqlx::PgConnection,
+    tx: &mut PgConnection,
     host_id: &str,
 ) -> std::result::Result<(), sqlx::Error> {
     sqlx::query(db.sql("DELETE FROM {p}hosts WHERE host_id = $1"))
@@ -99,11 +104,12 @@ async fn remove_host(
 /// so "no live host has this address" stays true until the commit.
 pub(crate) async fn register_host(
     db: &Db,
+    c: &mut PgConnection,
     reg: &HostRegistration,
     now_ms: i64,
     ttl_ms: i64,
 ) -> Result<()> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = c.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(lock_key(
             "francis-address",
@@ -172,14 +178,19 @@ pub(crate) async fn register_host(
 }
 
 /// One statement; heartbeats never move backwards.
-pub(crate) async fn heartbeat(db: &Db, host_id: &str, now_ms: i64) -> Result<()> {
+pub(crate) async fn heartbeat(
+    db: &Db,
+    c: &mut PgConnection,
+    host_id: &str,
+    now_ms: i64,
+) -> Result<()> {
     let done = sqlx::query(db.sql(
         "UPDATE {p}hosts SET last_heartbeat_ms = GREATEST(last_heartbeat_ms, $2)
          WHERE host_id = $1",
     ))
     .bind(host_id)
     .bind(now_ms)
-    .execute(&db.pool)
+    .execute(&mut *c)
     .await?;
     if done.rows_affected() == 0 {
         return Err(StoreError::HostNotFound(host_id.to_owned()).into());
@@ -188,14 +199,19 @@ pub(crate) async fn heartbeat(db: &Db, host_id: &str, now_ms: i64) -> Result<()>
 }
 
 /// One transaction (see [`remove_host`]).
-pub(crate) async fn unregister_host(db: &Db, host_id: &str) -> Result<()> {
-    let mut tx = db.pool.begin().await?;
+pub(crate) async fn unregister_host(db: &Db, c: &mut PgConnection, host_id: &str) -> Result<()> {
+    let mut tx = c.begin().await?;
     remove_host(db, &mut tx, host_id).await?;
     tx.commit().await?;
     Ok(())
 }
 
-pub(crate) async fn live_hosts(db: &Db, now_ms: i64, ttl_ms: i64) -> Result<Vec<HostRecord>> {
+pub(crate) async fn live_hosts(
+    db: &Db,
+    c: &mut PgConnection,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> Result<Vec<HostRecord>> {
     let rows = sqlx::query(db.sql(
         "SELECT h.host_id, h.address, h.last_heartbeat_ms, t.actor_type, t.max_active
          FROM {p}hosts h LEFT JOIN {p}host_types t ON t.host_id = h.host_id
@@ -203,7 +219,7 @@ pub(crate) async fn live_hosts(db: &Db, now_ms: i64, ttl_ms: i64) -> Result<Vec<
          ORDER BY h.host_id, t.ord",
     ))
     .bind(live_cutoff(now_ms, ttl_ms))
-    .fetch_all(&db.pool)
+    .fetch_all(&mut *c)
     .await?;
     let mut hosts: Vec<HostRecord> = Vec::new();
     for row in rows {
@@ -240,16 +256,17 @@ pub(crate) async fn live_hosts(db: &Db, now_ms: i64, ttl_ms: i64) -> Result<Vec<
 /// - the epoch is `nextval` of the store's sequence, drawn inside the transaction that writes it.
 pub(crate) async fn claim(
     db: &Db,
+    c: &mut PgConnection,
     actor: &ActorRef,
     candidate: &str,
     now_ms: i64,
     ttl_ms: i64,
 ) -> Result<Placement> {
-    if let Some(placement) = lookup(db, actor, now_ms, ttl_ms).await? {
+    if let Some(placement) = lookup(db, c, actor, now_ms, ttl_ms).await? {
         return Ok(placement);
     }
     for _ in 0..CLAIM_ROUNDS {
-        if let Some(placement) = claim_round(db, actor, candidate, now_ms, ttl_ms).await? {
+        if let Some(placement) = claim_round(db, c, actor, candidate, now_ms, ttl_ms).await? {
             return Ok(placement);
         }
     }
@@ -262,12 +279,13 @@ pub(crate) async fn claim(
 /// One claim transaction; `None` if a concurrent claim inserted the placement first.
 async fn claim_round(
     db: &Db,
+    c: &mut PgConnection,
     actor: &ActorRef,
     candidate: &str,
     now_ms: i64,
     ttl_ms: i64,
 ) -> Result<Option<Placement>> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = c.begin().await?;
     let current: Option<(String, i64, String, i64)> = sqlx::query_as(db.sql(
         "SELECT p.host_id, p.epoch, h.address, h.last_heartbeat_ms
          FROM {p}placements p JOIN {p}hosts h ON h.host_id = p.host_id
@@ -392,6 +410,7 @@ async fn claim_round(
 
 pub(crate) async fn lookup(
     db: &Db,
+    c: &mut PgConnection,
     actor: &ActorRef,
     now_ms: i64,
     ttl_ms: i64,
@@ -404,7 +423,7 @@ pub(crate) async fn lookup(
     .bind(actor.actor_type())
     .bind(actor.actor_id())
     .bind(live_cutoff(now_ms, ttl_ms))
-    .fetch_optional(&db.pool)
+    .fetch_optional(&mut *c)
     .await?;
     row.map(|(host_id, epoch, address)| {
         Ok(Placement {
@@ -417,7 +436,13 @@ pub(crate) async fn lookup(
     .transpose()
 }
 
-pub(crate) async fn release(db: &Db, actor: &ActorRef, host_id: &str, epoch: u64) -> Result<bool> {
+pub(crate) async fn release(
+    db: &Db,
+    c: &mut PgConnection,
+    actor: &ActorRef,
+    host_id: &str,
+    epoch: u64,
+) -> Result<bool> {
     let Some(epoch) = epoch_to_sql(epoch) else {
         return Ok(false);
     };
@@ -429,18 +454,23 @@ pub(crate) async fn release(db: &Db, actor: &ActorRef, host_id: &str, epoch: u64
     .bind(actor.actor_id())
     .bind(host_id)
     .bind(epoch)
-    .execute(&db.pool)
+    .execute(&mut *c)
     .await?;
     Ok(done.rows_affected() > 0)
 }
 
-pub(crate) async fn count_placements(db: &Db, host_id: &str, actor_type: &str) -> Result<u64> {
+pub(crate) async fn count_placements(
+    db: &Db,
+    c: &mut PgConnection,
+    host_id: &str,
+    actor_type: &str,
+) -> Result<u64> {
     let n: i64 = sqlx::query_scalar(
         db.sql("SELECT COUNT(*) FROM {p}placements WHERE host_id = $1 AND actor_type = $2"),
     )
     .bind(host_id)
     .bind(actor_type)
-    .fetch_one(&db.pool)
+    .fetch_one(&mut *c)
     .await?;
     Ok(count_from_sql(n))
 }
@@ -455,6 +485,7 @@ pub(crate) async fn count_placements(db: &Db, host_id: &str, actor_type: &str) -
 
 pub(crate) async fn get_state(
     db: &Db,
+    c: &mut PgConnection,
     actor: &ActorRef,
     now_ms: i64,
 ) -> Result<Option<StateRecord>> {
@@ -465,7 +496,7 @@ pub(crate) async fn get_state(
     .bind(actor.actor_type())
     .bind(actor.actor_id())
     .bind(now_ms)
-    .fetch_optional(&db.pool)
+    .fetch_optional(&mut *c)
     .await?;
     row.map(|(data, expires)| {
         Ok(StateRecord {
@@ -480,6 +511,7 @@ pub(crate) async fn get_state(
 
 pub(crate) async fn set_state(
     db: &Db,
+    c: &mut PgConnection,
     actor: &ActorRef,
     data: &[u8],
     expires_ms: Option<i64>,
@@ -506,7 +538,7 @@ pub(crate) async fn set_state(
     .bind(expires_ms)
     .bind(epoch)
     .bind(unfenced)
-    .fetch_optional(&db.pool)
+    .fetch_optional(&mut *c)
     .await?;
     match written {
         Some(_) => Ok(()),
@@ -514,7 +546,12 @@ pub(crate) async fn set_state(
     }
 }
 
-pub(crate) async fn delete_state(db: &Db, actor: &ActorRef, fence: Fence) -> Result<bool> {
+pub(crate) async fn delete_state(
+    db: &Db,
+    c: &mut PgConnection,
+    actor: &ActorRef,
+    fence: Fence,
+) -> Result<bool> {
     let Some((epoch, unfenced)) = fence_args(fence) else {
         return Err(fenced(actor, fence).into());
     };
@@ -536,7 +573,7 @@ pub(crate) async fn delete_state(db: &Db, actor: &ActorRef, fence: Fence) -> Res
     .bind(actor.actor_id())
     .bind(epoch)
     .bind(unfenced)
-    .fetch_one(&db.pool)
+    .fetch_one(&mut *c)
     .await?;
     if !allowed {
         return Err(fenced(actor, fence).into());
@@ -546,6 +583,7 @@ pub(crate) async fn delete_state(db: &Db, actor: &ActorRef, fence: Fence) -> Res
 
 pub(crate) async fn list_states(
     db: &Db,
+    c: &mut PgConnection,
     actor_type: &str,
     after: Option<&str>,
     limit: u32,
@@ -571,7 +609,7 @@ pub(crate) async fn list_states(
     .bind(now_ms)
     .bind(i64::from(limit) + 1)
     .bind(include_data)
-    .fetch_all(&db.pool)
+    .fetch_all(&mut *c)
     .await?;
     let more = rows.len() > limit as usize;
     let items: Vec<StateListItem> = rows
@@ -587,12 +625,16 @@ pub(crate) async fn list_states(
     Ok(StateListPage { items, next })
 }
 
-pub(crate) async fn delete_expired_state(db: &Db, now_ms: i64) -> Result<u64> {
+pub(crate) async fn delete_expired_state(
+    db: &Db,
+    c: &mut PgConnection,
+    now_ms: i64,
+) -> Result<u64> {
     let done = sqlx::query(
         db.sql("DELETE FROM {p}state WHERE expires_ms IS NOT NULL AND expires_ms <= $1"),
     )
     .bind(now_ms)
-    .execute(&db.pool)
+    .execute(&mut *c)
     .await?;
     Ok(done.rows_affected())
 }
@@ -612,6 +654,7 @@ fn alarm_row(row: &PgRow, first: usize) -> Result<AlarmRow> {
 
 pub(crate) async fn set_alarm(
     db: &Db,
+    c: &mut PgConnection,
     actor: &ActorRef,
     name: &str,
     alarm: AlarmRow,
@@ -643,7 +686,7 @@ pub(crate) async fn set_alarm(
     .bind(alarm.data)
     .bind(epoch)
     .bind(unfenced)
-    .fetch_optional(&db.pool)
+    .fetch_optional(&mut *c)
     .await?;
     match written {
         Some(_) => Ok(()),
@@ -653,6 +696,7 @@ pub(crate) async fn set_alarm(
 
 pub(crate) async fn get_alarm(
     db: &Db,
+    c: &mut PgConnection,
     actor: &ActorRef,
     name: &str,
 ) -> Result<Option<AlarmProperties>> {
@@ -663,7 +707,7 @@ pub(crate) async fn get_alarm(
     .bind(actor.actor_type())
     .bind(actor.actor_id())
     .bind(name)
-    .fetch_optional(&db.pool)
+    .fetch_optional(&mut *c)
     .await?;
     row.map(|r| Ok(alarm_row(&r, 0)?.into_properties()?))
         .transpose()
@@ -671,6 +715,7 @@ pub(crate) async fn get_alarm(
 
 pub(crate) async fn delete_alarm(
     db: &Db,
+    c: &mut PgConnection,
     actor: &ActorRef,
     name: &str,
     fence: Fence,
@@ -697,7 +742,7 @@ pub(crate) async fn delete_alarm(
     .bind(name)
     .bind(epoch)
     .bind(unfenced)
-    .fetch_one(&db.pool)
+    .fetch_one(&mut *c)
     .await?;
     if !allowed {
         return Err(fenced(actor, fence).into());
@@ -711,6 +756,7 @@ pub(crate) async fn delete_alarm(
 /// twice. The rows come back unordered, so they are sorted here as the query chose them.
 pub(crate) async fn lease_alarms(
     db: &Db,
+    c: &mut PgConnection,
     request: &LeaseRequest,
     now_ms: i64,
 ) -> Result<Vec<LeasedAlarm>> {
@@ -747,7 +793,7 @@ pub(crate) async fn lease_alarms(
     .bind(i64::from(request.limit))
     .bind(&request.lease_id)
     .bind(expires_ms)
-    .fetch_all(&db.pool)
+    .fetch_all(&mut *c)
     .await?;
     let mut picked = Vec::with_capacity(rows.len());
     for row in rows {
@@ -782,6 +828,7 @@ pub(crate) async fn lease_alarms(
 /// One statement over all the leases.
 pub(crate) async fn renew_alarm_leases(
     db: &Db,
+    c: &mut PgConnection,
     host_id: &str,
     leases: &[AlarmLease],
     now_ms: i64,
@@ -805,7 +852,7 @@ pub(crate) async fn renew_alarm_leases(
     .bind(column(|l| &l.lease_id))
     .bind(host_id)
     .bind(expires_ms)
-    .fetch_all(&db.pool)
+    .fetch_all(&mut *c)
     .await?;
     let held: HashSet<(String, String, String, String)> = rows.into_iter().collect();
     Ok(leases
@@ -824,6 +871,7 @@ pub(crate) async fn renew_alarm_leases(
 
 pub(crate) async fn complete_alarm(
     db: &Db,
+    c: &mut PgConnection,
     lease: &AlarmLease,
     outcome: AlarmOutcome,
 ) -> Result<bool> {
@@ -837,7 +885,7 @@ pub(crate) async fn complete_alarm(
             .bind(lease.actor.actor_id())
             .bind(&lease.name)
             .bind(&lease.lease_id)
-            .execute(&db.pool)
+            .execute(&mut *c)
             .await?
         }
         AlarmOutcome::Reschedule { due, attempts } => {
@@ -852,14 +900,18 @@ pub(crate) async fn complete_alarm(
             .bind(&lease.lease_id)
             .bind(millis(due))
             .bind(i64::from(attempts))
-            .execute(&db.pool)
+            .execute(&mut *c)
             .await?
         }
     };
     Ok(done.rows_affected() > 0)
 }
 
-pub(crate) async fn release_alarm(db: &Db, lease: &AlarmLease) -> Result<bool> {
+pub(crate) async fn release_alarm(
+    db: &Db,
+    c: &mut PgConnection,
+    lease: &AlarmLease,
+) -> Result<bool> {
     let done = sqlx::query(db.sql(
         "UPDATE {p}alarms SET lease_id = NULL, lease_host = NULL, lease_expires_ms = NULL
          WHERE actor_type = $1 AND actor_id = $2 AND name = $3 AND lease_id = $4",
@@ -868,7 +920,7 @@ pub(crate) async fn release_alarm(db: &Db, lease: &AlarmLease) -> Result<bool> {
     .bind(lease.actor.actor_id())
     .bind(&lease.name)
     .bind(&lease.lease_id)
-    .execute(&db.pool)
+    .execute(&mut *c)
     .await?;
     Ok(done.rows_affected() > 0)
 }

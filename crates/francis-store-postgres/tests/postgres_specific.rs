@@ -1,6 +1,6 @@
 //! Behaviour specific to the PostgreSQL provider: connection errors, the prefixed schema and
 //! its migrations, several providers (as separate hosts would) racing on one database, and a
-//! connection lost and regained. Tests needing a server use `FRANCIS_TEST_POSTGRES_URL` and
+//! connection lost and regained, and batches as one transaction. Tests needing a server use `FRANCIS_TEST_POSTGRES_URL` and
 //! say they are skipped without it.
 
 use std::collections::{HashMap, HashSet};
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use francis_core::AlarmProperties;
 use francis_store::testing::{TTL, actor, at, register, registration};
-use francis_store::{ClaimRefusal, Fence, LeaseRequest, Provider, StoreError};
+use francis_store::{ClaimRefusal, Fence, LeaseRequest, Op, Provider, Reply, StoreError};
 use francis_store_postgres::{
     POSTGRES_SCHEMA_VERSION, PostgresOptions, PostgresProvider, PostgresTestTables,
     TEST_POSTGRES_URL_ENV,
@@ -555,4 +555,330 @@ async fn a_lost_connection_is_unavailable_then_recovers_by_itself() {
     p.heartbeat("h1", at(2)).await.unwrap();
     p.close().await;
     relay.cut().await;
+}
+
+fn set_state(a: &francis_core::ActorRef, data: &[u8], fence: Fence) -> Op {
+    Op::SetState {
+        actor: a.clone(),
+        data: data.to_vec(),
+        expires_at: None,
+        fence,
+    }
+}
+
+/// The state document of `a` as another reader sees it now.
+async fn stored(p: &PostgresProvider, a: &francis_core::ActorRef) -> Option<Vec<u8>> {
+    p.get_state(a, at(0)).await.unwrap().map(|s| s.data)
+}
+
+#[tokio::test]
+async fn a_fenced_write_in_a_batch_is_refused_alone() {
+    let Some(tables) = tables_or_skip("a_fenced_write_in_a_batch_is_refused_alone") else {
+        return;
+    };
+    let p = tables.connect().await;
+    register(&p, "h1", &["t"], at(0)).await;
+    let owned = actor("t", "owned");
+    let placement = p.claim(&owned, "h1", at(0), TTL).await.unwrap();
+    p.set_state(&owned, b"before", None, Fence::Epoch(placement.epoch))
+        .await
+        .unwrap();
+    let (a, c) = (actor("t", "a"), actor("t", "c"));
+    let results = p
+        .execute_batch(vec![
+            set_state(&a, b"a", Fence::Unfenced),
+            set_state(&owned, b"stale", Fence::Epoch(placement.epoch + 1)),
+            set_state(&c, b"c", Fence::Epoch(placement.epoch + 1)),
+            set_state(&c, b"c", Fence::Unfenced),
+            // sees the first write of its own batch
+            Op::GetState {
+                actor: a.clone(),
+                now: at(0),
+            },
+        ])
+        .await;
+    assert_eq!(results.len(), 5);
+    assert!(matches!(results[0], Ok(Reply::Unit)), "{results:?}");
+    assert!(
+        matches!(&results[1], Err(StoreError::Fenced { actor, .. }) if *actor == owned),
+        "{results:?}"
+    );
+    assert!(
+        matches!(&results[2], Err(StoreError::Fenced { actor, .. }) if *actor == c),
+        "{results:?}"
+    );
+    assert!(matches!(results[3], Ok(Reply::Unit)), "{results:?}");
+    match &results[4] {
+        Ok(Reply::State(Some(state))) => assert_eq!(state.data, b"a"),
+        other => panic!("expected the batch's own write, got {other:?}"),
+    }
+    assert_eq!(stored(&p, &a).await.as_deref(), Some(&b"a"[..]));
+    assert_eq!(stored(&p, &c).await.as_deref(), Some(&b"c"[..]));
+    assert_eq!(
+        stored(&p, &owned).await.as_deref(),
+        Some(&b"before"[..]),
+        "the fenced write was applied"
+    );
+}
+
+/// A raw session holding `FOR UPDATE` on the placement row of `t/b` in an open transaction,
+/// so a fenced write to `t/b` waits for it; and its backend's pid.
+async fn lock_placement(tables: &PostgresTestTables) -> (PgConnection, i32) {
+    let mut locker = raw(tables.url()).await;
+    sqlx::raw_sql("BEGIN").execute(&mut locker).await.unwrap();
+    let locked: Option<i32> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT 1 FROM {}placements WHERE actor_type = 't' AND actor_id = 'b' FOR UPDATE",
+        tables.prefix()
+    )))
+    .fetch_optional(&mut locker)
+    .await
+    .unwrap();
+    assert_eq!(locked, Some(1), "t/b is placed");
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut locker)
+        .await
+        .unwrap();
+    (locker, pid)
+}
+
+/// The pid of the backend waiting for a lock `holder` holds, once there is one.
+async fn blocked_by(observer: &mut PgConnection, holder: i32) -> i32 {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+        )
+        .bind(holder)
+        .fetch_optional(&mut *observer)
+        .await
+        .unwrap();
+        if let Some(pid) = waiting {
+            return pid;
+        }
+        assert!(Instant::now() < until, "nothing waited for the lock");
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Places `t/b` on a host `h1`; its epoch.
+async fn place_b(p: &PostgresProvider) -> u64 {
+    register(p, "h1", &["t"], at(0)).await;
+    p.claim(&actor("t", "b"), "h1", at(0), TTL)
+        .await
+        .unwrap()
+        .epoch
+}
+
+/// The batch [write `t/a`, write `t/b` fenced with `epoch`], started on `p`.
+fn start_batch(
+    p: &Arc<PostgresProvider>,
+    epoch: u64,
+) -> tokio::task::JoinHandle<Vec<francis_store::StoreResult<Reply>>> {
+    let p = p.clone();
+    tokio::spawn(async move {
+        p.execute_batch(vec![
+            set_state(&actor("t", "a"), b"a", Fence::Unfenced),
+            set_state(&actor("t", "b"), b"b", Fence::Epoch(epoch)),
+        ])
+        .await
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_seen_by_others_only_once_it_commits() {
+    let Some(tables) = tables_or_skip("a_batch_is_seen_by_others_only_once_it_commits") else {
+        return;
+    };
+    let p = Arc::new(tables.connect().await);
+    let (a, b) = (actor("t", "a"), actor("t", "b"));
+    let epoch = place_b(&p).await;
+    let (mut locker, locker_pid) = lock_placement(&tables).await;
+    let batch = start_batch(&p, epoch);
+    let mut observer = raw(tables.url()).await;
+    // the batch waits in its second operation, so its first one has run
+    blocked_by(&mut observer, locker_pid).await;
+    assert_eq!(
+        stored(&p, &a).await,
+        None,
+        "a write of an open batch is visible"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let results = batch.await.unwrap();
+    assert!(
+        matches!(results[..], [Ok(Reply::Unit), Ok(Reply::Unit)]),
+        "{results:?}"
+    );
+    assert_eq!(stored(&p, &a).await.as_deref(), Some(&b"a"[..]));
+    assert_eq!(stored(&p, &b).await.as_deref(), Some(&b"b"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_connection_is_lost_applies_nothing() {
+    let Some(tables) = tables_or_skip("a_batch_whose_connection_is_lost_applies_nothing") else {
+        return;
+    };
+    let p = Arc::new(tables.connect().await);
+    let (a, b) = (actor("t", "a"), actor("t", "b"));
+    let epoch = place_b(&p).await;
+    let (mut locker, locker_pid) = lock_placement(&tables).await;
+    let batch = start_batch(&p, epoch);
+    let mut observer = raw(tables.url()).await;
+    let batch_pid = blocked_by(&mut observer, locker_pid).await;
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(batch_pid)
+        .fetch_one(&mut observer)
+        .await
+        .unwrap();
+    assert!(terminated);
+    let results = batch.await.unwrap();
+    assert_eq!(results.len(), 2);
+    for result in &results {
+        match result {
+            Err(StoreError::Unavailable(text)) => {
+                assert!(text.contains("batch not applied"), "{text}")
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored(&p, &a).await,
+        None,
+        "part of a lost batch was applied"
+    );
+    assert_eq!(stored(&p, &b).await, None);
+    // the provider goes on with a fresh connection
+    p.set_state(&a, b"later", None, Fence::Unfenced)
+        .await
+        .unwrap();
+    assert_eq!(stored(&p, &a).await.as_deref(), Some(&b"later"[..]));
+}
+
+#[tokio::test]
+async fn a_batch_whose_commit_fails_applies_nothing() {
+    let Some(tables) = tables_or_skip("a_batch_whose_commit_fails_applies_nothing") else {
+        return;
+    };
+    let p = tables.connect().await;
+    register(&p, "h1", &["t"], at(0)).await;
+    // a check PostgreSQL runs only at COMMIT: state of `t/poison` cannot be committed
+    let prefix = tables.prefix();
+    let mut c = raw(tables.url()).await;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE FUNCTION {prefix}refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.actor_id = 'poison' THEN RAISE EXCEPTION 'poison is not committed'; END IF;
+             RETURN NULL;
+         END $$;
+         CREATE CONSTRAINT TRIGGER {prefix}poison_at_commit AFTER INSERT OR UPDATE ON {prefix}state
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {prefix}refuse_poison();"
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let (a, poison) = (actor("t", "a"), actor("t", "poison"));
+    let failed = p
+        .execute_batch(vec![
+            set_state(&a, b"a", Fence::Unfenced),
+            set_state(&poison, b"x", Fence::Unfenced),
+            Op::Heartbeat {
+                host_id: "h1".into(),
+                now: at(5),
+            },
+        ])
+        .await;
+    let after_failure = (
+        stored(&p, &a).await,
+        stored(&p, &poison).await,
+        p.live_hosts(at(5), TTL).await.unwrap(),
+    );
+    // the same without the poison commits
+    let committed = p
+        .execute_batch(vec![
+            set_state(&a, b"a", Fence::Unfenced),
+            Op::Heartbeat {
+                host_id: "h1".into(),
+                now: at(7),
+            },
+        ])
+        .await;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP FUNCTION {prefix}refuse_poison() CASCADE"
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
+
+    assert_eq!(failed.len(), 3);
+    for result in &failed {
+        match result {
+            Err(StoreError::Unavailable(text)) => {
+                assert!(
+                    text.contains("batch not applied") && text.contains("poison is not committed"),
+                    "{text}"
+                )
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+    let (a_state, poison_state, hosts) = after_failure;
+    assert_eq!(
+        (a_state, poison_state),
+        (None, None),
+        "part of the batch was applied"
+    );
+    assert_eq!(hosts[0].last_heartbeat, at(0), "its heartbeat was applied");
+    assert!(
+        matches!(committed[..], [Ok(Reply::Unit), Ok(Reply::Unit)]),
+        "{committed:?}"
+    );
+    assert_eq!(stored(&p, &a).await.as_deref(), Some(&b"a"[..]));
+    assert_eq!(
+        p.live_hosts(at(7), TTL).await.unwrap()[0].last_heartbeat,
+        at(7)
+    );
+}
+
+#[tokio::test]
+async fn a_failing_statement_in_a_batch_is_undone_alone() {
+    let Some(tables) = tables_or_skip("a_failing_statement_in_a_batch_is_undone_alone") else {
+        return;
+    };
+    let p = tables.connect().await;
+    // every alarm statement now fails in the database (and aborts the transaction it is in)
+    let mut c = raw(tables.url()).await;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP TABLE {}alarms CASCADE",
+        tables.prefix()
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let (a, b) = (actor("t", "a"), actor("t", "b"));
+    let results = p
+        .execute_batch(vec![
+            set_state(&a, b"a", Fence::Unfenced),
+            Op::SetAlarm {
+                actor: a.clone(),
+                name: "tick".into(),
+                properties: AlarmProperties::once(at(0)),
+                fence: Fence::Unfenced,
+            },
+            set_state(&b, b"b", Fence::Unfenced),
+        ])
+        .await;
+    assert!(matches!(results[0], Ok(Reply::Unit)), "{results:?}");
+    match &results[1] {
+        Err(StoreError::Backend(text)) => assert!(text.contains("alarms"), "{text}"),
+        other => panic!("expected the database's error, got {other:?}"),
+    }
+    assert!(matches!(results[2], Ok(Reply::Unit)), "{results:?}");
+    assert_eq!(stored(&p, &a).await.as_deref(), Some(&b"a"[..]));
+    assert_eq!(stored(&p, &b).await.as_deref(), Some(&b"b"[..]));
 }
