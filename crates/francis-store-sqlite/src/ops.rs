@@ -11,15 +11,15 @@ use sqlx::{Row, SqliteConnection};
 use crate::error::Result;
 use francis_store::StoreError;
 use francis_store::codec::{
-    AlarmRow, actor_from_row, capacity_from_sql, capacity_to_sql, count_from_sql, epoch_from_sql,
-    epoch_to_sql, time_from_ms,
+    AlarmRow, HostRow, actor_from_row, capacity_from_sql, capacity_to_sql, count_from_sql,
+    epoch_from_sql, epoch_to_sql, hosts_from_rows, page_from_rows, time_from_ms,
 };
 use francis_store::policy::{
     self, CandidateView, add_millis, duration_millis, live_cutoff, millis,
 };
 use francis_store::{
-    ActorTypeSpec, AlarmLease, AlarmOutcome, ClaimRefusal, Fence, HostRecord, HostRegistration,
-    LeaseRequest, LeasedAlarm, Placement, StateListItem, StateListPage, StateRecord,
+    AlarmLease, AlarmOutcome, ClaimRefusal, Fence, HostRecord, HostRegistration, LeaseRequest,
+    LeasedAlarm, Placement, StateListPage, StateRecord,
 };
 use francis_store::{Op, Reply};
 
@@ -153,7 +153,7 @@ pub(crate) async fn live_hosts(
     now_ms: i64,
     ttl_ms: i64,
 ) -> Result<Vec<HostRecord>> {
-    let rows = sqlx::query(
+    let rows: Vec<HostRow> = sqlx::query_as(
         "SELECT h.host_id, h.address, h.last_heartbeat_ms, t.actor_type, t.max_active
          FROM hosts h LEFT JOIN host_types t ON t.host_id = h.host_id
          WHERE h.last_heartbeat_ms > ?1
@@ -162,26 +162,7 @@ pub(crate) async fn live_hosts(
     .bind(live_cutoff(now_ms, ttl_ms))
     .fetch_all(&mut *c)
     .await?;
-    let mut hosts: Vec<HostRecord> = Vec::new();
-    for row in rows {
-        let host_id: String = row.try_get(0)?;
-        if hosts.last().is_none_or(|h| h.host_id != host_id) {
-            hosts.push(HostRecord {
-                host_id,
-                address: row.try_get(1)?,
-                actor_types: Vec::new(),
-                last_heartbeat: time_from_ms("heartbeat", row.try_get(2)?)?,
-            });
-        }
-        let actor_type: Option<String> = row.try_get(3)?;
-        if let (Some(actor_type), Some(host)) = (actor_type, hosts.last_mut()) {
-            host.actor_types.push(ActorTypeSpec {
-                actor_type,
-                max_active: capacity_from_sql(row.try_get(4)?)?,
-            });
-        }
-    }
-    Ok(hosts)
+    Ok(hosts_from_rows(rows)?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -453,18 +434,7 @@ pub(crate) async fn list_states(
     .bind(include_data)
     .fetch_all(&mut *c)
     .await?;
-    let more = rows.len() > limit as usize;
-    let items: Vec<StateListItem> = rows
-        .into_iter()
-        .take(limit as usize)
-        .map(|(actor_id, data)| StateListItem { actor_id, data })
-        .collect();
-    let next = if more {
-        items.last().map(|i| i.actor_id.clone())
-    } else {
-        None
-    };
-    Ok(StateListPage { items, next })
+    Ok(page_from_rows(rows, limit))
 }
 
 pub(crate) async fn delete_expired_state(c: &mut SqliteConnection, now_ms: i64) -> Result<u64> {

@@ -14,7 +14,7 @@ use francis_core::{ActorRef, AlarmProperties, Envelope, Interval};
 
 use crate::error::StoreError;
 use crate::policy::millis;
-use crate::provider::StoreResult;
+use crate::provider::{ActorTypeSpec, HostRecord, StateListItem, StateListPage, StoreResult};
 
 /// A stored time (`what` names it in the error).
 pub fn time_from_ms(what: &str, ms: i64) -> StoreResult<DateTime<Utc>> {
@@ -77,6 +77,50 @@ pub fn capacity_from_sql(v: Option<i64>) -> StoreResult<Option<u32>> {
 /// A `COUNT(*)`.
 pub fn count_from_sql(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
+}
+
+/// One row of hosts joined with their types, ordered by host id then type order:
+/// `(host_id, address, last_heartbeat_ms, actor_type, max_active)`; a host serving no type has
+/// one row with `None` for both.
+pub type HostRow = (String, String, i64, Option<String>, Option<i64>);
+
+/// The hosts of such rows, each with its types in order.
+pub fn hosts_from_rows(rows: Vec<HostRow>) -> StoreResult<Vec<HostRecord>> {
+    let mut hosts: Vec<HostRecord> = Vec::new();
+    for (host_id, address, heartbeat_ms, actor_type, max_active) in rows {
+        if hosts.last().is_none_or(|h| h.host_id != host_id) {
+            hosts.push(HostRecord {
+                host_id,
+                address,
+                actor_types: Vec::new(),
+                last_heartbeat: time_from_ms("heartbeat", heartbeat_ms)?,
+            });
+        }
+        if let (Some(actor_type), Some(host)) = (actor_type, hosts.last_mut()) {
+            host.actor_types.push(ActorTypeSpec {
+                actor_type,
+                max_active: capacity_from_sql(max_active)?,
+            });
+        }
+    }
+    Ok(hosts)
+}
+
+/// A page of a state listing from up to `limit + 1` rows `(actor_id, data)` in id order: the
+/// extra row only says another page follows.
+pub fn page_from_rows(rows: Vec<(String, Option<Vec<u8>>)>, limit: u32) -> StateListPage {
+    let more = rows.len() > limit as usize;
+    let items: Vec<StateListItem> = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(|(actor_id, data)| StateListItem { actor_id, data })
+        .collect();
+    let next = if more {
+        items.last().map(|i| i.actor_id.clone())
+    } else {
+        None
+    };
+    StateListPage { items, next }
 }
 
 /// An alarm's columns.
