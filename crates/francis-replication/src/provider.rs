@@ -224,6 +224,9 @@ impl ReplicatedProvider {
 impl Provider for ReplicatedProvider {
     /// Runs the operations one after another, each as its own log entry (a write) or
     /// linearizable read; entries that commit together are applied in one transaction.
+    ///
+    /// Unlike the other backends, a batch here is not committed as a whole: each operation is
+    /// atomic on its own, and one may be applied while a later one fails.
     async fn execute_batch(&self, ops: Vec<Op>) -> Vec<StoreResult<Reply>> {
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {

@@ -186,7 +186,8 @@ pub enum AlarmOutcome {
 ///   effects of those before it, and commits them together (one transaction, one flush): an
 ///   operation that is refused (fenced, a refused claim, bad input) is undone alone and does
 ///   not affect the others; if the batch cannot be committed, every write in it fails with
-///   the same retryable error and none is applied.
+///   the same retryable error and none is applied. (The replicated provider does not commit a
+///   batch as a whole yet: each of its operations is atomic on its own.)
 /// - **Durability**: once a write returns `Ok`, it survives a crash or restart of the store
 ///   (up to the durability mode the implementation documents).
 /// - **Time is an argument**: no operation reads a clock; `now` and liveness windows are
