@@ -400,10 +400,11 @@ impl Node {
         self.majority_lost(|others| self.contacts.unreachable(others, self.reach_window()))
     }
 
-    /// [`Node::lost_quorum`] for a follower deciding whether to forward at all: only peers
-    /// that failed lately *and* answered nothing for a whole window (counting from this node's
+    /// [`Node::lost_quorum`] for a follower deciding whether to forward at all, and for a leader
+    /// deciding whether a failed round of read heartbeats is worth repeating: only peers that
+    /// failed lately *and* answered nothing for a whole window (counting from this node's
     /// start) count as lost, so a node that just started or saw one failed exchange still
-    /// tries its leader. The window is the maximum election timeout.
+    /// tries. The window is the maximum election timeout.
     fn lost_quorum_for_long(&self) -> bool {
         // Silent for a whole maximum election timeout: a follower would have started an
         // election by then, so its leader is gone rather than slow.
@@ -462,9 +463,10 @@ impl Node {
                 }
             }
             Forward::Op(op) => {
-                if self.lost_quorum() {
-                    return Err(self.no_quorum());
-                }
+                // No fast refusal from old contact records here: a leader elected a moment
+                // ago may still hold failures from before its peers came back. One round of
+                // heartbeats answers for the quorum; only when it fails do the records say
+                // whether to try again.
                 loop {
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     match tokio::time::timeout(remaining, self.raft.ensure_linearizable()).await {
@@ -479,10 +481,11 @@ impl Node {
                             return Err(self.not_leader(f.leader_id));
                         }
                         // One round of heartbeats found no quorum (a peer slow to answer, or
-                        // just starting): ask again while the budget lasts.
+                        // just starting): ask again while the budget lasts, unless a majority
+                        // has been silent for a whole election timeout (gone, not slow).
                         Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))))
                             if Instant::now() + self.config.heartbeat_interval < deadline
-                                && !self.lost_quorum() =>
+                                && !self.lost_quorum_for_long() =>
                         {
                             tokio::time::sleep(self.config.heartbeat_interval / 2).await;
                         }
