@@ -82,27 +82,24 @@ impl Contacts {
 
     /// Of `nodes`, those whose latest exchange failed within `window`.
     pub(crate) fn unreachable(&self, nodes: &[NodeId], window: Duration) -> Vec<NodeId> {
-        let peers = self
-            .peers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        nodes
-            .iter()
-            .copied()
-            .filter(|n| {
-                peers.get(n).is_some_and(|c| {
-                    failed_lately(c.last_ok, c.last_error.as_ref().map(|e| e.0), window)
-                })
-            })
-            .collect()
+        self.select(nodes, |c| {
+            failed_lately(c.last_ok, c.last_error.as_ref().map(|e| e.0), window)
+        })
     }
-}
 
-impl Contacts {
     /// Of `nodes`, those whose latest exchange failed within `window` and that answered
     /// nothing for the whole `window` (this node's start counting as an answer): gone for a
     /// while, not just missed once.
     pub(crate) fn gone(&self, nodes: &[NodeId], window: Duration) -> Vec<NodeId> {
+        self.select(nodes, |c| {
+            let last_ok = c.last_ok.map_or(self.started, |ok| ok.max(self.started));
+            failed_lately(c.last_ok, c.last_error.as_ref().map(|e| e.0), window)
+                && last_ok.elapsed() >= window
+        })
+    }
+
+    /// Of `nodes`, those with a contact record that `pick` accepts.
+    fn select(&self, nodes: &[NodeId], pick: impl Fn(&Contact) -> bool) -> Vec<NodeId> {
         let peers = self
             .peers
             .lock()
@@ -110,13 +107,7 @@ impl Contacts {
         nodes
             .iter()
             .copied()
-            .filter(|n| {
-                peers.get(n).is_some_and(|c| {
-                    let last_ok = c.last_ok.map_or(self.started, |ok| ok.max(self.started));
-                    failed_lately(c.last_ok, c.last_error.as_ref().map(|e| e.0), window)
-                        && last_ok.elapsed() >= window
-                })
-            })
+            .filter(|n| peers.get(n).is_some_and(&pick))
             .collect()
     }
 }

@@ -571,12 +571,6 @@ pub(crate) async fn list_states(
     include_data: bool,
     now_ms: i64,
 ) -> Result<StateListPage> {
-    if limit == 0 {
-        return Err(StoreError::InvalidArgument(
-            "a state listing needs a limit of at least 1".into(),
-        )
-        .into());
-    }
     // One row more than asked tells whether another page follows. Actor ids are never empty,
     // so "after the empty string" is "from the start"; ids compare bytewise (COLLATE "C").
     let rows: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(db.sql(
@@ -734,8 +728,8 @@ pub(crate) async fn lease_alarms(
         return Ok(Vec::new());
     }
     let expires_ms = add_millis(now_ms, request.lease_duration);
-    let lease_expires_at = time_from_ms("lease expiry", expires_ms)
-        .map_err(|_| StoreError::InvalidArgument("lease duration is too long".into()))?;
+    // `policy::check_op` refused a lease that would expire past representable time.
+    let lease_expires_at = time_from_ms("lease expiry", expires_ms)?;
     let rows = sqlx::query(db.sql(
         "WITH picked AS (
              SELECT a.actor_type, a.actor_id, a.name, COALESCE(p.host_id = $4, FALSE) AS local

@@ -413,12 +413,6 @@ pub(crate) async fn list_states(
     include_data: bool,
     now_ms: i64,
 ) -> Result<StateListPage> {
-    if limit == 0 {
-        return Err(StoreError::InvalidArgument(
-            "a state listing needs a limit of at least 1".into(),
-        )
-        .into());
-    }
     // One row more than asked tells whether another page follows. Actor ids are never empty,
     // so "after the empty string" is "from the start".
     let rows: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
@@ -552,8 +546,8 @@ pub(crate) async fn lease_alarms(
     .fetch_all(&mut *c)
     .await?;
     let expires_ms = add_millis(now_ms, request.lease_duration);
-    let lease_expires_at = time_from_ms("lease expiry", expires_ms)
-        .map_err(|_| StoreError::InvalidArgument("lease duration is too long".into()))?;
+    // `policy::check_op` refused a lease that would expire past representable time.
+    let lease_expires_at = time_from_ms("lease expiry", expires_ms)?;
     let mut leased = Vec::with_capacity(rows.len());
     for row in rows {
         let actor_type: String = row.try_get(0)?;
