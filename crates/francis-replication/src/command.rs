@@ -180,5 +180,12 @@ mod tests {
             encoded_len(&op),
             serde_json::to_vec(&Versioned(&op)).unwrap().len()
         );
+        // A batch is no longer than its writes counted one by one, so the proposer's limit
+        // on their sum bounds the entry.
+        for n in 2..5 {
+            let ops = vec![op.clone(); n];
+            let batch = serde_json::to_vec(&francis_store::wire::Command::of(ops)).unwrap();
+            assert!(batch.len() <= n * encoded_len(&op), "{n} writes");
+        }
     }
 }

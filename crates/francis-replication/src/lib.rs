@@ -34,6 +34,7 @@ mod log_store;
 mod network;
 mod node;
 mod policy;
+mod proposer;
 mod provider;
 mod raft;
 

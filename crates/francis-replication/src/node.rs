@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use francis_store::wire::Versioned;
 use francis_store::{Op, Provider, Reply, StoreError};
 use francis_store_sqlite::{SqliteOptions, SqliteProvider};
 use francis_transport::Transport;
@@ -23,6 +22,8 @@ use crate::config::{ReplicationConfig, initial_members, node_id_of};
 use crate::error::ReplicationError;
 use crate::log_store::LogStore;
 use crate::network::{CallError, Contacts, Network, call, kind, rpc_deadline};
+use crate::policy::max_command_size;
+use crate::proposer::{Proposed, Proposer};
 use crate::raft::{StateMachine, TypeConfig};
 
 type NodeId = u64;
@@ -90,6 +91,8 @@ pub(crate) struct Node {
     pub(crate) log: LogStore,
     pub(crate) transport: Transport,
     pub(crate) contacts: Arc<Contacts>,
+    /// Proposes this node's writes as leader, batching those that wait.
+    proposer: Proposer,
     /// Bounds the requests this node forwards at once (below the transport's per-connection
     /// limit, so a burst of calls queues here instead of being refused as overloaded).
     forwarding: tokio::sync::Semaphore,
@@ -209,8 +212,14 @@ impl Node {
         )
         .await
         .map_err(|e| ReplicationError::Raft(e.to_string()))?;
+        let limits = transport.limits();
+        let proposer = Proposer::start(
+            raft.clone(),
+            max_command_size(limits.max_message_size, limits.frame_headroom),
+        );
         Ok(Arc::new(Node {
             id,
+            proposer,
             address: config.address.clone(),
             config,
             raft,
@@ -453,12 +462,11 @@ impl Node {
                 if self.lost_quorum() {
                     return Err(self.no_quorum());
                 }
-                match tokio::time::timeout(remaining, self.raft.client_write(Versioned(op))).await {
-                    Ok(Ok(resp)) => resp.data,
-                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                        Err(self.not_leader(f.leader_id))
-                    }
-                    Ok(Err(e)) => Err(WireStoreError::Unavailable(e.to_string())),
+                let size = crate::command::encoded_len(&op);
+                match tokio::time::timeout(remaining, self.proposer.propose(op, size)).await {
+                    Ok(Proposed::Applied(answer)) => answer,
+                    Ok(Proposed::NotLeader(leader)) => Err(self.not_leader(leader)),
+                    Ok(Proposed::Failed(e)) => Err(WireStoreError::Unavailable(e)),
                     Err(_) => Err(self.no_quorum()),
                 }
             }

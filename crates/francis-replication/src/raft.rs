@@ -3,8 +3,8 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use francis_store::wire::Versioned;
-use francis_store::{Op, Reply, StoreError};
+use francis_store::StoreError;
+use francis_store::wire::Command;
 use francis_store_sqlite::{ApplyMarker, SqliteProvider};
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -16,11 +16,11 @@ use serde::de::DeserializeOwned;
 use crate::command::{Answer, WireStoreError};
 
 openraft::declare_raft_types!(
-    /// The replicated store's Raft types: commands are provider operations, responses their
-    /// results; nodes are known by their peer address.
+    /// The replicated store's Raft types: a command is one or several provider operations,
+    /// its response their results in order; nodes are known by their peer address.
     pub(crate) TypeConfig:
-        D = Versioned<Op>,
-        R = Answer,
+        D = Command,
+        R = Vec<Answer>,
         NodeId = u64,
         Node = BasicNode,
 );
@@ -120,31 +120,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     /// Applies every entry handed over in ONE transaction of the node's store: the
-    /// operations each in its own savepoint (a refused one is undone alone and answered with
+    /// operations (one or a batch per entry) each in its own savepoint (a refused one is undone alone and answered with
     /// its refusal), the last applied log id and membership written in the same transaction.
     /// A crash leaves all of it or none of it applied; the node then resumes from the marker.
     /// An operation that fails for another reason (this node's database) stops the node: it
     /// may not be skipped here while the other nodes apply it.
-    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Answer>>
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Vec<Answer>>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // Which answer each entry gets: its operation's result, or Unit.
-        let mut has_op = Vec::new();
+        // How many operations each entry carries: its answer holds as many results.
+        let mut counts = Vec::new();
         let mut ops = Vec::new();
         let mut last: Option<LogId<NodeId>> = None;
         let mut membership = None;
         for entry in entries {
             last = Some(entry.log_id);
             match entry.payload {
-                EntryPayload::Blank => has_op.push(false),
-                EntryPayload::Normal(Versioned(op)) => {
-                    has_op.push(true);
-                    ops.push(op);
+                EntryPayload::Blank => counts.push(0),
+                EntryPayload::Normal(command) => {
+                    counts.push(command.len());
+                    ops.extend(command.into_ops());
                 }
                 EntryPayload::Membership(m) => {
-                    has_op.push(false);
+                    counts.push(0);
                     membership = Some(StoredMembership::new(Some(entry.log_id), m));
                 }
             }
@@ -167,18 +167,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             StorageIOError::apply(log_id, any(e))
         })?;
         let mut results = results.into_iter();
-        let mut answers = Vec::with_capacity(has_op.len());
-        for op in has_op {
-            answers.push(if op {
-                match results.next() {
-                    Some(Ok(reply)) => Ok(reply),
-                    Some(Err(e)) => Err(WireStoreError::from(&e)),
-                    None => Err(WireStoreError::Corrupt("an entry got no result".into())),
-                }
-            } else {
-                Ok(Reply::Unit)
-            });
-        }
+        let answers = counts
+            .into_iter()
+            .map(|n| {
+                (0..n)
+                    .map(|_| match results.next() {
+                        Some(Ok(reply)) => Ok(reply),
+                        Some(Err(e)) => Err(WireStoreError::from(&e)),
+                        None => Err(WireStoreError::Corrupt("an entry got no result".into())),
+                    })
+                    .collect()
+            })
+            .collect();
         Ok(answers)
     }
 
@@ -234,6 +234,7 @@ mod tests {
 
     use super::*;
     use crate::log_store::LogStore;
+    use francis_store::{Op, Reply};
 
     /// A log store and a state machine on fresh files in a temporary directory.
     struct Files;
@@ -262,7 +263,7 @@ mod tests {
     fn entry(index: u64, op: Op) -> Entry<TypeConfig> {
         Entry {
             log_id: LogId::new(openraft::CommittedLeaderId::new(1, 0), index),
-            payload: EntryPayload::Normal(Versioned(op)),
+            payload: EntryPayload::Normal(Command::One(op)),
         }
     }
 
@@ -311,7 +312,7 @@ mod tests {
         let open = || SqliteProvider::open(&path, Default::default());
         let mut sm = StateMachine::new(Arc::new(open().await.unwrap()));
         let answers = sm.apply(vec![entry(1, set("a", b"1"))]).await.unwrap();
-        assert!(matches!(answers[..], [Ok(Reply::Unit)]), "{answers:?}");
+        assert_eq!(answers, vec![vec![Ok(Reply::Unit)]]);
 
         // The fault: every alarm write fails, as a full disk or an I/O error would.
         let mut raw = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
@@ -355,7 +356,7 @@ mod tests {
         assert_eq!(applied.map(|l| l.index), Some(1));
         let answers = sm.apply(batch()).await.unwrap();
         assert_eq!(answers.len(), 3);
-        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        assert!(answers.iter().flatten().all(Result::is_ok), "{answers:?}");
         let (applied, _) = sm.applied_state().await.unwrap();
         assert_eq!(applied.map(|l| l.index), Some(4));
         assert_eq!(state(&sm, "a").await, Some(b"1".to_vec()));
@@ -363,8 +364,8 @@ mod tests {
         assert_eq!(state(&sm, "c").await, Some(b"4".to_vec()));
     }
 
-    /// A refused command is answered with its refusal in place; the rest of its batch and the
-    /// marker are applied.
+    /// A refused operation is answered with its refusal in place, inside its entry's batch
+    /// too; the rest of the entries, the rest of that batch and the marker are applied.
     #[tokio::test]
     async fn a_refused_command_is_answered_alone_and_the_batch_applies() {
         let dir = tempfile::tempdir().unwrap();
@@ -379,23 +380,40 @@ mod tests {
             expires_at: None,
             fence: francis_store::Fence::Epoch(9),
         };
+        let mut batch = entry(4, set("c", b"4"));
+        batch.payload = EntryPayload::Normal(Command::of(vec![
+            set("c", b"4"),
+            fenced.clone(),
+            set("d", b"4"),
+        ]));
         let answers = sm
             .apply(vec![
                 entry(1, set("a", b"1")),
                 entry(2, fenced),
                 entry(3, set("b", b"3")),
+                batch,
             ])
             .await
             .unwrap();
-        assert!(answers[0].is_ok());
+        assert_eq!(answers.len(), 4, "{answers:?}");
+        assert!(matches!(answers[0][..], [Ok(_)]), "{answers:?}");
         assert!(
-            matches!(answers[1], Err(WireStoreError::Fenced { .. })),
+            matches!(answers[1][..], [Err(WireStoreError::Fenced { .. })]),
             "{answers:?}"
         );
-        assert!(answers[2].is_ok());
+        assert!(matches!(answers[2][..], [Ok(_)]), "{answers:?}");
+        assert!(
+            matches!(
+                answers[3][..],
+                [Ok(_), Err(WireStoreError::Fenced { .. }), Ok(_)]
+            ),
+            "{answers:?}"
+        );
         let (applied, _) = sm.applied_state().await.unwrap();
-        assert_eq!(applied.map(|l| l.index), Some(3));
+        assert_eq!(applied.map(|l| l.index), Some(4));
         assert_eq!(state(&sm, "x").await, None);
         assert_eq!(state(&sm, "b").await, Some(b"3".to_vec()));
+        assert_eq!(state(&sm, "c").await, Some(b"4".to_vec()));
+        assert_eq!(state(&sm, "d").await, Some(b"4".to_vec()));
     }
 }

@@ -730,3 +730,73 @@ async fn a_graceful_stop_of_the_leader_sends_writes_made_through_a_follower_to_t
         }
     }
 }
+
+/// Writes arriving together on a leader share log entries (a batch each), and every write
+/// still gets its own answer: a stale epoch is refused alone, the others apply. Two large
+/// writes that would not fit one entry together each commit in an entry of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_log_entries_and_each_gets_its_own_answer() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let f = c.follower().await;
+    let (l, fp) = (c.provider(leader), c.provider(f));
+    register(&l, "h1", &["counter"], at(0)).await;
+    let mut epochs = Vec::new();
+    for i in 0..32 {
+        epochs.push(l.claim(&key(i), "h1", at(1), TTL).await.unwrap().epoch);
+    }
+    let before = l.status().last_applied.unwrap();
+    let writes: Vec<_> = (0..96)
+        .map(|n| {
+            let i = n % 32;
+            // a third of them stale; the rest through the leader or forwarded by a follower
+            let (via, epoch, value) = match n / 32 {
+                0 => (l.clone(), epochs[i], format!("{n}")),
+                1 => (fp.clone(), epochs[i] + 1, "stale".to_string()),
+                _ => (fp.clone(), epochs[i], format!("{n}")),
+            };
+            tokio::spawn(async move {
+                let fence = Fence::Epoch(epoch);
+                (n, via.set_state(&key(i), value.as_bytes(), None, fence).await)
+            })
+        })
+        .collect();
+    for w in writes {
+        let (n, result) = w.await.unwrap();
+        match (n / 32, result) {
+            (1, Err(StoreError::Fenced { epoch, .. })) => assert_eq!(epoch, epochs[n % 32] + 1),
+            (1, other) => panic!("write {n} with a stale epoch: {other:?}"),
+            (_, Ok(())) => {}
+            (_, Err(e)) => panic!("write {n}: {e}"),
+        }
+    }
+    let entries = l.status().last_applied.unwrap() - before;
+    assert!(
+        entries <= 48,
+        "96 writes took {entries} log entries: they were not batched"
+    );
+    for i in 0..32 {
+        // Each actor got two of the writes that apply; one of them is last.
+        let got = l.get_state(&key(i), at(2)).await.unwrap().unwrap().data;
+        let got = String::from_utf8(got).unwrap();
+        assert!(
+            got == format!("{i}") || got == format!("{}", i + 64),
+            "actor {i} holds {got:?}"
+        );
+    }
+
+    let big = document(9 << 20);
+    let (a, b) = (l.clone(), fp.clone());
+    let (ea, eb) = (epochs[0], epochs[1]);
+    let (da, db) = (big.clone(), big.clone());
+    let (ra, rb) = tokio::join!(
+        tokio::spawn(async move { a.set_state(&key(0), &da, None, Fence::Epoch(ea)).await }),
+        tokio::spawn(async move { b.set_state(&key(1), &db, None, Fence::Epoch(eb)).await }),
+    );
+    ra.unwrap().expect("the first large write");
+    rb.unwrap().expect("the second large write");
+    for i in [0, 1] {
+        let read = l.get_state(&key(i), at(2)).await.unwrap();
+        assert_eq!(read.map(|s| s.data.len()), Some(big.len()));
+    }
+}

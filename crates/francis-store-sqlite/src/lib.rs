@@ -24,7 +24,7 @@ use crate::error::Result;
 use francis_store::StoreError;
 use francis_store::{Op, Reply};
 use francis_store::{Provider, StoreResult};
-use writer::{Counters, Job, WriteOp};
+use writer::{Counters, Job, Savepoint, WriteOp};
 
 /// The newest schema version this build of the SQLite provider writes and reads.
 pub const SCHEMA_VERSION: i64 = migrate::SCHEMA_VERSION;
@@ -286,7 +286,15 @@ impl SqliteProvider {
         T: Send + 'static,
         F: WriteOp<T>,
     {
-        let (job, rx) = writer::job(op);
+        self.write_with(Savepoint::Needed, op).await
+    }
+
+    async fn write_with<T, F>(&self, savepoint: Savepoint, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: WriteOp<T>,
+    {
+        let (job, rx) = writer::job(op, savepoint);
         self.queue
             .send(job)
             .await
@@ -350,8 +358,15 @@ impl Provider for SqliteProvider {
 
     async fn execute(&self, op: Op) -> StoreResult<Reply> {
         let result = if op.is_write() {
-            self.write(move |c: &mut SqliteConnection| boxed(ops::run(c, op)))
-                .await
+            let savepoint = if ops::needs_savepoint(&op) {
+                Savepoint::Needed
+            } else {
+                Savepoint::NotNeeded
+            };
+            self.write_with(savepoint, move |c: &mut SqliteConnection| {
+                boxed(ops::run(c, op))
+            })
+            .await
         } else {
             self.read(move |c| boxed(ops::run(c, op))).await
         };

@@ -7,7 +7,10 @@
 //! one commit (and one fsync) instead of queueing a transaction each.
 //!
 //! An operation that fails (a fenced write, a refused claim, a constraint error) is rolled
-//! back to its savepoint and does not affect the others in its batch. If the transaction
+//! back to its savepoint and does not affect the others in its batch. An operation that
+//! needs no savepoint (it writes nothing before any check that can refuse it, then makes at
+//! most one write statement) saves its two round trips; a refusal fails it alone, and any
+//! other failure of it fails the whole batch. If the transaction
 //! itself cannot go on (BEGIN or COMMIT fails, or a savepoint cannot be rolled back because
 //! SQLite aborted the transaction), nothing of the batch is applied and every caller gets
 //! [`StoreError::Unavailable`] (or its own error) saying so.
@@ -51,6 +54,8 @@ pub(crate) trait Job: Send {
 
 struct OpJob<T, F> {
     op: Option<F>,
+    /// Whether the operation runs in a savepoint (see [`Savepoint`]).
+    savepoint: Savepoint,
     outcome: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
 }
@@ -65,6 +70,13 @@ where
             let Some(op) = self.op.take() else {
                 return true;
             };
+            if self.savepoint == Savepoint::NotNeeded {
+                let result = op(&mut *conn).await;
+                // Anything but a refusal may have ended the transaction: the batch fails.
+                let usable = result.as_ref().map_or_else(|e| e.is_refusal(), |_| true);
+                self.outcome = Some(result);
+                return usable;
+            }
             if let Err(e) = sqlx::raw_sql("SAVEPOINT francis_op")
                 .execute(&mut *conn)
                 .await
@@ -110,8 +122,18 @@ where
     }
 }
 
+/// Whether a job runs in a savepoint of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Savepoint {
+    /// It does: if it fails, it alone is undone and the rest of its batch commits.
+    Needed,
+    /// It writes nothing before a check that can refuse it, then at most one statement: a
+    /// refusal fails it alone; any other failure fails its whole batch.
+    NotNeeded,
+}
+
 /// Wraps an operation as a job; the receiver gets its result after the batch ends.
-pub(crate) fn job<T, F>(op: F) -> (Box<dyn Job>, oneshot::Receiver<Result<T>>)
+pub(crate) fn job<T, F>(op: F, savepoint: Savepoint) -> (Box<dyn Job>, oneshot::Receiver<Result<T>>)
 where
     T: Send + 'static,
     F: WriteOp<T>,
@@ -119,6 +141,7 @@ where
     let (reply, rx) = oneshot::channel();
     let job = OpJob {
         op: Some(op),
+        savepoint,
         outcome: None,
         reply,
     };
@@ -267,10 +290,10 @@ mod tests {
     #[tokio::test]
     async fn refused_op_does_not_affect_its_batch() {
         let mut c = conn().await;
-        let (a, ra) = job(insert("a"));
-        let (b, rb) = job(insert_then_refuse("b"));
-        let (dup, rdup) = job(insert("a")); // constraint error: only this op fails
-        let (d, rd) = job(insert("d"));
+        let (a, ra) = job(insert("a"), Savepoint::Needed);
+        let (b, rb) = job(insert_then_refuse("b"), Savepoint::Needed);
+        let (dup, rdup) = job(insert("a"), Savepoint::Needed); // constraint error: only this op fails
+        let (d, rd) = job(insert("d"), Savepoint::Needed);
         assert!(run_batch(&mut c, vec![a, b, dup, d], &Counters::default()).await);
         assert!(ra.await.unwrap().is_ok());
         assert!(matches!(
@@ -285,16 +308,19 @@ mod tests {
     #[tokio::test]
     async fn failed_commit_applies_nothing_and_tells_everyone() {
         let mut c = conn().await;
-        let (a, ra) = job(insert("a"));
+        let (a, ra) = job(insert("a"), Savepoint::Needed);
         // a dangling deferred foreign key: every statement succeeds, COMMIT fails
-        let (b, rb) = job(|c: &mut SqliteConnection| -> BoxFuture<'_, Result<()>> {
-            Box::pin(async move {
-                sqlx::query("INSERT INTO child (k) VALUES ('nobody')")
-                    .execute(&mut *c)
-                    .await?;
-                Ok(())
-            })
-        });
+        let (b, rb) = job(
+            |c: &mut SqliteConnection| -> BoxFuture<'_, Result<()>> {
+                Box::pin(async move {
+                    sqlx::query("INSERT INTO child (k) VALUES ('nobody')")
+                        .execute(&mut *c)
+                        .await?;
+                    Ok(())
+                })
+            },
+            Savepoint::Needed,
+        );
         assert!(!run_batch(&mut c, vec![a, b], &Counters::default()).await);
         for r in [ra.await.unwrap(), rb.await.unwrap()] {
             match r {
@@ -306,7 +332,7 @@ mod tests {
         }
         assert!(keys(&mut c).await.is_empty());
         // the connection is clean for the next batch
-        let (e, re) = job(insert("e"));
+        let (e, re) = job(insert("e"), Savepoint::Needed);
         assert!(run_batch(&mut c, vec![e], &Counters::default()).await);
         assert!(re.await.unwrap().is_ok());
         assert_eq!(keys(&mut c).await, vec!["e"]);
@@ -315,15 +341,18 @@ mod tests {
     #[tokio::test]
     async fn aborted_transaction_fails_the_whole_batch() {
         let mut c = conn().await;
-        let (a, ra) = job(insert("a"));
+        let (a, ra) = job(insert("a"), Savepoint::Needed);
         // ends the transaction under the writer's feet, as SQLite does on some I/O errors
-        let (b, rb) = job(|c: &mut SqliteConnection| -> BoxFuture<'_, Result<()>> {
-            Box::pin(async move {
-                sqlx::raw_sql("ROLLBACK").execute(&mut *c).await?;
-                Err(StoreError::Unavailable("disk gone".into()).into())
-            })
-        });
-        let (d, rd) = job(insert("d"));
+        let (b, rb) = job(
+            |c: &mut SqliteConnection| -> BoxFuture<'_, Result<()>> {
+                Box::pin(async move {
+                    sqlx::raw_sql("ROLLBACK").execute(&mut *c).await?;
+                    Err(StoreError::Unavailable("disk gone".into()).into())
+                })
+            },
+            Savepoint::Needed,
+        );
+        let (d, rd) = job(insert("d"), Savepoint::Needed);
         assert!(!run_batch(&mut c, vec![a, b, d], &Counters::default()).await);
         assert!(
             matches!(ra.await.unwrap(), Err(Error::Store(StoreError::Unavailable(m))) if m.contains("not applied"))
@@ -335,6 +364,43 @@ mod tests {
             matches!(rd.await.unwrap(), Err(Error::Store(StoreError::Unavailable(m))) if m.contains("not applied"))
         );
         assert!(keys(&mut c).await.is_empty());
+    }
+
+    fn refuse() -> impl WriteOp<()> {
+        |_: &mut SqliteConnection| -> BoxFuture<'_, Result<()>> {
+            Box::pin(async { Err(StoreError::InvalidArgument("refused".into()).into()) })
+        }
+    }
+
+    /// Without a savepoint: a refusal fails the job alone (it wrote nothing); any other
+    /// failure fails the batch, so nothing of it is applied.
+    #[tokio::test]
+    async fn a_job_without_savepoint_fails_alone_only_when_refused() {
+        let mut c = conn().await;
+        let (a, ra) = job(insert("a"), Savepoint::NotNeeded);
+        let (b, rb) = job(refuse(), Savepoint::NotNeeded);
+        let (d, rd) = job(insert("d"), Savepoint::NotNeeded);
+        assert!(run_batch(&mut c, vec![a, b, d], &Counters::default()).await);
+        assert!(ra.await.unwrap().is_ok());
+        assert!(matches!(
+            rb.await.unwrap(),
+            Err(Error::Store(StoreError::InvalidArgument(_)))
+        ));
+        assert!(rd.await.unwrap().is_ok());
+        assert_eq!(keys(&mut c).await, vec!["a", "d"]);
+
+        let (e, re) = job(insert("e"), Savepoint::NotNeeded);
+        let (dup, rdup) = job(insert("a"), Savepoint::NotNeeded); // constraint error
+        let (f, rf) = job(insert("f"), Savepoint::Needed);
+        assert!(!run_batch(&mut c, vec![e, dup, f], &Counters::default()).await);
+        assert!(matches!(rdup.await.unwrap(), Err(Error::Sql(_))));
+        for r in [re.await.unwrap(), rf.await.unwrap()] {
+            assert!(
+                matches!(&r, Err(Error::Store(StoreError::Unavailable(m))) if m.contains("not applied")),
+                "{r:?}"
+            );
+        }
+        assert_eq!(keys(&mut c).await, vec!["a", "d"], "nothing of the batch");
     }
 
     #[tokio::test]
@@ -356,7 +422,7 @@ mod tests {
         // queue everything before the writer starts: one batch of at most 4, then the rest
         let mut replies = Vec::new();
         for key in ["a", "b", "c", "d", "e", "f"] {
-            let (j, r) = job(insert(key));
+            let (j, r) = job(insert(key), Savepoint::Needed);
             tx.send(j).await.unwrap();
             replies.push(r);
         }

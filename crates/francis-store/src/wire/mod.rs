@@ -6,6 +6,8 @@
 //! - [`Versioned`] wraps a value with its format version (`{"v1": ...}`), so a later format
 //!   can be told apart; a value written before versions existed (the bare form) still reads
 //!   as version 1.
+//! - [`Command`] is what one replicated log entry carries: one operation in its version 1
+//!   form, or several in order as `{"v2": [...]}` (format 2: a batch).
 //! - The adapters here (`alarm`, `state`, `page`, `leased`) give the types whose public serde
 //!   is not exact (or not compact) their wire form.
 
@@ -22,11 +24,14 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::StoreError;
+use crate::op::Op;
 use crate::provider::{AlarmLease, LeasedAlarm, StateListItem, StateListPage, StateRecord};
 
-/// The current wire format version.
-pub const WIRE_VERSION: u32 = 1;
+/// The newest wire format version this build writes: 2, a batch of operations
+/// ([`Command::Batch`]); a single value is still written in format 1.
+pub const WIRE_VERSION: u32 = 2;
 const V1_KEY: &str = "v1";
+const V2_KEY: &str = "v2";
 
 /// A value in its versioned wire form: `{"v1": <value>}`.
 ///
@@ -59,29 +64,130 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for VersionedVisitor<T> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let Some(key) = map.next_key::<String>()? else {
-            return Err(de::Error::custom("an empty object is not a store value"));
-        };
-        if key == V1_KEY {
-            let value = map.next_value::<T>()?;
-            if let Some(extra) = map.next_key::<String>()? {
-                return Err(de::Error::custom(format!(
-                    "unexpected key {extra:?} beside the version"
-                )));
+        let key = first_key(&mut map)?;
+        version_1(key, map, V1_KEY).map(Versioned)
+    }
+}
+
+fn first_key<'de, A: MapAccess<'de>>(map: &mut A) -> Result<String, A::Error> {
+    map.next_key::<String>()?
+        .ok_or_else(|| de::Error::custom("an empty object is not a store value"))
+}
+
+/// Reads the rest of a version 1 value whose first key was `key`: `{"v1": value}` or the
+/// bare value. Any other version key is refused as newer than `newest` (what the caller
+/// reads).
+fn version_1<'de, T: DeserializeOwned, A: MapAccess<'de>>(
+    key: String,
+    map: A,
+    newest: &str,
+) -> Result<T, A::Error> {
+    if key == V1_KEY {
+        return only_value(map);
+    }
+    if key.starts_with('v') && key[1..].bytes().all(|b| b.is_ascii_digit()) && key.len() > 1 {
+        return Err(de::Error::custom(format!(
+            "store value of format {key} is newer than this build reads ({newest}); upgrade Francis"
+        )));
+    }
+    // The bare form: the key just read is the first key of the value itself.
+    let replay = Replay {
+        first: Some(key),
+        rest: map,
+    };
+    T::deserialize(de::value::MapAccessDeserializer::new(replay))
+}
+
+/// The value of a version key, which must be the object's only key.
+fn only_value<'de, T: DeserializeOwned, A: MapAccess<'de>>(mut map: A) -> Result<T, A::Error> {
+    let value = map.next_value::<T>()?;
+    if let Some(extra) = map.next_key::<String>()? {
+        return Err(de::Error::custom(format!(
+            "unexpected key {extra:?} beside the version"
+        )));
+    }
+    Ok(value)
+}
+
+/// What one replicated log entry carries: operations applied in order, in one transaction.
+///
+/// `One` is written as `{"v1": op}`, exactly the [`Versioned`] form (entries written before
+/// batches existed read as `One`); `Batch` as `{"v2": [op, ...]}`. A build that reads only
+/// format 1 refuses a batch with an error that says to upgrade, rather than misreading it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// One operation.
+    One(Op),
+    /// Several operations, applied in this order.
+    Batch(Vec<Op>),
+}
+
+impl Command {
+    /// The command for `ops`: `One` for a single operation, `Batch` otherwise.
+    pub fn of(mut ops: Vec<Op>) -> Command {
+        if ops.len() == 1 {
+            Command::One(ops.remove(0))
+        } else {
+            Command::Batch(ops)
+        }
+    }
+
+    /// How many operations it carries.
+    pub fn len(&self) -> usize {
+        match self {
+            Command::One(_) => 1,
+            Command::Batch(ops) => ops.len(),
+        }
+    }
+
+    /// Whether it carries no operation (an empty batch).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Its operations, in order.
+    pub fn into_ops(self) -> Vec<Op> {
+        match self {
+            Command::One(op) => vec![op],
+            Command::Batch(ops) => ops,
+        }
+    }
+}
+
+impl Serialize for Command {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Command::One(op) => Versioned(op).serialize(s),
+            Command::Batch(ops) => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry(V2_KEY, ops)?;
+                map.end()
             }
-            return Ok(Versioned(value));
         }
-        if key.starts_with('v') && key[1..].bytes().all(|b| b.is_ascii_digit()) && key.len() > 1 {
-            return Err(de::Error::custom(format!(
-                "store value of format {key} is newer than this build reads ({V1_KEY}); upgrade Francis"
-            )));
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(CommandVisitor)
+    }
+}
+
+struct CommandVisitor;
+
+impl<'de> Visitor<'de> for CommandVisitor {
+    type Value = Command;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a replicated store command")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let key = first_key(&mut map)?;
+        if key == V2_KEY {
+            return only_value(map).map(Command::Batch);
         }
-        // The bare form: the key just read is the first key of the value itself.
-        let replay = Replay {
-            first: Some(key),
-            rest: map,
-        };
-        T::deserialize(de::value::MapAccessDeserializer::new(replay)).map(Versioned)
+        version_1(key, map, V2_KEY).map(Command::One)
     }
 }
 
@@ -522,5 +628,47 @@ mod tests {
             let back: Versioned<Op> = serde_json::from_str(want).unwrap();
             assert_eq!(&back.0, op, "{} reads back", op.name());
         }
+    }
+
+    /// A log entry's command: one operation keeps exactly its version 1 form (so entries
+    /// written before batches existed read back), several are pinned in `v2.jsonl`.
+    #[test]
+    fn commands_keep_their_forms_and_read_every_earlier_one() {
+        let ops = one_of_each();
+        for op in &ops {
+            let one = Command::of(vec![op.clone()]);
+            let json = serde_json::to_string(&one).unwrap();
+            assert_eq!(json, serde_json::to_string(&Versioned(op)).unwrap());
+            assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), one);
+        }
+        let bare = r#"{"Heartbeat":{"host_id":"h1","now":"2023-11-14T22:13:20Z"}}"#;
+        assert_eq!(
+            serde_json::from_str::<Command>(bare).unwrap(),
+            Command::One(Op::Heartbeat {
+                host_id: "h1".into(),
+                now: t(0)
+            })
+        );
+
+        let batch = Command::of(ops[..3].to_vec());
+        assert_eq!(batch.len(), 3);
+        let line = serde_json::to_string(&batch).unwrap();
+        assert_eq!(
+            line,
+            include_str!("v2.jsonl").trim_end(),
+            "the batch form changed"
+        );
+        let back: Command = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.into_ops(), ops[..3].to_vec());
+
+        // A reader of single operations refuses a batch, saying why.
+        let err = serde_json::from_str::<Versioned<Op>>(&line).unwrap_err();
+        assert!(err.to_string().contains("upgrade"), "{err}");
+        // A format newer than batches is refused the same way; junk is refused.
+        let err = serde_json::from_str::<Command>(r#"{"v3":[]}"#).unwrap_err();
+        assert!(err.to_string().contains("newer"), "{err}");
+        assert!(serde_json::from_str::<Command>(r#"{"v2":[],"v1":{}}"#).is_err());
+        assert!(serde_json::from_str::<Command>("{}").is_err());
+        assert!(serde_json::from_str::<Command>(r#"{"v2":{}}"#).is_err());
     }
 }
