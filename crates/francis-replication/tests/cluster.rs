@@ -757,7 +757,10 @@ async fn concurrent_writes_share_log_entries_and_each_gets_its_own_answer() {
             };
             tokio::spawn(async move {
                 let fence = Fence::Epoch(epoch);
-                (n, via.set_state(&key(i), value.as_bytes(), None, fence).await)
+                (
+                    n,
+                    via.set_state(&key(i), value.as_bytes(), None, fence).await,
+                )
             })
         })
         .collect();

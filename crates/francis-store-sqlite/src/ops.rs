@@ -377,47 +377,42 @@ pub(crate) async fn set_state(
     fence: Fence,
 ) -> Result<()> {
     // One statement, fence included: the hottest write makes one round trip to SQLite.
-    let done = match fence {
-        Fence::Unfenced => {
-            sqlx::query(
-                "INSERT INTO state (actor_type, actor_id, data, expires_ms)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (actor_type, actor_id) DO UPDATE SET
-                     data = excluded.data, expires_ms = excluded.expires_ms",
-            )
-            .bind(actor.actor_type())
-            .bind(actor.actor_id())
-            .bind(data)
-            .bind(expires_ms)
-            .execute(&mut *c)
-            .await?
-        }
-        Fence::Epoch(epoch) => {
-            let Some(e) = epoch_to_sql(epoch) else {
-                return Err(StoreError::Fenced { actor, epoch }.into());
-            };
-            let done = sqlx::query(
+    let (sql, epoch) = match fence {
+        Fence::Unfenced => (
+            "INSERT INTO state (actor_type, actor_id, data, expires_ms)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (actor_type, actor_id) DO UPDATE SET
+                 data = excluded.data, expires_ms = excluded.expires_ms",
+            None,
+        ),
+        Fence::Epoch(epoch) => match epoch_to_sql(epoch) {
+            Some(e) => (
                 "INSERT INTO state (actor_type, actor_id, data, expires_ms)
                  SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (
                      SELECT 1 FROM placements
                      WHERE actor_type = ?1 AND actor_id = ?2 AND epoch = ?5)
                  ON CONFLICT (actor_type, actor_id) DO UPDATE SET
                      data = excluded.data, expires_ms = excluded.expires_ms",
-            )
-            .bind(actor.actor_type())
-            .bind(actor.actor_id())
-            .bind(data)
-            .bind(expires_ms)
-            .bind(e)
-            .execute(&mut *c)
-            .await?;
-            if done.rows_affected() == 0 {
-                return Err(StoreError::Fenced { actor, epoch }.into());
-            }
-            done
-        }
+                Some(e),
+            ),
+            None => return Err(StoreError::Fenced { actor, epoch }.into()),
+        },
     };
-    debug_assert!(done.rows_affected() <= 1);
+    let mut query = sqlx::query(sql)
+        .bind(actor.actor_type())
+        .bind(actor.actor_id())
+        .bind(data)
+        .bind(expires_ms);
+    if let Some(e) = epoch {
+        query = query.bind(e);
+    }
+    let done = query.execute(&mut *c).await?;
+    if done.rows_affected() == 0 {
+        // Only the fenced form can insert nothing: the placement's epoch is not this one.
+        if let Fence::Epoch(epoch) = fence {
+            return Err(StoreError::Fenced { actor, epoch }.into());
+        }
+    }
     Ok(())
 }
 
