@@ -5,32 +5,34 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-// The host's one monotonic clock: tokio's (paused in tests), also for the placement cache.
-use tokio::time::Instant;
-
+use chrono::{DateTime, Utc};
 use francis_core::{ActorRef, Error};
 use francis_placement::{Candidate, MembershipView, PlacementCache, PlacementError, rank_hosts};
 use francis_store::{ClaimRefusal, Placement, StoreError};
 
+use crate::clock::Clock;
 use crate::policy::owner_lease_over;
 use crate::runtime::HostInner;
 
 /// How long a membership view (the live hosts and what they serve) is reused.
 const MEMBERSHIP_TTL: Duration = Duration::from_secs(1);
 
-/// The host's routing state: cached placements and the last membership view.
-pub(crate) struct Router {
-    cache: Mutex<PlacementCache>,
-    membership: Mutex<Option<(Instant, Arc<MembershipView>)>>,
+/// Whether a membership view stored at `at` may be reused at `now`: `at <= now < at +
+/// MEMBERSHIP_TTL`. A `now` before `at` (the wall clock stepped back) is not fresh, so a clock
+/// step cannot freeze the view.
+fn membership_is_fresh(at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    now.signed_duration_since(at)
+        .to_std()
+        .is_ok_and(|age| age < MEMBERSHIP_TTL)
 }
 
-impl Default for Router {
-    fn default() -> Self {
-        Router {
-            cache: Mutex::new(PlacementCache::new(francis_placement::MAX_CACHE_TTL)),
-            membership: Mutex::new(None),
-        }
-    }
+/// The host's routing state: cached placements and the last membership view, both timed on the
+/// host's one clock (the one its store calls and alarms read), so a paused or manual clock in
+/// tests controls their expiry too.
+pub(crate) struct Router {
+    clock: Arc<dyn Clock>,
+    cache: Mutex<PlacementCache>,
+    membership: Mutex<Option<(DateTime<Utc>, Arc<MembershipView>)>>,
 }
 
 /// Where a call goes.
@@ -42,9 +44,32 @@ pub(crate) enum Route {
 }
 
 impl Router {
-    /// The last membership view read from the store, and when.
-    fn cached_membership(&self) -> Option<(Instant, Arc<MembershipView>)> {
-        self.membership.lock().expect("membership lock").clone()
+    /// Routing state timed on `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Router {
+            clock,
+            cache: Mutex::new(PlacementCache::new(francis_placement::MAX_CACHE_TTL)),
+            membership: Mutex::new(None),
+        }
+    }
+
+    /// The last membership view read from the store, fresh or not.
+    fn cached_membership(&self) -> Option<Arc<MembershipView>> {
+        let cached = self.membership.lock().expect("membership lock");
+        cached.as_ref().map(|(_, view)| view.clone())
+    }
+
+    /// The last membership view if it is still fresh ([`membership_is_fresh`]).
+    fn fresh_membership(&self) -> Option<Arc<MembershipView>> {
+        let cached = self.membership.lock().expect("membership lock");
+        let (at, view) = cached.as_ref()?;
+        membership_is_fresh(*at, self.clock.now()).then(|| view.clone())
+    }
+
+    /// Keeps `view` as the membership view, fresh from now.
+    fn set_membership(&self, view: Arc<MembershipView>) {
+        let mut cached = self.membership.lock().expect("membership lock");
+        *cached = Some((self.clock.now(), view));
     }
 
     /// Shortens cache entries to `min(shortest idle timeout here, 5 s)`.
@@ -72,19 +97,15 @@ impl Router {
         self.cache.lock().expect("cache lock").invalidate(actor);
     }
 
+    // The clock is read under the cache lock, so entries are stamped and read in clock order.
     fn cached(&self, actor: &ActorRef) -> Option<Placement> {
-        self.cache
-            .lock()
-            .expect("cache lock")
-            .get(actor, Instant::now().into_std())
-            .cloned()
+        let mut cache = self.cache.lock().expect("cache lock");
+        cache.get(actor, self.clock.now()).cloned()
     }
 
     fn remember(&self, placement: Placement) {
-        self.cache
-            .lock()
-            .expect("cache lock")
-            .insert(placement, Instant::now().into_std());
+        let mut cache = self.cache.lock().expect("cache lock");
+        cache.insert(placement, self.clock.now());
     }
 }
 
@@ -216,10 +237,7 @@ pub(crate) async fn membership(
     inner: &Arc<HostInner>,
     fresh: bool,
 ) -> Result<Arc<MembershipView>, Error> {
-    if !fresh
-        && let Some((at, view)) = inner.router.cached_membership()
-        && at.elapsed() < MEMBERSHIP_TTL
-    {
+    if !fresh && let Some(view) = inner.router.fresh_membership() {
         return Ok(view);
     }
     let store = &inner.store;
@@ -227,8 +245,7 @@ pub(crate) async fn membership(
     let deadline = inner.timings.health_deadline;
     let hosts = store.call(store.provider.live_hosts(now, deadline)).await?;
     let view = Arc::new(MembershipView::new(hosts, now, deadline));
-    *inner.router.membership.lock().expect("membership lock") =
-        Some((Instant::now(), view.clone()));
+    inner.router.set_membership(view.clone());
     Ok(view)
 }
 
@@ -241,7 +258,7 @@ pub(crate) async fn lost(inner: &Arc<HostInner>, host_id: &str) {
     let cached = inner.router.cached_membership();
     // Without a view of it, the owner was believed live when the call started.
     let mut last_known = cached
-        .and_then(|(_, view)| view.host(host_id).map(|h| h.last_heartbeat))
+        .and_then(|view| view.host(host_id).map(|h| h.last_heartbeat))
         .unwrap_or_else(|| inner.store.clock.now());
     loop {
         tokio::time::sleep(MEMBERSHIP_TTL).await;
@@ -264,6 +281,99 @@ pub(crate) async fn lost(inner: &Arc<HostInner>, host_id: &str) {
 mod tests {
     use super::*;
     use francis_core::ErrorKind;
+    use francis_store::HostRecord;
+
+    /// A clock that moves only when the test moves it: real time (std's or tokio's) passing
+    /// does not change what routing sees, and routing sees every step the test takes.
+    struct ManualClock(Mutex<DateTime<Utc>>);
+
+    impl ManualClock {
+        fn set(&self, now: DateTime<Utc>) {
+            *self.0.lock().unwrap() = now;
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn now(&self) -> DateTime<Utc> {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn manual_router() -> (Arc<ManualClock>, Router, DateTime<Utc>) {
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let clock = Arc::new(ManualClock(Mutex::new(t0)));
+        (clock.clone(), Router::new(clock), t0)
+    }
+
+    #[test]
+    fn the_placement_cache_expires_on_the_host_clock() {
+        let (clock, router, t0) = manual_router();
+        let ttl = Duration::from_secs(2);
+        router.set_cache_ttl(ttl);
+        let actor = ActorRef::new("t", "a").unwrap();
+        router.remember(Placement {
+            actor: actor.clone(),
+            host_id: "h2".into(),
+            address: "127.0.0.1:2".into(),
+            epoch: 3,
+        });
+        assert_eq!(router.cached(&actor).map(|p| p.epoch), Some(3));
+        clock.set(t0 + ttl - MS);
+        assert_eq!(
+            router.cached(&actor).map(|p| p.epoch),
+            Some(3),
+            "trusted until the host clock reaches the TTL"
+        );
+        clock.set(t0 + ttl);
+        assert!(
+            router.cached(&actor).is_none(),
+            "expired once the host clock reaches the TTL"
+        );
+
+        // A clock stepped back does not make the entry live longer.
+        router.remember(Placement {
+            actor: actor.clone(),
+            host_id: "h2".into(),
+            address: "127.0.0.1:2".into(),
+            epoch: 4,
+        });
+        clock.set(t0);
+        assert!(router.cached(&actor).is_none());
+    }
+
+    #[test]
+    fn the_membership_view_expires_on_the_host_clock() {
+        let (clock, router, t0) = manual_router();
+        let host = HostRecord {
+            host_id: "h1".into(),
+            address: "127.0.0.1:1".into(),
+            actor_types: vec![],
+            last_heartbeat: t0,
+        };
+        let view = Arc::new(MembershipView::new(vec![host], t0, Duration::from_secs(20)));
+        assert!(router.fresh_membership().is_none(), "nothing read yet");
+        router.set_membership(view);
+        assert!(router.fresh_membership().is_some());
+        clock.set(t0 + MEMBERSHIP_TTL - MS);
+        assert!(
+            router.fresh_membership().is_some(),
+            "reused until the host clock reaches the TTL"
+        );
+        clock.set(t0 + MEMBERSHIP_TTL);
+        assert!(
+            router.fresh_membership().is_none(),
+            "read again once the host clock reaches the TTL"
+        );
+        let stale = router.cached_membership().expect("the stale view is kept");
+        assert!(stale.is_live("h1"));
+
+        // A clock stepped back does not freeze the view.
+        router.set_membership(stale);
+        clock.set(t0);
+        assert!(router.fresh_membership().is_none());
+    }
 
     #[test]
     fn a_type_served_here_is_never_unsupported() {

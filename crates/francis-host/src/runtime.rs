@@ -165,6 +165,8 @@ impl HostInner {
         peer: crate::peer::PeerLink,
         replica: Option<crate::replica::Replica>,
     ) -> Self {
+        // Routing times its cache and membership view on the host's one clock.
+        let router = crate::routing::Router::new(store.clock.clone());
         HostInner {
             address,
             host_id: RwLock::new(host_id),
@@ -176,7 +178,7 @@ impl HostInner {
             events: broadcast::channel(1024).0,
             cancel_root: Mutex::new(CancellationToken::new()),
             running: AtomicBool::new(false),
-            router: crate::routing::Router::default(),
+            router,
             peer,
             replica,
             lease: Mutex::new(None),

@@ -5,8 +5,9 @@
 //! the entry ([`PlacementCache::invalidate`]) and resolves again through the store.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use francis_core::ActorRef;
 use francis_store::Placement;
 
@@ -22,17 +23,26 @@ pub fn cache_entry_ttl(idle_timeout: Duration) -> Duration {
     idle_timeout.min(MAX_CACHE_TTL)
 }
 
+/// Whether an entry seen at `seen_at` is still trusted at `now`: `seen_at <= now < seen_at +
+/// ttl`. A `now` before `seen_at` (the wall clock stepped back) is not trusted either, so a
+/// clock step cannot stretch an entry's life; dropping an entry is always safe.
+fn is_fresh(seen_at: DateTime<Utc>, now: DateTime<Utc>, ttl: Duration) -> bool {
+    now.signed_duration_since(seen_at)
+        .to_std()
+        .is_ok_and(|age| age < ttl)
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     placement: Placement,
-    expires_at: Instant,
+    seen_at: DateTime<Utc>,
 }
 
 /// A map from actor to its last known [`Placement`], each entry valid for a fixed TTL from its
 /// insertion.
 ///
-/// Time is an argument (`now`): pass `std::time::Instant::now()`, or
-/// `tokio::time::Instant::now().into_std()` to follow tokio's paused clock in tests. Expired
+/// Time is an argument (`now`), read by the caller from its clock (the host passes its one
+/// injected clock, so paused-time and manual-clock tests control expiry). Expired
 /// entries are never returned; they are dropped lazily by [`get`](Self::get), by
 /// [`purge_expired`](Self::purge_expired), and by [`insert`](Self::insert) whenever the map has
 /// doubled since its last sweep, so the map stays proportional to the live entries without a
@@ -68,14 +78,11 @@ impl PlacementCache {
     }
 
     /// Records a placement seen at `now`, replacing any entry for the same actor; it is returned
-    /// by [`get`](Self::get) while `now' < now + ttl`. With a zero TTL nothing is cached.
-    pub fn insert(&mut self, placement: Placement, now: Instant) {
+    /// by [`get`](Self::get) while `now <= now' < now + ttl`. With a zero TTL nothing is cached.
+    pub fn insert(&mut self, placement: Placement, now: DateTime<Utc>) {
         if self.ttl.is_zero() {
             return;
         }
-        let Some(expires_at) = now.checked_add(self.ttl) else {
-            return; // an instant at the end of time: not caching is always safe
-        };
         if self.entries.len() >= self.sweep_at {
             self.purge_expired(now);
             self.sweep_at = (self.entries.len() * 2).max(MIN_SWEEP);
@@ -84,15 +91,15 @@ impl PlacementCache {
             placement.actor.clone(),
             Entry {
                 placement,
-                expires_at,
+                seen_at: now,
             },
         );
     }
 
-    /// The cached placement of `actor` if its entry has not expired at `now` (an expired entry
-    /// is removed).
-    pub fn get(&mut self, actor: &ActorRef, now: Instant) -> Option<&Placement> {
-        let expired = now >= self.entries.get(actor)?.expires_at;
+    /// The cached placement of `actor` if its entry is fresh at `now` (seen at or before `now`,
+    /// less than the TTL ago); an entry that is not is removed.
+    pub fn get(&mut self, actor: &ActorRef, now: DateTime<Utc>) -> Option<&Placement> {
+        let expired = !is_fresh(self.entries.get(actor)?.seen_at, now, self.ttl);
         if expired {
             self.entries.remove(actor);
             return None;
@@ -128,10 +135,11 @@ impl PlacementCache {
         before - self.entries.len()
     }
 
-    /// Drops every entry expired at `now`; returns how many.
-    pub fn purge_expired(&mut self, now: Instant) -> usize {
+    /// Drops every entry not fresh at `now` (expired, or seen after `now`); returns how many.
+    pub fn purge_expired(&mut self, now: DateTime<Utc>) -> usize {
         let before = self.entries.len();
-        self.entries.retain(|_, e| now < e.expires_at);
+        let ttl = self.ttl;
+        self.entries.retain(|_, e| is_fresh(e.seen_at, now, ttl));
         before - self.entries.len()
     }
 
@@ -170,6 +178,10 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
     #[test]
     fn ttl_is_the_idle_timeout_capped_at_five_seconds() {
         assert_eq!(cache_entry_ttl(Duration::from_secs(300)), MAX_CACHE_TTL);
@@ -196,7 +208,7 @@ mod tests {
 
     #[test]
     fn entries_expire_exactly_at_the_ttl() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let ttl = Duration::from_secs(2);
         let mut cache = PlacementCache::new(ttl);
         cache.insert(placement("a", "h1", 7), t0);
@@ -218,8 +230,19 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_stepped_back_does_not_stretch_an_entry() {
+        let t0 = t0();
+        let mut cache = PlacementCache::new(Duration::from_secs(2));
+        cache.insert(placement("a", "h1", 1), t0);
+        cache.insert(placement("b", "h1", 2), t0);
+        assert!(cache.get(&actor("a"), t0 - MS).is_none(), "seen after now");
+        assert_eq!(cache.purge_expired(t0 - Duration::from_secs(3_600)), 1);
+        assert!(cache.is_empty());
+    }
+
+    #[test]
     fn reinsert_replaces_and_restarts_the_ttl() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let ttl = Duration::from_secs(1);
         let mut cache = PlacementCache::new(ttl);
         cache.insert(placement("a", "h1", 1), t0);
@@ -232,7 +255,7 @@ mod tests {
 
     #[test]
     fn zero_ttl_caches_nothing() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut cache = PlacementCache::for_idle_timeout(Duration::ZERO);
         cache.insert(placement("a", "h1", 1), t0);
         assert!(cache.is_empty());
@@ -241,7 +264,7 @@ mod tests {
 
     #[test]
     fn invalidation_drops_only_what_it_names() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut cache = PlacementCache::new(MAX_CACHE_TTL);
         cache.insert(placement("a", "h1", 1), t0);
         cache.insert(placement("b", "h1", 2), t0);
@@ -274,7 +297,7 @@ mod tests {
 
     #[test]
     fn purge_and_insert_sweep_bound_the_map() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let ttl = Duration::from_secs(1);
         let mut cache = PlacementCache::new(ttl);
         for i in 0..100 {
