@@ -4,6 +4,17 @@ use std::time::Duration;
 
 use crate::reference::ActorRef;
 
+/// `a -> b -> c`: a call chain and the actor it would enter again.
+fn chain_text(chain: &[ActorRef], actor: &ActorRef) -> String {
+    let mut text = String::new();
+    for a in chain {
+        text.push_str(&a.to_string());
+        text.push_str(" -> ");
+    }
+    text.push_str(&actor.to_string());
+    text
+}
+
 /// Result with Francis's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -125,6 +136,16 @@ pub enum Error {
     /// Too many requests are in flight; retry later.
     #[error("overloaded: {0}")]
     Overloaded(String),
+    /// The call would enter an actor that is already waiting further up the same call chain
+    /// (A calls B, B calls A): it would wait for a turn that cannot end until it does. Refused
+    /// at once, before anything runs; retrying cannot help.
+    #[error("call to {actor} would re-enter it: call chain {}", chain_text(.chain, .actor))]
+    Reentrant {
+        /// The actor the call would have entered.
+        actor: ActorRef,
+        /// The actors the call passed through, first caller first.
+        chain: Vec<ActorRef>,
+    },
     /// The caller gave up (or the host shut down) before the call finished.
     #[error("call cancelled")]
     Cancelled,
@@ -196,6 +217,8 @@ pub enum ErrorKind {
     NoQuorum,
     /// See [`Error::Overloaded`].
     Overloaded,
+    /// See [`Error::Reentrant`].
+    Reentrant,
     /// See [`Error::Cancelled`].
     Cancelled,
     /// See [`Error::Actor`].
@@ -230,6 +253,7 @@ const KINDS: &[(ErrorKind, &str)] = &[
     (ErrorKind::Fenced, "fenced"),
     (ErrorKind::NoQuorum, "no_quorum"),
     (ErrorKind::Overloaded, "overloaded"),
+    (ErrorKind::Reentrant, "reentrant_call"),
     (ErrorKind::Cancelled, "cancelled"),
     (ErrorKind::Actor, "actor_error"),
     (ErrorKind::Store, "store"),
@@ -298,6 +322,7 @@ impl Error {
             Error::Fenced { .. } => ErrorKind::Fenced,
             Error::NoQuorum { .. } => ErrorKind::NoQuorum,
             Error::Overloaded(_) => ErrorKind::Overloaded,
+            Error::Reentrant { .. } => ErrorKind::Reentrant,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::Actor(_) => ErrorKind::Actor,
             Error::Store(_) => ErrorKind::Store,

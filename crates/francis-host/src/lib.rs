@@ -30,6 +30,7 @@
 //! ```
 
 mod alarms;
+mod chain;
 mod clock;
 mod config;
 mod error;

@@ -11,10 +11,11 @@ use crate::replica::RaftHandler;
 use francis_core::{
     ActorRef, Envelope, Error, SetStateOptions, validate_alarm_name, validate_method,
 };
-use francis_transport::proto::{Invoke, Request, Response, TurnKind, request, response};
+use francis_transport::proto::{ChainLink, Invoke, Request, Response, TurnKind, request, response};
 use francis_transport::{RequestHandler, Transport, TransportConfig, TransportError};
 use tracing::info;
 
+use crate::chain::CallChain;
 use crate::error::HostError;
 use crate::policy::Delivery;
 use crate::runtime::{Caller, HostInner, Op};
@@ -164,6 +165,10 @@ async fn serve_invoke(inner: Arc<HostInner>, invoke: Invoke) -> Result<Option<En
     inner.check_serving()?;
     let request_id = invoke.request_id.clone();
     let op = from_wire(invoke)?;
+    if let Op::Invoke { chain, .. } | Op::Peek { chain, .. } = &op {
+        // The caller checks this too; a call from a host that did not is refused here.
+        chain.check(&actor)?;
+    }
     HostService::new(inner)
         .call_local(&actor, op, request_id, Caller::Peer)
         .await
@@ -172,9 +177,24 @@ async fn serve_invoke(inner: Arc<HostInner>, invoke: Invoke) -> Result<Option<En
 
 /// The wire form of a turn.
 pub(crate) fn to_wire(actor: &ActorRef, op: Op, request_id: String) -> Invoke {
+    let mut call_chain = Vec::new();
     let (kind, method, payload, read_only, ttl_ms) = match op {
-        Op::Invoke { method, data } => (TurnKind::Invoke, method, data, false, None),
-        Op::Peek { method, data } => (TurnKind::Invoke, method, data, true, None),
+        Op::Invoke {
+            method,
+            data,
+            chain,
+        } => {
+            call_chain = chain_to_wire(&chain);
+            (TurnKind::Invoke, method, data, false, None)
+        }
+        Op::Peek {
+            method,
+            data,
+            chain,
+        } => {
+            call_chain = chain_to_wire(&chain);
+            (TurnKind::Invoke, method, data, true, None)
+        }
         Op::Alarm { name, data } => (
             TurnKind::Alarm,
             name,
@@ -208,7 +228,27 @@ pub(crate) fn to_wire(actor: &ActorRef, op: Op, request_id: String) -> Invoke {
         read_only,
         kind: kind as i32,
         ttl_ms,
+        call_chain,
     }
+}
+
+fn chain_to_wire(chain: &CallChain) -> Vec<ChainLink> {
+    chain
+        .links()
+        .iter()
+        .map(|a| ChainLink {
+            actor_type: a.actor_type().to_owned(),
+            actor_id: a.actor_id().to_owned(),
+        })
+        .collect()
+}
+
+fn chain_from_wire(links: Vec<ChainLink>) -> Result<CallChain, Error> {
+    links
+        .into_iter()
+        .map(|l| ActorRef::new(l.actor_type, l.actor_id))
+        .collect::<Result<Vec<_>, _>>()
+        .map(CallChain::from_links)
 }
 
 /// A turn from its wire form; user-facing checks (method names) apply to invocations only.
@@ -220,15 +260,18 @@ fn from_wire(invoke: Invoke) -> Result<Op, Error> {
     Ok(match kind {
         TurnKind::Invoke => {
             validate_method(&invoke.method)?;
+            let chain = chain_from_wire(invoke.call_chain)?;
             if invoke.read_only {
                 Op::Peek {
                     method: invoke.method,
                     data,
+                    chain,
                 }
             } else {
                 Op::Invoke {
                     method: invoke.method,
                     data,
+                    chain,
                 }
             }
         }

@@ -280,8 +280,43 @@ pub fn check_payload_size(len: usize, max: usize) -> Result<(), francis_core::Er
     Ok(())
 }
 
+/// Refuses a call to `target` from a turn whose call chain is `chain` (first caller first)
+/// when `target` is already in it: its turn is waiting for this call, so this call's turn
+/// could never start. [`Error::Reentrant`](francis_core::Error::Reentrant) names the chain.
+pub fn check_reentry(
+    chain: &[francis_core::ActorRef],
+    target: &francis_core::ActorRef,
+) -> Result<(), francis_core::Error> {
+    if chain.contains(target) {
+        return Err(francis_core::Error::Reentrant {
+            actor: target.clone(),
+            chain: chain.to_vec(),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_call_back_into_the_chain_is_refused_naming_it() {
+        let a = francis_core::ActorRef::new("counter", "c1").unwrap();
+        let b = francis_core::ActorRef::new("forwarder", "f1").unwrap();
+        let c = francis_core::ActorRef::new("counter", "c2").unwrap();
+        assert!(super::check_reentry(&[], &a).is_ok());
+        assert!(super::check_reentry(&[a.clone(), b.clone()], &c).is_ok());
+        let err = super::check_reentry(&[a.clone(), b.clone()], &a).unwrap_err();
+        assert_eq!(err.kind(), francis_core::ErrorKind::Reentrant);
+        assert_eq!(err.code(), "reentrant_call");
+        assert!(!err.is_retryable());
+        assert_eq!(
+            err.to_string(),
+            "call to counter/c1 would re-enter it: call chain counter/c1 -> forwarder/f1 -> counter/c1"
+        );
+        // An actor calling itself is re-entry too.
+        assert!(super::check_reentry(std::slice::from_ref(&b), &b).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::chain::{CallChain, ChainedService};
 use crate::config::{ActorOptions, HostTimings};
 use crate::events::{DeactivationReason, HostEvent};
 use crate::policy::{RequestMemory, fence_after, must_fence, remembers_request};
@@ -92,10 +93,13 @@ pub(crate) enum Op {
     Invoke {
         method: String,
         data: Envelope,
+        /// The actors this call passed through.
+        chain: CallChain,
     },
     Peek {
         method: String,
         data: Envelope,
+        chain: CallChain,
     },
     Alarm {
         name: String,
@@ -111,6 +115,14 @@ pub(crate) enum Op {
 impl Op {
     fn read_only(&self) -> bool {
         matches!(self, Op::Peek { .. })
+    }
+
+    /// The call chain of the calls this turn makes: the caller's chain, then `actor`.
+    fn chain_for(&self, actor: &ActorRef) -> CallChain {
+        match self {
+            Op::Invoke { chain, .. } | Op::Peek { chain, .. } => chain.then(actor),
+            _ => CallChain::default().then(actor),
+        }
     }
 }
 
@@ -393,6 +405,10 @@ impl HostInner {
         let act2 = act.clone();
         let handle = tokio::spawn(async move {
             let halt = Arc::new(AtomicBool::new(false));
+            let service: Service = Arc::new(ChainedService::new(
+                HostService::new(inner.clone()),
+                op.chain_for(&act2.actor),
+            ));
             let ctx = ActorContext::new(ContextParts {
                 actor: act2.actor.clone(),
                 request_id,
@@ -400,7 +416,7 @@ impl HostInner {
                 read_only: op.read_only(),
                 halt: halt.clone(),
                 state: act2.store.clone(),
-                service: act2.service.clone(),
+                service,
             });
             let turn = AssertUnwindSafe(run_op(guard, &ctx, &act2, op))
                 .catch_unwind()
@@ -620,7 +636,9 @@ async fn run_op(
     match guard {
         TurnGuard::Shared(g) => {
             let result = match (&*g, op) {
-                (Some(actor), Op::Peek { method, data }) => actor.peek(ctx, &method, data).await,
+                (Some(actor), Op::Peek { method, data, .. }) => {
+                    actor.peek(ctx, &method, data).await
+                }
                 _ => Err(Error::ActorNotActive(act.actor.clone())),
             };
             (result, TurnGuard::Shared(g))
@@ -628,7 +646,7 @@ async fn run_op(
         TurnGuard::Exclusive(mut g) => {
             let result = match (&mut *g, op) {
                 (None, _) => Err(Error::ActorNotActive(act.actor.clone())),
-                (Some(actor), Op::Invoke { method, data }) => {
+                (Some(actor), Op::Invoke { method, data, .. }) => {
                     actor.invoke(ctx, &method, data).await
                 }
                 (Some(actor), Op::Alarm { name, data }) => {
@@ -642,7 +660,9 @@ async fn run_op(
                     use francis_core::ActivationState;
                     act.store.clear().await.map(|()| None)
                 }
-                (Some(actor), Op::Peek { method, data }) => actor.peek(ctx, &method, data).await,
+                (Some(actor), Op::Peek { method, data, .. }) => {
+                    actor.peek(ctx, &method, data).await
+                }
             };
             (result, TurnGuard::Exclusive(g))
         }

@@ -11,6 +11,7 @@ use francis_core::{
 use francis_store::Fence;
 use francis_store::Placement;
 
+use crate::chain::CallChain;
 use crate::events::DeactivationReason;
 use crate::policy::{Delivery, RouteRetry, route_retry};
 use crate::routing::Route;
@@ -179,6 +180,28 @@ impl HostService {
         })
     }
 
+    /// Checks and runs an invocation (`read_only`: a peek) made from a turn whose calls carry
+    /// `chain`, routed to the actor's owner. A call back into the chain is refused at once.
+    pub(crate) async fn dispatch_in_chain(
+        &self,
+        actor: &ActorRef,
+        method: &str,
+        data: Envelope,
+        read_only: bool,
+        chain: &CallChain,
+    ) -> Result<Invoked, Error> {
+        chain.check(actor)?;
+        self.dispatch(
+            actor,
+            method,
+            data,
+            read_only,
+            new_request_id(),
+            chain.clone(),
+        )
+        .await
+    }
+
     /// Checks and runs an invocation (`read_only`: a peek), routed to the actor's owner.
     pub(crate) async fn dispatch(
         &self,
@@ -187,6 +210,7 @@ impl HostService {
         data: Envelope,
         read_only: bool,
         request_id: String,
+        chain: CallChain,
     ) -> Result<Invoked, Error> {
         self.check(actor)?;
         validate_method(method)?;
@@ -196,9 +220,17 @@ impl HostService {
         )?;
         let method = method.to_owned();
         let op = if read_only {
-            Op::Peek { method, data }
+            Op::Peek {
+                method,
+                data,
+                chain,
+            }
         } else {
-            Op::Invoke { method, data }
+            Op::Invoke {
+                method,
+                data,
+                chain,
+            }
         };
         self.route_op(actor, op, request_id).await
     }
@@ -210,8 +242,15 @@ impl HostService {
         method: &str,
         data: Envelope,
     ) -> Result<Invoked, Error> {
-        self.dispatch(actor, method, data, false, new_request_id())
-            .await
+        self.dispatch(
+            actor,
+            method,
+            data,
+            false,
+            new_request_id(),
+            CallChain::default(),
+        )
+        .await
     }
 
     /// [`ActorService::peek`], also saying which host ran the actor.
@@ -221,8 +260,15 @@ impl HostService {
         method: &str,
         data: Envelope,
     ) -> Result<Invoked, Error> {
-        self.dispatch(actor, method, data, true, new_request_id())
-            .await
+        self.dispatch(
+            actor,
+            method,
+            data,
+            true,
+            new_request_id(),
+            CallChain::default(),
+        )
+        .await
     }
 
     /// Sends an invocation (`read_only`: a peek) to the host `peer_host_id` at `peer` over the
@@ -251,10 +297,19 @@ impl HostService {
             )
         })?;
         let method = method.to_owned();
+        let chain = CallChain::default();
         let op = if read_only {
-            Op::Peek { method, data }
+            Op::Peek {
+                method,
+                data,
+                chain,
+            }
         } else {
-            Op::Invoke { method, data }
+            Op::Invoke {
+                method,
+                data,
+                chain,
+            }
         };
         let invoke = crate::peer::to_wire(actor, op, new_request_id());
         let output = transport.invoke(peer, peer_host_id, invoke).await?;

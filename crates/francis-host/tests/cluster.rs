@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use francis_core::{ActorService, Envelope};
+use francis_core::{ActorService, Envelope, ErrorKind};
 use francis_host::{ActorOptions, HostEvent, HostService};
 use francis_store::Provider;
 use francis_store_sqlite::{SqliteOptions, SqliteProvider};
@@ -363,4 +363,41 @@ async fn a_call_in_flight_to_an_owner_that_dies_ends_soon_even_without_a_quorum(
     a.stop().await;
     b.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), b.task).await;
+}
+
+/// The call chain travels between hosts: a -> b -> a with a and b owned by different hosts
+/// fails at once with `reentrant_call` (raised where b calls a), and nothing counted; a chain
+/// across the hosts that does not come back runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_back_into_its_chain_across_hosts_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let probe = Arc::new(Probe::default());
+    let h1 = host_on(Arc::new(open(&path).await), probe.clone()).await;
+    let h2 = host_on(Arc::new(open(&path).await), probe.clone()).await;
+    let svc = h1.service();
+    let a = actor_owned_by(&svc, &h1, "ra").await;
+    let b = actor_owned_by(&svc, &h2, "rb").await;
+    // actor_owned_by counted each once.
+    let err = relay(&svc, &a, &[&b, &a], false).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Reentrant, "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("probe/{a} -> probe/{b} -> probe/{a}")),
+        "{err}"
+    );
+    for id in [&a, &b] {
+        let n: i64 = svc
+            .peek(&actor(id), "count", Envelope::null())
+            .await
+            .unwrap()
+            .unwrap()
+            .decode()
+            .unwrap();
+        assert_eq!(n, 1, "{id} counted only by actor_owned_by");
+    }
+    let out = relay(&svc, &a, &[&b], false).await.unwrap().unwrap();
+    assert_eq!(out.decode::<i64>().unwrap(), 2, "b counts once more");
+    h1.stop().await;
+    h2.stop().await;
 }

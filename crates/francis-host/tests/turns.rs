@@ -336,3 +336,43 @@ async fn data_above_the_message_limit_is_refused_even_for_a_local_actor() {
     assert_eq!(increment(&svc, "big").await, 3);
     h.stop().await;
 }
+
+/// A call chain that comes back to an actor already in it (a -> b -> a) fails at once with
+/// `reentrant_call` naming the chain, instead of waiting out the invoke timeout, and the inner
+/// call never runs; peeks, self-calls and outside state writes are refused alike; a chain that
+/// does not come back runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_back_into_its_own_chain_is_refused_at_once() {
+    let h = memory_host(options()).await;
+    let svc = h.service();
+    let err = relay(&svc, "a", &["b", "a"], false).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Reentrant, "{err}");
+    assert!(!err.is_retryable());
+    assert!(
+        err.to_string().contains("probe/a -> probe/b -> probe/a"),
+        "{err}"
+    );
+    // The inner call never ran: nobody counted.
+    for id in ["a", "b"] {
+        let n: i64 = svc
+            .peek(&actor(id), "count", Envelope::null())
+            .await
+            .unwrap()
+            .unwrap()
+            .decode()
+            .unwrap();
+        assert_eq!(n, 0, "{id} was not counted");
+    }
+    // A peek back into the chain waits on the same turn: refused too.
+    let err = relay(&svc, "a", &["b", "a"], true).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Reentrant, "{err}");
+    // An actor calling itself.
+    let err = relay(&svc, "a", &["a"], false).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Reentrant, "{err}");
+    // A chain that does not come back runs: c counts once.
+    let out = relay(&svc, "a", &["b", "c"], false).await.unwrap().unwrap();
+    assert_eq!(out.decode::<i64>().unwrap(), 1);
+    // Outside the chain, the same actors serve as before.
+    assert_eq!(increment(&svc, "a").await, 1);
+    h.stop().await;
+}

@@ -57,7 +57,7 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
         | ErrorKind::AlarmNotFound
         | ErrorKind::ActorNotHosted
         | ErrorKind::ActorNotActive => StatusCode::NOT_FOUND,
-        ErrorKind::ReadOnly => StatusCode::CONFLICT,
+        ErrorKind::ReadOnly | ErrorKind::Reentrant => StatusCode::CONFLICT,
         ErrorKind::NoHost
         | ErrorKind::ShuttingDown
         | ErrorKind::HostUnavailable

@@ -100,6 +100,33 @@ impl Probe {
     }
 }
 
+/// The argument of the probe's `relay` method.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Relay {
+    /// The probes to call, in order.
+    pub hops: Vec<String>,
+    /// Peek the last one's count instead of calling it.
+    #[serde(default)]
+    pub peek: bool,
+}
+
+/// Starts `relay` on probe `first` through `svc`, with `hops` after it.
+pub async fn relay(
+    svc: &francis_host::HostService,
+    first: &str,
+    hops: &[&str],
+    peek: bool,
+) -> Result<Option<Envelope>, Error> {
+    use francis_core::ActorService;
+    let hops = hops.iter().map(|h| h.to_string()).collect();
+    svc.invoke(
+        &actor(first),
+        "relay",
+        Envelope::encode(&Relay { hops, peek })?,
+    )
+    .await
+}
+
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Count {
     pub n: i64,
@@ -271,6 +298,23 @@ impl ProbeActor {
             "halt-self" => {
                 ctx.halt();
                 Ok(Some(Envelope::encode(&self.state.get(ctx).await?.n)?))
+            }
+            "relay" => {
+                // Calls the next probe of `hops` with the rest (peeking its count when only
+                // one is left and `peek` is set); the last of the chain counts.
+                let Relay { mut hops, peek } = data.decode()?;
+                if hops.is_empty() {
+                    let mut c = self.state.get(ctx).await?;
+                    c.n += 1;
+                    self.state.set(ctx, c.clone()).await?;
+                    return Ok(Some(Envelope::encode(&c.n)?));
+                }
+                let next = actor(&hops.remove(0));
+                if peek && hops.is_empty() {
+                    return ctx.service().peek(&next, "count", Envelope::null()).await;
+                }
+                let rest = Envelope::encode(&Relay { hops, peek })?;
+                ctx.service().invoke(&next, "relay", rest).await
             }
             "fail" => Err(Error::actor("the actor said no")),
             "panic" => panic!("probe panicked on purpose"),
