@@ -10,48 +10,73 @@ use francis_core::{
     StatePage,
 };
 
-use crate::service::HostService;
+use crate::service::{HostService, new_request_id};
 
-/// The actors a call passed through, first caller first. Empty for a call from outside any
-/// turn. Cheap to clone.
+/// The actors a call passed through, first caller first. Empty (and allocation-free) for a
+/// call from outside any turn. Cheap to clone.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct CallChain(Arc<[ActorRef]>);
+pub(crate) struct CallChain(Option<Arc<[ActorRef]>>);
 
 impl CallChain {
-    /// The chain of the calls a turn of `actor` makes: this chain, then `actor`.
+    /// This chain, then `actor`: the chain of the calls a turn of `actor` makes.
     pub(crate) fn then(&self, actor: &ActorRef) -> CallChain {
-        let mut links = self.0.to_vec();
+        let mut links = self.links().to_vec();
         links.push(actor.clone());
-        CallChain(links.into())
+        CallChain::from_links(links)
     }
 
     /// The actors, first caller first.
     pub(crate) fn links(&self) -> &[ActorRef] {
-        &self.0
+        self.0.as_deref().unwrap_or(&[])
+    }
+
+    /// Whether no actor is in it.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.links().is_empty()
     }
 
     /// A chain from its links.
     pub(crate) fn from_links(links: Vec<ActorRef>) -> CallChain {
-        CallChain(links.into())
+        CallChain((!links.is_empty()).then(|| links.into()))
     }
 
     /// Refuses a call to `target` that would re-enter an actor of this chain.
     pub(crate) fn check(&self, target: &ActorRef) -> Result<(), Error> {
-        crate::policy::check_reentry(&self.0, target)
+        crate::policy::check_reentry(self.links(), target)
     }
 }
 
-/// The service a turn hands its actor: every call it makes carries the turn's call chain.
+/// The service an actor's turns use: every call it makes carries the chain of the call that
+/// asked for the turn, then the actor itself.
 #[derive(Debug)]
 pub(crate) struct ChainedService {
     host: HostService,
-    chain: CallChain,
+    /// The chain of the call the turn serves (empty outside one).
+    incoming: CallChain,
+    actor: ActorRef,
 }
 
 impl ChainedService {
-    /// The service for a turn whose calls carry `chain`.
-    pub(crate) fn new(host: HostService, chain: CallChain) -> Self {
-        ChainedService { host, chain }
+    /// The service of a turn of `actor` serving a call whose chain is `incoming`.
+    pub(crate) fn new(host: HostService, incoming: CallChain, actor: ActorRef) -> Self {
+        ChainedService {
+            host,
+            incoming,
+            actor,
+        }
+    }
+
+    /// Refuses a call to `target` that would re-enter this turn's chain, itself included.
+    fn check(&self, target: &ActorRef) -> Result<(), Error> {
+        if *target == self.actor {
+            return self.outgoing().check(target);
+        }
+        self.incoming.check(target)
+    }
+
+    /// The chain this turn's calls carry.
+    fn outgoing(&self) -> CallChain {
+        self.incoming.then(&self.actor)
     }
 }
 
@@ -63,8 +88,16 @@ impl ActorService for ChainedService {
         method: &str,
         data: Envelope,
     ) -> Result<Option<Envelope>, Error> {
+        self.check(actor)?;
         self.host
-            .dispatch_in_chain(actor, method, data, false, &self.chain)
+            .dispatch(
+                actor,
+                method,
+                data,
+                false,
+                new_request_id(),
+                self.outgoing(),
+            )
             .await
             .map(|i| i.output)
     }
@@ -75,8 +108,9 @@ impl ActorService for ChainedService {
         method: &str,
         data: Envelope,
     ) -> Result<Option<Envelope>, Error> {
+        self.check(actor)?;
         self.host
-            .dispatch_in_chain(actor, method, data, true, &self.chain)
+            .dispatch(actor, method, data, true, new_request_id(), self.outgoing())
             .await
             .map(|i| i.output)
     }
@@ -92,12 +126,12 @@ impl ActorService for ChainedService {
         options: SetStateOptions,
     ) -> Result<(), Error> {
         // A write from outside runs as a turn of that actor: it too would wait on the chain.
-        self.chain.check(actor)?;
+        self.check(actor)?;
         self.host.set_state(actor, value, options).await
     }
 
     async fn delete_state(&self, actor: &ActorRef) -> Result<(), Error> {
-        self.chain.check(actor)?;
+        self.check(actor)?;
         self.host.delete_state(actor).await
     }
 

@@ -117,11 +117,11 @@ impl Op {
         matches!(self, Op::Peek { .. })
     }
 
-    /// The call chain of the calls this turn makes: the caller's chain, then `actor`.
-    fn chain_for(&self, actor: &ActorRef) -> CallChain {
+    /// The chain of the call that asked for this turn (none for the host's own turns).
+    fn caller_chain(&self) -> Option<&CallChain> {
         match self {
-            Op::Invoke { chain, .. } | Op::Peek { chain, .. } => chain.then(actor),
-            _ => CallChain::default().then(actor),
+            Op::Invoke { chain, .. } | Op::Peek { chain, .. } => Some(chain),
+            _ => None,
         }
     }
 }
@@ -405,10 +405,14 @@ impl HostInner {
         let act2 = act.clone();
         let handle = tokio::spawn(async move {
             let halt = Arc::new(AtomicBool::new(false));
-            let service: Service = Arc::new(ChainedService::new(
-                HostService::new(inner.clone()),
-                op.chain_for(&act2.actor),
-            ));
+            let service: Service = match op.caller_chain() {
+                Some(chain) if !chain.is_empty() => Arc::new(ChainedService::new(
+                    HostService::new(inner.clone()),
+                    chain.clone(),
+                    act2.actor.clone(),
+                )),
+                _ => act2.service.clone(),
+            };
             let ctx = ActorContext::new(ContextParts {
                 actor: act2.actor.clone(),
                 request_id,
@@ -512,7 +516,13 @@ impl HostInner {
         if placement.host_id != host_id {
             return Err(Error::ActorNotHosted(actor.clone()));
         }
-        let service: Service = Arc::new(HostService::new(self.clone()));
+        // Calls made outside a chain (from a turn called from outside any turn, an alarm, the
+        // factory, deactivation) start one at this actor; a turn with a caller chain gets its own.
+        let service: Service = Arc::new(ChainedService::new(
+            HostService::new(self.clone()),
+            CallChain::default(),
+            actor.clone(),
+        ));
         let instance = (ty.factory)(ActorInit {
             actor: actor.clone(),
             service: service.clone(),

@@ -180,28 +180,6 @@ impl HostService {
         })
     }
 
-    /// Checks and runs an invocation (`read_only`: a peek) made from a turn whose calls carry
-    /// `chain`, routed to the actor's owner. A call back into the chain is refused at once.
-    pub(crate) async fn dispatch_in_chain(
-        &self,
-        actor: &ActorRef,
-        method: &str,
-        data: Envelope,
-        read_only: bool,
-        chain: &CallChain,
-    ) -> Result<Invoked, Error> {
-        chain.check(actor)?;
-        self.dispatch(
-            actor,
-            method,
-            data,
-            read_only,
-            new_request_id(),
-            chain.clone(),
-        )
-        .await
-    }
-
     /// Checks and runs an invocation (`read_only`: a peek), routed to the actor's owner.
     pub(crate) async fn dispatch(
         &self,
@@ -527,7 +505,7 @@ impl ActorService for HostService {
 
 /// A random (v4) UUID from the thread-local generator: one per call, so it must not cost a
 /// `getrandom` system call each time (`Uuid::new_v4` does; it showed in `invoke-local`'s profile).
-fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     uuid::Builder::from_random_bytes(rand::random())
         .into_uuid()
         .to_string()
