@@ -66,17 +66,12 @@ impl ChainedService {
         }
     }
 
-    /// Refuses a call to `target` that would re-enter this turn's chain, itself included.
-    fn check(&self, target: &ActorRef) -> Result<(), Error> {
-        if *target == self.actor {
-            return self.outgoing().check(target);
-        }
-        self.incoming.check(target)
-    }
-
-    /// The chain this turn's calls carry.
-    fn outgoing(&self) -> CallChain {
-        self.incoming.then(&self.actor)
+    /// The chain a call to `target` from this turn carries: the incoming chain, then this
+    /// actor. Refused when `target` is already in it (this actor included).
+    fn chain_to(&self, target: &ActorRef) -> Result<CallChain, Error> {
+        let chain = self.incoming.then(&self.actor);
+        chain.check(target)?;
+        Ok(chain)
     }
 }
 
@@ -88,16 +83,9 @@ impl ActorService for ChainedService {
         method: &str,
         data: Envelope,
     ) -> Result<Option<Envelope>, Error> {
-        self.check(actor)?;
+        let chain = self.chain_to(actor)?;
         self.host
-            .dispatch(
-                actor,
-                method,
-                data,
-                false,
-                new_request_id(),
-                self.outgoing(),
-            )
+            .dispatch(actor, method, data, false, new_request_id(), chain)
             .await
             .map(|i| i.output)
     }
@@ -108,9 +96,9 @@ impl ActorService for ChainedService {
         method: &str,
         data: Envelope,
     ) -> Result<Option<Envelope>, Error> {
-        self.check(actor)?;
+        let chain = self.chain_to(actor)?;
         self.host
-            .dispatch(actor, method, data, true, new_request_id(), self.outgoing())
+            .dispatch(actor, method, data, true, new_request_id(), chain)
             .await
             .map(|i| i.output)
     }
@@ -126,12 +114,12 @@ impl ActorService for ChainedService {
         options: SetStateOptions,
     ) -> Result<(), Error> {
         // A write from outside runs as a turn of that actor: it too would wait on the chain.
-        self.check(actor)?;
+        self.chain_to(actor)?;
         self.host.set_state(actor, value, options).await
     }
 
     async fn delete_state(&self, actor: &ActorRef) -> Result<(), Error> {
-        self.check(actor)?;
+        self.chain_to(actor)?;
         self.host.delete_state(actor).await
     }
 

@@ -254,7 +254,26 @@ impl RawPeer {
         method: &str,
         request_id: &str,
     ) -> impl std::future::Future<Output = Result<Option<i64>, francis_core::Error>> + 'static {
-        use francis_transport::proto::{Invoke, TurnKind};
+        self.invoke_in_chain(owner, id, method, request_id, &[])
+    }
+
+    /// [`RawPeer::invoke`] as a call from a turn whose call chain holds the probes `chain`.
+    fn invoke_in_chain(
+        &self,
+        owner: &TestHost,
+        id: &str,
+        method: &str,
+        request_id: &str,
+        chain: &[&str],
+    ) -> impl std::future::Future<Output = Result<Option<i64>, francis_core::Error>> + 'static {
+        use francis_transport::proto::{ChainLink, Invoke, TurnKind};
+        let call_chain = chain
+            .iter()
+            .map(|c| ChainLink {
+                actor_type: TYPE.to_owned(),
+                actor_id: (*c).to_owned(),
+            })
+            .collect();
         let transport = self.0.clone();
         let addr: SocketAddr = owner.host.address().parse().unwrap();
         let owner_id = owner.host.host_id();
@@ -267,6 +286,7 @@ impl RawPeer {
             read_only: false,
             kind: TurnKind::Invoke as i32,
             ttl_ms: None,
+            call_chain,
         };
         async move {
             let out = transport.invoke(addr, &owner_id, invoke).await?;
@@ -384,6 +404,31 @@ async fn a_resend_after_a_lost_answer_gets_the_first_result() {
     .await;
     assert_eq!(resend.await.unwrap().unwrap(), Some(1));
     assert_eq!(increment(&a.service(), "x").await, 2);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The owner checks the call chain too: a call that arrives from a peer with the target
+/// already in its chain is refused with `reentrant_call` and does not run; the same call with
+/// a chain that does not hold the target runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_refuses_a_call_whose_chain_holds_its_target() {
+    let (a, b, _) = pair().await;
+    let raw = RawPeer::start();
+    let err = raw
+        .invoke_in_chain(&b, "y", "increment", "req-chain-1", &["w", "y"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), francis_core::ErrorKind::Reentrant, "{err}");
+    assert!(
+        err.to_string().contains("probe/w -> probe/y -> probe/y"),
+        "{err}"
+    );
+    let ran = raw
+        .invoke_in_chain(&b, "y", "increment", "req-chain-2", &["w"])
+        .await
+        .unwrap();
+    assert_eq!(ran, Some(1), "the refused call did not count");
     a.stop().await;
     b.stop().await;
 }

@@ -429,6 +429,7 @@ mod tests {
             (K::MethodNotImplemented, 404),
             (K::NoHost, 503),
             (K::ReadOnly, 409),
+            (K::Reentrant, 409),
             (K::InvalidReference, 400),
             (K::InvalidArgument, 400),
             (K::Decode, 400),
