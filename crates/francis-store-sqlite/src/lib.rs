@@ -3,6 +3,7 @@
 mod error;
 mod migrate;
 mod ops;
+mod policy;
 mod replica;
 mod writer;
 
@@ -15,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -166,13 +167,11 @@ impl SqliteProvider {
                 };
                 SqliteConnectOptions::from_str(&url)?
             } else if text.starts_with("sqlite:") {
-                SqliteConnectOptions::from_str(&text)?
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .create_if_missing(true)
+                SqliteConnectOptions::from_str(&text)?.create_if_missing(true)
             } else {
+                // WAL is switched on below, not here: see `use_wal`.
                 SqliteConnectOptions::new()
                     .filename(path)
-                    .journal_mode(SqliteJournalMode::Wal)
                     .create_if_missing(true)
             };
             let connect = base
@@ -195,6 +194,9 @@ impl SqliteProvider {
                 .await?;
             {
                 let mut conn = write_pool.acquire().await?;
+                if !memory {
+                    use_wal(&mut conn, options.busy_timeout).await?;
+                }
                 migrate::migrate(&mut conn, migrate::MIGRATIONS).await?;
                 sqlx::raw_sql(replica::CREATE_META)
                     .execute(&mut *conn)
@@ -308,6 +310,45 @@ impl SqliteProvider {
     #[cfg(test)]
     pub(crate) fn write_pool(&self) -> &SqlitePool {
         &self.write_pool
+    }
+}
+
+/// Puts the file in WAL mode (a property of the file: once set, every connection uses it).
+///
+/// Switching needs the file to itself, and SQLite does not wait for that with the busy
+/// timeout: two processes opening a new file at once would see "database is locked". So the
+/// mode is read first (WAL already: nothing to do, no lock taken), and a busy switch is tried
+/// again ([`policy::wal_retry_delay`]) until `budget` is spent.
+async fn use_wal(conn: &mut SqliteConnection, budget: Duration) -> Result<()> {
+    let started = tokio::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await?;
+        if mode.eq_ignore_ascii_case("wal") {
+            return Ok(());
+        }
+        let switched: std::result::Result<String, sqlx::Error> =
+            sqlx::query_scalar("PRAGMA journal_mode = WAL")
+                .fetch_one(&mut *conn)
+                .await;
+        match switched {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+            // Another connection holds the file (it reports the old mode, or "locked").
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.message().contains("locked") => {}
+            Err(e) => return Err(e.into()),
+        }
+        attempt += 1;
+        if started.elapsed() >= budget {
+            return Err(StoreError::Unavailable(format!(
+                "cannot switch the database to WAL mode: another connection kept it locked for \
+                 {budget:?}"
+            ))
+            .into());
+        }
+        tokio::time::sleep(policy::wal_retry_delay(attempt)).await;
     }
 }
 

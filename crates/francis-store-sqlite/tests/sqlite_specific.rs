@@ -23,6 +23,46 @@ async fn open(path: &Path) -> SqliteProvider {
         .expect("open")
 }
 
+/// Providers opening one new file at the same moment (as the processes of a cluster starting
+/// together do) all open it: switching to WAL mode is not waited for by SQLite's busy timeout,
+/// so the provider retries it; every one then works on the one file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_opening_a_new_file_at_once_all_open_it() {
+    for round in 0..8 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("together{round}.db"));
+        let opens: Vec<_> = (0..12)
+            .map(|_| {
+                let path = path.clone();
+                tokio::spawn(
+                    async move { SqliteProvider::open(&path, SqliteOptions::default()).await },
+                )
+            })
+            .collect();
+        let mut providers = Vec::new();
+        for o in opens {
+            providers.push(o.await.unwrap().expect("every concurrent open succeeds"));
+        }
+        for (i, p) in providers.iter().enumerate() {
+            register(p, &format!("h{i}"), &["t"], at(0)).await;
+        }
+        let hosts = providers[0].live_hosts(at(0), TTL).await.unwrap();
+        assert_eq!(
+            hosts.len(),
+            providers.len(),
+            "one file holds every registration"
+        );
+        for p in providers {
+            p.close().await;
+        }
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut raw(&path).await)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+}
+
 #[tokio::test]
 async fn creates_a_missing_file_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();

@@ -204,6 +204,6 @@ mod tests {
             );
             rows += 1;
         }
-        assert_eq!(rows, 26, "every ErrorKind has one row");
+        assert_eq!(rows, 27, "every ErrorKind has one row");
     }
 }
