@@ -100,7 +100,9 @@ pub type ActorFactory = Arc<dyn Fn(ActorInit) -> Box<dyn Actor> + Send + Sync>;
 /// The durable state and alarms of one activation, as the runtime exposes them to its turns.
 ///
 /// Implemented by the host. Every write carries the activation's placement epoch, so a write
-/// from an activation that lost its placement is refused with [`Error::Fenced`].
+/// from an activation that lost its placement is refused with [`Error::Fenced`]. Applications
+/// use [`crate::Client`] instead; this is the runtime's side of it.
+#[doc(hidden)]
 #[async_trait]
 pub trait ActivationState: Send + Sync + 'static {
     /// Reads the actor's state from the store (`None` when there is none or it expired). The
@@ -119,7 +121,9 @@ pub trait ActivationState: Send + Sync + 'static {
     fn generation(&self) -> u64;
 }
 
-/// The parts the runtime assembles into an [`ActorContext`].
+/// The parts the runtime assembles into an [`ActorContext`] (the runtime's, not for
+/// applications).
+#[doc(hidden)]
 #[allow(missing_debug_implementations)]
 pub struct ContextParts {
     /// The actor running the turn.
@@ -154,7 +158,8 @@ impl std::fmt::Debug for ActorContext {
 }
 
 impl ActorContext {
-    /// Assembles a context (the runtime does this for every turn).
+    /// Assembles a context (the runtime does this for every turn; not for applications).
+    #[doc(hidden)]
     pub fn new(parts: ContextParts) -> Self {
         ActorContext { parts }
     }
@@ -204,7 +209,8 @@ impl ActorContext {
         &self.parts.service
     }
 
-    /// The activation's state and alarms (used by [`crate::Client`]).
+    /// The activation's state and alarms (used by [`crate::Client`]; not for applications).
+    #[doc(hidden)]
     pub fn activation(&self) -> &Arc<dyn ActivationState> {
         &self.parts.state
     }

@@ -66,6 +66,21 @@ impl ChainedService {
         }
     }
 
+    /// Calls `method` of `actor` (`read_only`: a peek), carrying this turn's chain.
+    async fn call(
+        &self,
+        actor: &ActorRef,
+        method: &str,
+        data: Envelope,
+        read_only: bool,
+    ) -> Result<Option<Envelope>, Error> {
+        let chain = self.chain_to(actor)?;
+        self.host
+            .dispatch(actor, method, data, read_only, new_request_id(), chain)
+            .await
+            .map(|i| i.output)
+    }
+
     /// The chain a call to `target` from this turn carries: the incoming chain, then this
     /// actor. Refused when `target` is already in it (this actor included).
     fn chain_to(&self, target: &ActorRef) -> Result<CallChain, Error> {
@@ -83,11 +98,7 @@ impl ActorService for ChainedService {
         method: &str,
         data: Envelope,
     ) -> Result<Option<Envelope>, Error> {
-        let chain = self.chain_to(actor)?;
-        self.host
-            .dispatch(actor, method, data, false, new_request_id(), chain)
-            .await
-            .map(|i| i.output)
+        self.call(actor, method, data, false).await
     }
 
     async fn peek(
@@ -96,11 +107,7 @@ impl ActorService for ChainedService {
         method: &str,
         data: Envelope,
     ) -> Result<Option<Envelope>, Error> {
-        let chain = self.chain_to(actor)?;
-        self.host
-            .dispatch(actor, method, data, true, new_request_id(), chain)
-            .await
-            .map(|i| i.output)
+        self.call(actor, method, data, true).await
     }
 
     async fn get_state(&self, actor: &ActorRef) -> Result<Envelope, Error> {

@@ -37,7 +37,7 @@ mod error;
 mod events;
 mod host;
 mod peer;
-pub mod policy;
+mod policy;
 mod replica;
 mod requests;
 mod routing;

@@ -170,7 +170,7 @@ async fn serve_invoke(inner: Arc<HostInner>, invoke: Invoke) -> Result<Option<En
         chain.check(&actor)?;
     }
     HostService::new(inner)
-        .call_local(&actor, op, request_id, Caller::Peer)
+        .call_local(&actor, op, request_id, Caller::Peer, None)
         .await
         .map(|invoked| invoked.output)
 }
@@ -178,22 +178,20 @@ async fn serve_invoke(inner: Arc<HostInner>, invoke: Invoke) -> Result<Option<En
 /// The wire form of a turn.
 pub(crate) fn to_wire(actor: &ActorRef, op: Op, request_id: String) -> Invoke {
     let mut call_chain = Vec::new();
+    let peek = op.read_only();
     let (kind, method, payload, read_only, ttl_ms) = match op {
         Op::Invoke {
             method,
             data,
             chain,
-        } => {
-            call_chain = chain_to_wire(&chain);
-            (TurnKind::Invoke, method, data, false, None)
         }
-        Op::Peek {
+        | Op::Peek {
             method,
             data,
             chain,
         } => {
             call_chain = chain_to_wire(&chain);
-            (TurnKind::Invoke, method, data, true, None)
+            (TurnKind::Invoke, method, data, peek, None)
         }
         Op::Alarm { name, data } => (
             TurnKind::Alarm,

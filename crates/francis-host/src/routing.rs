@@ -37,8 +37,9 @@ pub(crate) struct Router {
 
 /// Where a call goes.
 pub(crate) enum Route {
-    /// Run it on this host.
-    Local,
+    /// Run it on this host; with the placement routing just claimed for this host, when it
+    /// claimed one, which the activation then uses instead of claiming again.
+    Local(Option<Placement>),
     /// Send it to the owner.
     Remote(Placement),
 }
@@ -114,7 +115,7 @@ impl Router {
 /// live hosts serving its type (walking down the ranking when a claim is refused).
 pub(crate) async fn route(inner: &Arc<HostInner>, actor: &ActorRef) -> Result<Route, Error> {
     if inner.active(actor).is_some() {
-        return Ok(Route::Local);
+        return Ok(Route::Local(None));
     }
     let me = inner.host_id();
     let cached = match inner.router.cached(actor) {
@@ -125,27 +126,23 @@ pub(crate) async fn route(inner: &Arc<HostInner>, actor: &ActorRef) -> Result<Ro
         }
         other => other,
     };
-    let placement = match cached {
-        Some(p) => p,
-        None => resolve(inner, actor).await?,
+    let (placement, claimed) = match cached {
+        Some(p) => (p, false),
+        None => (resolve(inner, actor).await?, true),
     };
     if placement.host_id == me {
-        Ok(Route::Local)
+        Ok(Route::Local(claimed.then_some(placement)))
     } else {
         Ok(Route::Remote(placement))
     }
 }
 
+/// The actor's placement, from one claim on the common path: a claim answers the live
+/// placement when there is one (wherever it is), and otherwise places the actor on the
+/// candidate, so no lookup goes first.
 async fn resolve(inner: &Arc<HostInner>, actor: &ActorRef) -> Result<Placement, Error> {
     let store = &inner.store;
     let deadline = inner.timings.health_deadline;
-    if let Some(p) = store
-        .call(store.provider.lookup(actor, store.clock.now(), deadline))
-        .await?
-    {
-        inner.router.remember(p.clone());
-        return Ok(p);
-    }
     let mut fresh = false;
     loop {
         let view = membership(inner, fresh).await?;

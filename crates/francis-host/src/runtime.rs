@@ -11,7 +11,7 @@ use francis_core::{
     Actor, ActorContext, ActorFactory, ActorInit, ActorRef, ContextParts, Envelope, Error, Service,
     SetStateOptions,
 };
-use francis_store::{ClaimRefusal, StoreError};
+use francis_store::{ClaimRefusal, Placement, StoreError};
 use futures::FutureExt;
 use tokio::sync::{OnceCell, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, broadcast, watch};
 use tokio::time::Instant;
@@ -113,7 +113,7 @@ pub(crate) enum Op {
 }
 
 impl Op {
-    fn read_only(&self) -> bool {
+    pub(crate) fn read_only(&self) -> bool {
         matches!(self, Op::Peek { .. })
     }
 
@@ -309,14 +309,16 @@ impl HostInner {
             .collect()
     }
 
-    /// Runs one turn of `op` on the actor's activation here, activating it first if needed.
+    /// Runs one turn of `op` on the actor's activation here, activating it first if needed
+    /// (with `claimed`, the placement routing claimed for this host, when it did).
     pub async fn call(
         self: &Arc<Self>,
         actor: &ActorRef,
         op: Op,
         request_id: String,
+        claimed: Option<Placement>,
     ) -> Result<Option<Envelope>, Error> {
-        self.turn(actor, op, request_id, None).await
+        self.turn(actor, op, request_id, None, claimed).await
     }
 
     /// [`HostInner::call`] for a turn another host sent, which it resends under the same
@@ -329,11 +331,13 @@ impl HostInner {
         request_id: String,
     ) -> Result<Option<Envelope>, Error> {
         if !remembers_request(&request_id, op.read_only()) {
-            return self.call(actor, op, request_id).await;
+            return self.call(actor, op, request_id, None).await;
         }
         loop {
             match self.recent.begin(actor, &request_id) {
-                Begin::Run(ticket) => return self.turn(actor, op, request_id, Some(ticket)).await,
+                Begin::Run(ticket) => {
+                    return self.turn(actor, op, request_id, Some(ticket), None).await;
+                }
                 Begin::Join(first) => {
                     if let Some(outcome) = outcome_of(first).await {
                         return outcome.replay();
@@ -350,10 +354,11 @@ impl HostInner {
         op: Op,
         request_id: String,
         mut ticket: Option<Ticket>,
+        mut claimed: Option<Placement>,
     ) -> Result<Option<Envelope>, Error> {
         let ty = self.type_entry(actor.actor_type())?;
         loop {
-            let act = self.get_or_activate(actor, &ty).await?;
+            let act = self.get_or_activate(actor, &ty, claimed.take()).await?;
             let pending = Pending::new(&act);
             let guard = if op.read_only() {
                 TurnGuard::Shared(act.slot.clone().read_owned().await)
@@ -483,10 +488,11 @@ impl HostInner {
         self: &Arc<Self>,
         actor: &ActorRef,
         ty: &Arc<TypeEntry>,
+        claimed: Option<Placement>,
     ) -> Result<Arc<Activation>, Error> {
         let cell = self.table.entry(actor.clone()).or_default().clone();
         let result = cell
-            .get_or_try_init(|| self.activate(actor, ty))
+            .get_or_try_init(|| self.activate(actor, ty, claimed))
             .await
             .cloned();
         if result.is_err() {
@@ -496,23 +502,31 @@ impl HostInner {
         result
     }
 
+    /// Activates the actor here after an authoritative claim: `claimed` when routing just
+    /// claimed it for this host (one store round trip for a new actor), otherwise its own.
     async fn activate(
         self: &Arc<Self>,
         actor: &ActorRef,
         ty: &Arc<TypeEntry>,
+        claimed: Option<Placement>,
     ) -> Result<Arc<Activation>, Error> {
         self.check_serving()?;
         let host_id = self.host_id();
-        let now = self.store.clock.now();
-        let placement = self
-            .store
-            .call(
+        let placement = match claimed {
+            Some(p) if p.host_id == host_id && &p.actor == actor => p,
+            _ => {
+                let now = self.store.clock.now();
                 self.store
-                    .provider
-                    .claim(actor, &host_id, now, self.timings.health_deadline),
-            )
-            .await
-            .map_err(|e| claim_error(actor, e))?;
+                    .call(self.store.provider.claim(
+                        actor,
+                        &host_id,
+                        now,
+                        self.timings.health_deadline,
+                    ))
+                    .await
+                    .map_err(|e| claim_error(actor, e))?
+            }
+        };
         if placement.host_id != host_id {
             return Err(Error::ActorNotHosted(actor.clone()));
         }

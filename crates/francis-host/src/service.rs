@@ -65,11 +65,12 @@ impl HostService {
         op: Op,
         request_id: String,
         caller: Caller,
+        claimed: Option<Placement>,
     ) -> Result<Invoked, Error> {
         let limit = self.inner.timings.invoke_timeout;
         let call = async {
             match caller {
-                Caller::Here => self.inner.call(actor, op, request_id).await,
+                Caller::Here => self.inner.call(actor, op, request_id, claimed).await,
                 Caller::Peer => self.inner.call_resendable(actor, op, request_id).await,
             }
         };
@@ -105,9 +106,9 @@ impl HostService {
             };
             sent += 1;
             let (result, delivery, owner) = match route {
-                Route::Local => {
+                Route::Local(claimed) => {
                     let result = self
-                        .call_local(actor, op.clone(), request_id.clone(), Caller::Here)
+                        .call_local(actor, op.clone(), request_id.clone(), Caller::Here, claimed)
                         .await;
                     (result, Delivery::Answered, None)
                 }

@@ -387,13 +387,7 @@ async fn a_call_back_into_its_chain_across_hosts_is_refused_at_once() {
         "{err}"
     );
     for id in [&a, &b] {
-        let n: i64 = svc
-            .peek(&actor(id), "count", Envelope::null())
-            .await
-            .unwrap()
-            .unwrap()
-            .decode()
-            .unwrap();
+        let n = peek_count(&svc, id).await;
         assert_eq!(n, 1, "{id} counted only by actor_owned_by");
     }
     let out = relay(&svc, &a, &[&b], false).await.unwrap().unwrap();

@@ -354,14 +354,7 @@ async fn a_call_back_into_its_own_chain_is_refused_at_once() {
     );
     // The inner call never ran: nobody counted.
     for id in ["a", "b"] {
-        let n: i64 = svc
-            .peek(&actor(id), "count", Envelope::null())
-            .await
-            .unwrap()
-            .unwrap()
-            .decode()
-            .unwrap();
-        assert_eq!(n, 0, "{id} was not counted");
+        assert_eq!(peek_count(&svc, id).await, 0, "{id} was not counted");
     }
     // A peek back into the chain waits on the same turn: refused too.
     let err = relay(&svc, "a", &["b", "a"], true).await.unwrap_err();
@@ -374,5 +367,39 @@ async fn a_call_back_into_its_own_chain_is_refused_at_once() {
     assert_eq!(out.decode::<i64>().unwrap(), 1);
     // Outside the chain, the same actors serve as before.
     assert_eq!(increment(&svc, "a").await, 1);
+    h.stop().await;
+}
+
+/// Activating a new actor costs one placement round trip on the common path: routing claims
+/// at once on a cache miss (no lookup first), and the activation uses that claim instead of
+/// claiming again. An actor already active here costs none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_actor_is_placed_and_activated_with_one_claim() {
+    let provider = Arc::new(StallingProvider::new(francis_store::MemoryProvider::new()));
+    let h = start(provider.clone(), options()).await;
+    let svc = h.service();
+    let placement_ops = || {
+        provider
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| matches!(**n, "claim" | "lookup"))
+            .count()
+    };
+    let before = placement_ops();
+    assert_eq!(increment(&svc, "fresh").await, 1);
+    assert_eq!(
+        placement_ops() - before,
+        1,
+        "{:?}",
+        provider.seen.lock().unwrap()
+    );
+    assert_eq!(increment(&svc, "fresh").await, 2);
+    assert_eq!(
+        placement_ops() - before,
+        1,
+        "an active actor needs no claim"
+    );
     h.stop().await;
 }

@@ -127,6 +127,17 @@ pub async fn relay(
     .await
 }
 
+/// Probe `id`'s count, read with a peek through `svc`.
+pub async fn peek_count(svc: &francis_host::HostService, id: &str) -> i64 {
+    use francis_core::ActorService;
+    svc.peek(&actor(id), "count", Envelope::null())
+        .await
+        .unwrap()
+        .unwrap()
+        .decode()
+        .unwrap()
+}
+
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Count {
     pub n: i64,
@@ -475,6 +486,8 @@ pub struct StallingProvider<P> {
     pub frozen_view: Mutex<Option<Vec<HostRecord>>>,
     /// While set, `live_hosts` fails as a store without quorum does.
     pub fail_live_hosts: AtomicBool,
+    /// The name of every operation passed on, in order.
+    pub seen: Mutex<Vec<&'static str>>,
 }
 
 impl<P: Provider> StallingProvider<P> {
@@ -486,6 +499,7 @@ impl<P: Provider> StallingProvider<P> {
             hide_hosts: AtomicUsize::new(0),
             frozen_view: Mutex::new(None),
             fail_live_hosts: AtomicBool::new(false),
+            seen: Mutex::new(Vec::new()),
         }
     }
 
@@ -555,6 +569,7 @@ impl<P: Provider> Provider for StallingProvider<P> {
     }
 
     async fn execute(&self, op: Op) -> StoreResult<Reply> {
+        self.seen.lock().unwrap().push(op.name());
         match self.intercept(&op).await {
             Some(answer) => answer,
             None => self.inner.execute(op).await,
