@@ -50,6 +50,8 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
             }
         } else {
             tokio::select! {
+                // Stopping wins over a timer that is also ready.
+                biased;
                 _ = stop.cancelled() => break,
                 _ = poll.tick() => {}
             }
@@ -64,6 +66,8 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
         let running = in_flight.lock().expect("in-flight lock").len();
         if running >= 4 * timings.alarm_batch_size as usize {
             tokio::select! {
+                // Stopping wins over a timer that is also ready.
+                biased;
                 _ = stop.cancelled() => break,
                 _ = poll.tick() => {}
                 _ = finished.notified() => {}
@@ -167,6 +171,8 @@ async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &Cancellat
         .to_std()
         .unwrap_or_default();
     tokio::select! {
+        // Stopping wins over a timer that is also ready.
+        biased;
         _ = stop.cancelled() => {
             let _ = store.call(store.provider.release_alarm(&lease)).await;
             return;

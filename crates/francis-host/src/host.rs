@@ -532,6 +532,8 @@ async fn heartbeat_loop(inner: Arc<HostInner>, stop: CancellationToken) {
     let mut failures = 0u32;
     loop {
         let woken = tokio::select! {
+            // Stopping wins over a timer that is also ready.
+            biased;
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep_until(next) => false,
             _ = inner.lease_lapsed.notified() => true,
@@ -632,6 +634,8 @@ async fn fence(inner: &Arc<HostInner>, reason: String, stop: &CancellationToken)
             Err(e) => warn!(host = %inner.address, "re-registration failed, will retry: {e}"),
         }
         tokio::select! {
+            // Stopping wins over a timer that is also ready.
+            biased;
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(inner.timings.heartbeat_interval) => {}
         }
@@ -653,6 +657,8 @@ async fn idle_reaper(inner: Arc<HostInner>, stop: CancellationToken) {
     let tick = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     loop {
         tokio::select! {
+            // Stopping wins over a timer that is also ready.
+            biased;
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(tick) => {}
         }
@@ -673,6 +679,8 @@ async fn idle_reaper(inner: Arc<HostInner>, stop: CancellationToken) {
 async fn state_cleanup(inner: Arc<HostInner>, stop: CancellationToken) {
     loop {
         tokio::select! {
+            // Stopping wins over a timer that is also ready.
+            biased;
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(inner.timings.state_cleanup_interval) => {}
         }
