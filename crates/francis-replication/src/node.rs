@@ -441,7 +441,9 @@ impl Node {
     }
 
     /// Runs a forwarded request here, as the leader; `NotLeader` if this node is not it.
-    async fn as_leader(&self, request: Forward, deadline: Instant) -> Answer {
+    /// Runs `request` as the leader. `size` is a write's encoded size when the caller already
+    /// counted it (a write of this node's own); otherwise it is counted here.
+    async fn as_leader(&self, request: Forward, deadline: Instant, size: Option<usize>) -> Answer {
         let remaining = deadline.saturating_duration_since(Instant::now());
         // Taken before the check: a shutdown that began after it waits for this request.
         let _running = self.in_flight.read().await;
@@ -462,7 +464,7 @@ impl Node {
                 if self.lost_quorum() {
                     return Err(self.no_quorum());
                 }
-                let size = crate::command::encoded_len(&op);
+                let size = size.unwrap_or_else(|| crate::command::encoded_len(&op));
                 match tokio::time::timeout(remaining, self.proposer.propose(op, size)).await {
                     Ok(Proposed::Applied(answer)) => answer,
                     Ok(Proposed::NotLeader(leader)) => Err(self.not_leader(leader)),
@@ -572,16 +574,16 @@ impl Node {
     /// is unknown or moving, until the quorum timeout.
     pub(crate) async fn run(&self, request: Forward) -> Answer {
         let budget = self.budget(&request);
-        self.run_within(request, budget).await
+        self.run_within(request, budget, None).await
     }
 
     /// A write of `size` encoded bytes: [`Node::run`] with time to ship it counted in.
     pub(crate) async fn run_write(&self, op: Op, size: usize) -> Answer {
         let budget = rpc_deadline(self.config.quorum_timeout, size);
-        self.run_within(Forward::Op(op), budget).await
+        self.run_within(Forward::Op(op), budget, Some(size)).await
     }
 
-    async fn run_within(&self, request: Forward, budget: Duration) -> Answer {
+    async fn run_within(&self, request: Forward, budget: Duration, size: Option<usize>) -> Answer {
         if self.is_stopping() {
             return Err(WireStoreError::Unavailable(
                 "replication on this node is shutting down".into(),
@@ -599,7 +601,9 @@ impl Node {
                     self.forward(node_id_of(&addr), &addr, &request, deadline)
                         .await
                 }
-                (_, Some(l)) if l == self.id => self.as_leader(request.clone(), deadline).await,
+                (_, Some(l)) if l == self.id => {
+                    self.as_leader(request.clone(), deadline, size).await
+                }
                 (_, Some(l)) => match self.address_of(l) {
                     Some(addr) => self.forward(l, &addr, &request, deadline).await,
                     None => Err(self.not_leader(None)),
@@ -729,7 +733,7 @@ impl Node {
                 Ok(op @ Forward::Op(_)) => {
                     let budget = rpc_deadline(self.config.quorum_timeout, request.payload.len());
                     let deadline = Instant::now() + budget;
-                    encode(&self.as_leader(op, deadline).await)
+                    encode(&self.as_leader(op, deadline, None).await)
                 }
             },
             other => Err(format!("unknown replication request kind {other:?}")),

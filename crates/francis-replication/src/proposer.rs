@@ -21,7 +21,7 @@ use crate::raft::TypeConfig;
 type NodeId = u64;
 
 /// What became of a proposed write.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Proposed {
     /// The log committed it and this node applied it: its result.
     Applied(Answer),
@@ -119,7 +119,7 @@ type Outcome = Result<
 
 /// Tells every write of one entry what became of it.
 fn answer(replies: Vec<oneshot::Sender<Proposed>>, outcome: Outcome) {
-    match outcome {
+    let shared = match outcome {
         Ok(Ok(response)) => {
             let mut answers = response.data.into_iter();
             for reply in replies {
@@ -130,22 +130,13 @@ fn answer(replies: Vec<oneshot::Sender<Proposed>>, outcome: Outcome) {
                 });
                 let _ = reply.send(Proposed::Applied(a));
             }
+            return;
         }
-        Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
-            for reply in replies {
-                let _ = reply.send(Proposed::NotLeader(f.leader_id));
-            }
-        }
-        Ok(Err(e)) => {
-            let m = e.to_string();
-            for reply in replies {
-                let _ = reply.send(Proposed::Failed(m.clone()));
-            }
-        }
-        Err(m) => {
-            for reply in replies {
-                let _ = reply.send(Proposed::Failed(m.clone()));
-            }
-        }
+        Ok(Err(ClientWriteError::ForwardToLeader(f))) => Proposed::NotLeader(f.leader_id),
+        Ok(Err(e)) => Proposed::Failed(e.to_string()),
+        Err(m) => Proposed::Failed(m),
+    };
+    for reply in replies {
+        let _ = reply.send(shared.clone());
     }
 }
