@@ -669,7 +669,7 @@ async fn idle_reaper(inner: Arc<HostInner>, stop: CancellationToken) {
             let idle_for = act.last_used.lock().expect("last_used lock").elapsed();
             let pending = act.pending.load(Ordering::Acquire);
             if should_deactivate_idle(pending, idle_for, act.ty.options.idle_timeout) {
-                inner.spawn_deactivation(act, DeactivationReason::Idle);
+                inner.begin_deactivation(&act, DeactivationReason::Idle);
             }
         }
     }

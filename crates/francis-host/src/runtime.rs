@@ -13,7 +13,7 @@ use francis_core::{
 };
 use francis_store::{ClaimRefusal, Placement, StoreError};
 use futures::FutureExt;
-use tokio::sync::{OnceCell, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, broadcast, watch};
+use tokio::sync::{OnceCell, broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -49,42 +49,79 @@ pub(crate) struct TypeEntry {
 }
 
 /// One activation of one actor on this host.
+///
+/// Its instance belongs to one task, its mailbox's drain ([`HostInner::drain`]), which runs
+/// the queued turns one after another in the order they arrived; peeks that arrive together
+/// share the instance. Nothing else touches the instance.
 pub(crate) struct Activation {
     pub actor: ActorRef,
     pub host_id: String,
     pub epoch: u64,
     pub ty: Arc<TypeEntry>,
-    /// The turn lock; `None` once deactivated. tokio's RwLock queues waiters FIFO, so
-    /// readers (peeks) never starve a writer, and a waiter that is dropped leaves the queue.
-    pub slot: Arc<tokio::sync::RwLock<Option<Box<dyn Actor>>>>,
+    /// Where turns queue for the drain. Closed once the activation is deactivated.
+    mailbox: mpsc::UnboundedSender<Mail>,
     pub store: Arc<ActivationStore>,
     pub service: Service,
-    /// Turns running or waiting for the lock.
+    /// Turns queued or running.
     pub pending: AtomicUsize,
     pub last_used: Mutex<Instant>,
-    /// Set once deactivation is decided: callers stop taking turns and wait for `deactivated`.
+    /// Set once deactivation is decided: the drain starts no further turn, and turns still
+    /// queued go back to their callers, who activate the actor again.
     pub halting: AtomicBool,
+    /// Why the activation is being deactivated (the first reason given wins).
+    reason: Mutex<Option<DeactivationReason>>,
     /// Cancels running turns (halt, fencing, end of the shutdown grace period).
     pub cancel: CancellationToken,
     /// Fires once the activation is gone from the table and its placement released.
     pub deactivated: CancellationToken,
 }
 
-/// Keeps `pending` accurate for a turn that is waiting or running, and stamps `last_used`.
-struct Pending<'a>(&'a Activation);
-
-impl<'a> Pending<'a> {
-    fn new(act: &'a Activation) -> Self {
-        act.pending.fetch_add(1, Ordering::AcqRel);
-        Pending(act)
+impl Activation {
+    /// One queued or running turn fewer; stamps `last_used` for the idle reaper.
+    fn finished(&self) {
+        *self.last_used.lock().expect("last_used lock") = Instant::now();
+        self.pending.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        *self.0.last_used.lock().expect("last_used lock") = Instant::now();
-        self.0.pending.fetch_sub(1, Ordering::AcqRel);
+/// What the mailbox of an activation carries.
+enum Mail {
+    Turn(Letter),
+    /// Look at `halting` (deactivation was decided while the drain may be waiting).
+    Wake,
+}
+
+/// One turn waiting in a mailbox.
+struct Letter {
+    op: Op,
+    request_id: String,
+    ticket: Option<Ticket>,
+    reply: oneshot::Sender<Reply>,
+}
+
+impl Letter {
+    fn answer(self, result: Result<Option<Envelope>, Error>) {
+        // A caller that gave up is fine.
+        let _ = self.reply.send(Reply::Done(result));
     }
+
+    /// Hands the turn back unrun: the activation went away before it began.
+    fn bounce(self) {
+        let Letter {
+            op,
+            request_id,
+            ticket,
+            reply,
+        } = self;
+        let _ = reply.send(Reply::Again(op, request_id, ticket));
+    }
+}
+
+/// The drain's answer to one letter.
+enum Reply {
+    Done(Result<Option<Envelope>, Error>),
+    /// Not run, because the activation was deactivated first: activate again and resend.
+    Again(Op, String, Option<Ticket>),
 }
 
 /// What a turn does.
@@ -133,11 +170,6 @@ pub(crate) enum Caller {
     Here,
     /// Another host, which resends a request under the same id when its answer was lost.
     Peer,
-}
-
-enum TurnGuard {
-    Exclusive(OwnedRwLockWriteGuard<Option<Box<dyn Actor>>>),
-    Shared(OwnedRwLockReadGuard<Option<Box<dyn Actor>>>),
 }
 
 /// Everything the host shares between its service, its background tasks and its turns.
@@ -353,133 +385,230 @@ impl HostInner {
         actor: &ActorRef,
         op: Op,
         request_id: String,
-        mut ticket: Option<Ticket>,
+        ticket: Option<Ticket>,
         mut claimed: Option<Placement>,
     ) -> Result<Option<Envelope>, Error> {
-        let ty = self.type_entry(actor.actor_type())?;
+        let read_only = op.read_only();
+        let mut letter = (op, request_id, ticket);
         loop {
-            let act = self.get_or_activate(actor, &ty, claimed.take()).await?;
-            let pending = Pending::new(&act);
-            let guard = if op.read_only() {
-                TurnGuard::Shared(act.slot.clone().read_owned().await)
-            } else {
-                TurnGuard::Exclusive(act.slot.clone().write_owned().await)
+            let act = match self.active(actor) {
+                Some(act) => act,
+                None => {
+                    let ty = self.type_entry(actor.actor_type())?;
+                    self.get_or_activate(actor, &ty, claimed.take()).await?
+                }
             };
-            // The lease is checked when the turn starts, not only when the call arrived: a
-            // call queued before a freeze must not run after it.
-            if let Err(e) = self.check_lease() {
-                drop(guard);
-                return Err(e);
-            }
-            let gone = match &guard {
-                TurnGuard::Exclusive(g) => g.is_none(),
-                TurnGuard::Shared(g) => g.is_none(),
+            let (op, request_id, ticket) = letter;
+            let (reply, answer) = oneshot::channel();
+            act.pending.fetch_add(1, Ordering::AcqRel);
+            let sent = act.mailbox.send(Mail::Turn(Letter {
+                op,
+                request_id,
+                ticket,
+                reply,
+            }));
+            let again = match sent {
+                Ok(()) => match answer.await {
+                    Ok(Reply::Done(result)) => {
+                        // A read answers from this activation's cached state: only while the
+                        // lease holds.
+                        if read_only {
+                            self.check_lease()?;
+                        }
+                        return result;
+                    }
+                    Ok(Reply::Again(op, request_id, ticket)) => (op, request_id, ticket),
+                    Err(_) => {
+                        return Err(Error::HostUnavailable(format!(
+                            "the activation of {actor} on host {} stopped before answering",
+                            self.address
+                        )));
+                    }
+                },
+                Err(mpsc::error::SendError(mail)) => {
+                    act.pending.fetch_sub(1, Ordering::AcqRel);
+                    let Mail::Turn(l) = mail else {
+                        unreachable!("a turn was sent")
+                    };
+                    (l.op, l.request_id, l.ticket)
+                }
             };
-            if gone || act.halting.load(Ordering::Acquire) {
-                // Deactivation won the race: wait until it is complete, then activate anew.
-                drop(guard);
-                drop(pending);
-                act.deactivated.cancelled().await;
-                continue;
-            }
-            let read_only = op.read_only();
-            let result = self
-                .run_turn(&act, guard, op, request_id, ticket.take())
-                .await;
-            drop(pending);
-            // A read answers from this activation's cached state: only while the lease holds.
-            if read_only {
-                self.check_lease()?;
-            }
-            return result;
+            // Deactivation won the race: wait until it is complete, then activate anew.
+            act.deactivated.cancelled().await;
+            letter = again;
         }
     }
 
-    async fn run_turn(
+    /// The context of one turn of `act`.
+    fn context(
         self: &Arc<Self>,
-        act: &Arc<Activation>,
-        guard: TurnGuard,
-        op: Op,
+        act: &Activation,
+        op: &Op,
         request_id: String,
-        ticket: Option<Ticket>,
-    ) -> Result<Option<Envelope>, Error> {
-        let cancel = act.cancel.child_token();
-        // If the caller gives up (timeout, dropped request), the turn sees its ctx cancelled.
-        let caller_gone = cancel.clone().drop_guard();
-        let inner = self.clone();
-        let act2 = act.clone();
-        let handle = tokio::spawn(async move {
-            let halt = Arc::new(AtomicBool::new(false));
-            let service: Service = match op.caller_chain() {
-                Some(chain) if !chain.is_empty() => Arc::new(ChainedService::new(
-                    HostService::new(inner.clone()),
-                    chain.clone(),
-                    act2.actor.clone(),
-                )),
-                _ => act2.service.clone(),
+        cancel: CancellationToken,
+        halt: Arc<AtomicBool>,
+    ) -> ActorContext {
+        let service: Service = match op.caller_chain() {
+            Some(chain) if !chain.is_empty() => Arc::new(ChainedService::new(
+                HostService::new(self.clone()),
+                chain.clone(),
+                act.actor.clone(),
+            )),
+            _ => act.service.clone(),
+        };
+        ActorContext::new(ContextParts {
+            actor: act.actor.clone(),
+            request_id,
+            cancel,
+            read_only: op.read_only(),
+            halt,
+            state: act.store.clone(),
+            service,
+        })
+    }
+
+    /// The mailbox's drain: the one task that owns `instance`. It runs queued turns one at a
+    /// time in arrival order (peeks queued together run together), and once deactivation is
+    /// decided it deactivates the actor and hands back the turns still queued.
+    async fn drain(
+        self: Arc<Self>,
+        act: Arc<Activation>,
+        mut instance: Box<dyn Actor>,
+        mut mailbox: mpsc::UnboundedReceiver<Mail>,
+    ) {
+        let mut held: Option<Letter> = None;
+        loop {
+            if act.halting.load(Ordering::Acquire) {
+                break;
+            }
+            let letter = match held.take() {
+                Some(letter) => letter,
+                None => match mailbox.recv().await {
+                    Some(Mail::Turn(letter)) => letter,
+                    Some(Mail::Wake) => continue,
+                    None => break,
+                },
             };
-            let ctx = ActorContext::new(ContextParts {
-                actor: act2.actor.clone(),
-                request_id,
-                cancel,
-                read_only: op.read_only(),
-                halt: halt.clone(),
-                state: act2.store.clone(),
-                service,
-            });
-            let turn = AssertUnwindSafe(run_op(guard, &ctx, &act2, op))
-                .catch_unwind()
-                .await;
-            let (result, guard) = match turn {
-                Ok(done) => done,
-                Err(panic) => {
-                    // The turn ran: a resend must not run it again. The panic goes on to
-                    // the caller's side as before.
-                    if let Some(ticket) = ticket {
-                        let message = panic_text(panic.as_ref());
-                        ticket.finish(&Err(Error::actor(format!("actor panicked: {message}"))));
+            if act.halting.load(Ordering::Acquire) {
+                held = Some(letter);
+                break;
+            }
+            if letter.reply.is_closed() {
+                // The caller gave up before the turn began: it never runs.
+                act.finished();
+                continue;
+            }
+            // The lease is checked when the turn starts, not only when the call arrived: a
+            // call queued before a freeze must not run after it.
+            if let Err(e) = self.check_lease() {
+                letter.answer(Err(e));
+                act.finished();
+                continue;
+            }
+            if letter.op.read_only() {
+                let mut peeks = vec![letter];
+                while let Ok(mail) = mailbox.try_recv() {
+                    match mail {
+                        Mail::Turn(next) if next.op.read_only() => peeks.push(next),
+                        Mail::Turn(next) => {
+                            held = Some(next);
+                            break;
+                        }
+                        Mail::Wake => {}
                     }
-                    std::panic::resume_unwind(panic);
                 }
-            };
-            // Recorded here, in the turn's own task: kept even when the caller is gone.
-            if let Some(ticket) = ticket {
-                ticket.finish(&result);
-            }
-            let fenced = matches!(result, Err(Error::Fenced { .. }));
-            if fenced {
-                warn!(actor_type = act2.actor.actor_type(), actor_id = act2.actor.actor_id(),
-                      host = %inner.address, epoch = act2.epoch,
-                      "write fenced: placement moved on; deactivating this activation");
-            }
-            let halt_now = fenced || halt.load(Ordering::Acquire);
-            if halt_now {
-                // Before the lock is released, so no queued call starts a turn on it.
-                act2.halting.store(true, Ordering::Release);
-            }
-            drop(guard);
-            if halt_now {
-                let reason = if fenced {
-                    DeactivationReason::Fenced
-                } else {
-                    DeactivationReason::Halted
-                };
-                inner.spawn_deactivation(act2, reason);
-            }
-            result
-        });
-        let outcome = handle.await;
-        caller_gone.disarm();
-        match outcome {
-            Ok(result) => result,
-            Err(join) => {
-                let message = panic_message(join);
-                warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
-                      host = %self.address, "actor panicked during a turn: {message}; deactivating it");
-                self.spawn_deactivation(act.clone(), DeactivationReason::Halted);
-                Err(Error::actor(format!("actor panicked: {message}")))
+                let turns = peeks
+                    .into_iter()
+                    .map(|letter| self.run_turn(&act, Instance::Shared(&*instance), letter));
+                futures::future::join_all(turns).await;
+            } else {
+                self.run_turn(&act, Instance::Exclusive(&mut *instance), letter)
+                    .await;
             }
         }
+        self.deactivate(&act, instance, mailbox, held).await;
+    }
+
+    /// Hands the turns queued behind a deactivation back to their callers, who activate the
+    /// actor again; while this host's lease has lapsed they fail instead, as a turn would.
+    async fn return_queued(
+        &self,
+        act: &Activation,
+        mut mailbox: mpsc::UnboundedReceiver<Mail>,
+        held: Option<Letter>,
+    ) {
+        mailbox.close();
+        let mut letters = held;
+        loop {
+            let letter = match letters.take() {
+                Some(letter) => letter,
+                None => match mailbox.recv().await {
+                    Some(Mail::Turn(letter)) => letter,
+                    Some(Mail::Wake) => continue,
+                    None => return,
+                },
+            };
+            match self.check_lease() {
+                Ok(()) => letter.bounce(),
+                Err(e) => letter.answer(Err(e)),
+            }
+            act.finished();
+        }
+    }
+
+    /// Runs one letter's turn to its end and answers it. A caller that gives up meanwhile
+    /// sees its turn's context cancelled, but the turn is never cut in half.
+    async fn run_turn(self: &Arc<Self>, act: &Arc<Activation>, instance: Instance<'_>, letter: Letter) {
+        let Letter {
+            op,
+            request_id,
+            ticket,
+            mut reply,
+        } = letter;
+        let cancel = act.cancel.child_token();
+        let halt = Arc::new(AtomicBool::new(false));
+        let ctx = self.context(act, &op, request_id, cancel.clone(), halt.clone());
+        let turn = AssertUnwindSafe(run_op(instance, &ctx, act, op)).catch_unwind();
+        let mut turn = std::pin::pin!(turn);
+        let outcome = tokio::select! {
+            biased;
+            outcome = turn.as_mut() => outcome,
+            () = reply.closed() => {
+                cancel.cancel();
+                turn.await
+            }
+        };
+        let result = match outcome {
+            Ok(result) => result,
+            Err(panic) => {
+                let message = panic_text(panic.as_ref());
+                warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
+                      host = %self.address, "actor panicked during a turn: {message}; deactivating it");
+                halt.store(true, Ordering::Release);
+                Err(Error::actor(format!("actor panicked: {message}")))
+            }
+        };
+        // Recorded here, by the drain: kept even when the caller is gone.
+        if let Some(ticket) = ticket {
+            ticket.finish(&result);
+        }
+        let fenced = matches!(result, Err(Error::Fenced { .. }));
+        if fenced {
+            warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
+                  host = %self.address, epoch = act.epoch,
+                  "write fenced: placement moved on; deactivating this activation");
+        }
+        if fenced || halt.load(Ordering::Acquire) {
+            // Before the answer, so no turn queued behind this one starts on this activation.
+            let reason = if fenced {
+                DeactivationReason::Fenced
+            } else {
+                DeactivationReason::Halted
+            };
+            self.begin_deactivation(act, reason);
+        }
+        let _ = reply.send(Reply::Done(result));
+        act.finished();
     }
 
     /// The actor's activation here; creates it (claim + factory) exactly once under any
@@ -541,12 +670,13 @@ impl HostInner {
             actor: actor.clone(),
             service: service.clone(),
         });
+        let (mailbox, letters) = mpsc::unbounded_channel();
         let act = Arc::new(Activation {
             actor: actor.clone(),
             host_id,
             epoch: placement.epoch,
             ty: ty.clone(),
-            slot: Arc::new(tokio::sync::RwLock::new(Some(instance))),
+            mailbox,
             store: Arc::new(ActivationStore {
                 access: self.store.clone(),
                 actor: actor.clone(),
@@ -557,9 +687,11 @@ impl HostInner {
             pending: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
             halting: AtomicBool::new(false),
+            reason: Mutex::new(None),
             cancel: self.cancel_root().child_token(),
             deactivated: CancellationToken::new(),
         });
+        tokio::spawn(self.clone().drain(act.clone(), instance, letters));
         info!(actor_type = actor.actor_type(), actor_id = actor.actor_id(), host = %self.address,
               epoch = placement.epoch, "actor activated");
         self.emit(HostEvent::Activated {
@@ -569,24 +701,33 @@ impl HostInner {
         Ok(act)
     }
 
-    /// Starts deactivating `act` after its current turn; returns at once.
-    pub fn spawn_deactivation(
-        self: &Arc<Self>,
-        act: Arc<Activation>,
-        reason: DeactivationReason,
-    ) -> tokio::task::JoinHandle<()> {
+    /// Decides to deactivate `act` once its current turn ends; returns at once. Turns still
+    /// queued go back to their callers, who activate the actor again. The first reason wins.
+    pub fn begin_deactivation(&self, act: &Activation, reason: DeactivationReason) {
+        act.reason
+            .lock()
+            .expect("deactivation reason lock")
+            .get_or_insert(reason);
         act.halting.store(true, Ordering::Release);
-        let inner = self.clone();
-        tokio::spawn(async move { inner.deactivate(act, reason).await })
+        // The drain may be waiting for mail; it is gone already if the mailbox is closed.
+        let _ = act.mailbox.send(Mail::Wake);
     }
 
-    /// Waits for the current turn, runs `deactivate` (bounded), releases the placement,
-    /// removes the activation from the table. Idempotent.
-    async fn deactivate(self: Arc<Self>, act: Arc<Activation>, reason: DeactivationReason) {
-        let mut guard = act.slot.clone().write_owned().await;
-        let Some(mut instance) = guard.take() else {
-            return;
-        };
+    /// Runs the actor's `deactivate` (bounded), releases the placement, removes the activation
+    /// from the table and hands back the turns still queued. Called by the drain, once, after
+    /// its last turn.
+    async fn deactivate(
+        self: &Arc<Self>,
+        act: &Arc<Activation>,
+        mut instance: Box<dyn Actor>,
+        mailbox: mpsc::UnboundedReceiver<Mail>,
+        held: Option<Letter>,
+    ) {
+        let reason = act
+            .reason
+            .lock()
+            .expect("deactivation reason lock")
+            .unwrap_or(DeactivationReason::Halted);
         let ctx = ActorContext::new(ContextParts {
             actor: act.actor.clone(),
             request_id: format!("deactivate-{}", act.epoch),
@@ -597,14 +738,17 @@ impl HostInner {
             service: act.service.clone(),
         });
         let limit = act.ty.options.deactivation_timeout;
-        match tokio::time::timeout(limit, instance.deactivate(&ctx)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+        let hook = AssertUnwindSafe(tokio::time::timeout(limit, instance.deactivate(&ctx)));
+        match hook.catch_unwind().await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
                 warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
-                                host = %self.address, "actor's deactivate failed: {e}")
+                      host = %self.address, "actor's deactivate failed: {e}")
             }
-            Err(_) => warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
-                            host = %self.address, "actor's deactivate did not finish within {limit:?}"),
+            Ok(Err(_)) => warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
+                                host = %self.address, "actor's deactivate did not finish within {limit:?}"),
+            Err(panic) => warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
+                                host = %self.address, "actor's deactivate panicked: {}", panic_text(panic.as_ref())),
         }
         drop(instance);
         act.cancel.cancel();
@@ -621,7 +765,7 @@ impl HostInner {
                   host = %self.address, "could not release placement (it will expire with the host's lease): {e}");
         }
         self.table.remove_if(&act.actor, |_, cell| {
-            cell.get().is_some_and(|a| Arc::ptr_eq(a, &act))
+            cell.get().is_some_and(|a| Arc::ptr_eq(a, act))
         });
         info!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
               host = %self.address, reason = %reason, "actor deactivated");
@@ -630,7 +774,8 @@ impl HostInner {
             epoch: act.epoch,
             reason,
         });
-        drop(guard);
+        // Before `deactivated` fires: whoever waits for it (fencing) may renew the lease next.
+        self.return_queued(act, mailbox, held).await;
         act.deactivated.cancel();
     }
 
@@ -640,55 +785,53 @@ impl HostInner {
         reason: DeactivationReason,
         limit: Duration,
     ) -> bool {
-        let handles: Vec<_> = self
+        let done: Vec<_> = self
             .all_active()
             .into_iter()
-            .map(|act| self.spawn_deactivation(act, reason))
+            .map(|act| {
+                self.begin_deactivation(&act, reason);
+                act.deactivated.clone().cancelled_owned()
+            })
             .collect();
-        tokio::time::timeout(limit, futures::future::join_all(handles))
+        tokio::time::timeout(limit, futures::future::join_all(done))
             .await
             .is_ok()
     }
 }
 
+/// How a turn holds the instance: alone, or shared with the peeks queued beside it.
+enum Instance<'a> {
+    Exclusive(&'a mut dyn Actor),
+    Shared(&'a dyn Actor),
+}
+
 async fn run_op(
-    guard: TurnGuard,
+    instance: Instance<'_>,
     ctx: &ActorContext,
     act: &Activation,
     op: Op,
-) -> (Result<Option<Envelope>, Error>, TurnGuard) {
-    match guard {
-        TurnGuard::Shared(g) => {
-            let result = match (&*g, op) {
-                (Some(actor), Op::Peek { method, data, .. }) => {
-                    actor.peek(ctx, &method, data).await
-                }
-                _ => Err(Error::ActorNotActive(act.actor.clone())),
-            };
-            (result, TurnGuard::Shared(g))
+) -> Result<Option<Envelope>, Error> {
+    match (instance, op) {
+        (Instance::Shared(actor), Op::Peek { method, data, .. }) => {
+            actor.peek(ctx, &method, data).await
         }
-        TurnGuard::Exclusive(mut g) => {
-            let result = match (&mut *g, op) {
-                (None, _) => Err(Error::ActorNotActive(act.actor.clone())),
-                (Some(actor), Op::Invoke { method, data, .. }) => {
-                    actor.invoke(ctx, &method, data).await
-                }
-                (Some(actor), Op::Alarm { name, data }) => {
-                    actor.alarm(ctx, &name, data).await.map(|()| None)
-                }
-                (Some(_), Op::SetState { value, options }) => {
-                    use francis_core::ActivationState;
-                    act.store.store(value, options).await.map(|()| None)
-                }
-                (Some(_), Op::DeleteState) => {
-                    use francis_core::ActivationState;
-                    act.store.clear().await.map(|()| None)
-                }
-                (Some(actor), Op::Peek { method, data, .. }) => {
-                    actor.peek(ctx, &method, data).await
-                }
-            };
-            (result, TurnGuard::Exclusive(g))
+        (Instance::Shared(_), _) => Err(Error::ActorNotActive(act.actor.clone())),
+        (Instance::Exclusive(actor), Op::Invoke { method, data, .. }) => {
+            actor.invoke(ctx, &method, data).await
+        }
+        (Instance::Exclusive(actor), Op::Alarm { name, data }) => {
+            actor.alarm(ctx, &name, data).await.map(|()| None)
+        }
+        (Instance::Exclusive(_), Op::SetState { value, options }) => {
+            use francis_core::ActivationState;
+            act.store.store(value, options).await.map(|()| None)
+        }
+        (Instance::Exclusive(_), Op::DeleteState) => {
+            use francis_core::ActivationState;
+            act.store.clear().await.map(|()| None)
+        }
+        (Instance::Exclusive(actor), Op::Peek { method, data, .. }) => {
+            actor.peek(ctx, &method, data).await
         }
     }
 }
@@ -715,13 +858,6 @@ fn claim_error(actor: &ActorRef, e: Error) -> Error {
         },
         _ => e,
     }
-}
-
-fn panic_message(join: tokio::task::JoinError) -> String {
-    if !join.is_panic() {
-        return "turn was cancelled".into();
-    }
-    panic_text(join.into_panic().as_ref())
 }
 
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {

@@ -490,7 +490,7 @@ impl ActorService for HostService {
             .ok_or_else(|| Error::ActorNotHosted(actor.clone()))?;
         act.cancel.cancel();
         self.inner
-            .spawn_deactivation(act, DeactivationReason::Halted);
+            .begin_deactivation(&act, DeactivationReason::Halted);
         Ok(())
     }
 
@@ -498,7 +498,7 @@ impl ActorService for HostService {
         for act in self.inner.all_active() {
             act.cancel.cancel();
             self.inner
-                .spawn_deactivation(act, DeactivationReason::Halted);
+                .begin_deactivation(&act, DeactivationReason::Halted);
         }
         Ok(())
     }
