@@ -1,9 +1,12 @@
 //! The activation table and turns: activation exactly once, the FIFO turn lock, deactivation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -85,6 +88,8 @@ impl Activation {
 }
 
 /// What the mailbox of an activation carries.
+// A letter travels inside the channel's own blocks; boxing it would cost an allocation a turn.
+#[allow(clippy::large_enum_variant)]
 enum Mail {
     Turn(Letter),
     /// Look at `halting` (deactivation was decided while the drain may be waiting).
@@ -96,6 +101,8 @@ struct Letter {
     op: Op,
     request_id: String,
     ticket: Option<Ticket>,
+    /// When the caller's invoke timeout runs out.
+    deadline: Instant,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -112,6 +119,7 @@ impl Letter {
             request_id,
             ticket,
             reply,
+            ..
         } = self;
         let _ = reply.send(Reply::Again(op, request_id, ticket));
     }
@@ -122,6 +130,175 @@ enum Reply {
     Done(Result<Option<Envelope>, Error>),
     /// Not run, because the activation was deactivated first: activate again and resend.
     Again(Op, String, Option<Ticket>),
+}
+
+/// A turn that is running: what answers it, and what it was given.
+struct Running {
+    /// `None` once answered early (the caller's deadline passed while the turn ran).
+    reply: Option<oneshot::Sender<Reply>>,
+    ticket: Option<Ticket>,
+    deadline: Instant,
+    cancel: CancellationToken,
+    halt: Arc<AtomicBool>,
+}
+
+/// How a turn ended: its result, or the panic that ended it.
+type TurnOutcome = std::thread::Result<Result<Option<Envelope>, Error>>;
+
+/// What happened while a drain waited on a running turn.
+#[allow(clippy::large_enum_variant)]
+enum Event<T> {
+    Done(T),
+    Mail(Option<Mail>),
+    CallerGone,
+    Deadline,
+}
+
+/// A drain's side of the mailbox: letters that arrived while a turn ran wait in `queue`, in
+/// arrival order, ahead of the channel.
+struct Mailbox {
+    rx: mpsc::UnboundedReceiver<Mail>,
+    queue: VecDeque<Letter>,
+    open: bool,
+    /// One timer for the drain's whole life, armed only while a turn is waiting on something.
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Mailbox {
+    /// The next letter in arrival order; `None` once the drain should stop taking turns
+    /// (deactivation was decided, or the channel is closed).
+    async fn next(&mut self) -> Option<Letter> {
+        if let Some(letter) = self.queue.pop_front() {
+            return Some(letter);
+        }
+        match self.rx.recv().await? {
+            Mail::Turn(letter) => Some(letter),
+            // Sent only after `halting` is set.
+            Mail::Wake => None,
+        }
+    }
+
+    /// The next letter if it is a peek that is already here; anything else stays first.
+    fn next_peek(&mut self) -> Option<Letter> {
+        if let Some(front) = self.queue.front() {
+            return if front.op.read_only() {
+                self.queue.pop_front()
+            } else {
+                None
+            };
+        }
+        match self.rx.try_recv().ok()? {
+            Mail::Turn(letter) if letter.op.read_only() => Some(letter),
+            Mail::Turn(letter) => {
+                self.queue.push_back(letter);
+                None
+            }
+            // `halting` is set: the drain stops after these peeks.
+            Mail::Wake => None,
+        }
+    }
+
+    /// Waits for `work` (the running turns) to end. Meanwhile new letters are queued, a
+    /// caller that gives up sees its turn's context cancelled, and a caller whose deadline
+    /// passes is answered with a timeout, whether its turn is running or still queued; a
+    /// running turn always runs to its end. A turn that ends without waiting arms no timer.
+    async fn supervise<F: Future>(
+        &mut self,
+        work: F,
+        running: &mut [Running],
+        host: &HostInner,
+        act: &Activation,
+    ) -> F::Output {
+        let mut work = std::pin::pin!(work);
+        if let Poll::Ready(out) = futures::poll!(work.as_mut()) {
+            return out;
+        }
+        loop {
+            let earliest = running
+                .iter()
+                .filter(|r| r.reply.is_some())
+                .map(|r| r.deadline)
+                .chain(self.queue.iter().map(|l| l.deadline))
+                .min();
+            if let Some(at) = earliest
+                && self.timer.deadline() != at
+            {
+                self.timer.as_mut().reset(at);
+            }
+            let event = tokio::select! {
+                biased;
+                out = work.as_mut() => Event::Done(out),
+                mail = self.rx.recv(), if self.open => Event::Mail(mail),
+                () = callers_gone(running) => Event::CallerGone,
+                () = self.timer.as_mut(), if earliest.is_some() => Event::Deadline,
+            };
+            match event {
+                Event::Done(out) => return out,
+                Event::Mail(Some(Mail::Turn(letter))) => self.queue.push_back(letter),
+                // `halting` is looked at once the running turns end.
+                Event::Mail(Some(Mail::Wake)) => {}
+                Event::Mail(None) => self.open = false,
+                Event::CallerGone => {}
+                Event::Deadline => {
+                    let now = Instant::now();
+                    for turn in running.iter_mut().filter(|r| r.deadline <= now) {
+                        if let Some(reply) = turn.reply.take() {
+                            turn.cancel.cancel();
+                            let _ = reply.send(Reply::Done(Err(host.timed_out(&act.actor))));
+                        }
+                    }
+                    let (late, waiting): (VecDeque<_>, VecDeque<_>) =
+                        self.queue.drain(..).partition(|l| l.deadline <= now);
+                    self.queue = waiting;
+                    for letter in late {
+                        letter.answer(Err(host.timed_out(&act.actor)));
+                        act.finished();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands the letters still here back to their callers, who activate the actor again;
+    /// while this host's lease has lapsed they fail instead, as a turn would.
+    async fn return_all(mut self, host: &HostInner, act: &Activation) {
+        self.rx.close();
+        loop {
+            let letter = match self.queue.pop_front() {
+                Some(letter) => letter,
+                None => match self.rx.recv().await {
+                    Some(Mail::Turn(letter)) => letter,
+                    Some(Mail::Wake) => continue,
+                    None => return,
+                },
+            };
+            match host.check_lease() {
+                Ok(()) => letter.bounce(),
+                Err(e) => letter.answer(Err(e)),
+            }
+            act.finished();
+        }
+    }
+}
+
+/// Ready when a running turn's caller has gone (dropped its answer), after cancelling that
+/// turn's context; the turn itself goes on.
+fn callers_gone(running: &mut [Running]) -> impl Future<Output = ()> + '_ {
+    futures::future::poll_fn(move |cx| {
+        let mut gone = false;
+        for turn in running.iter_mut() {
+            if turn.cancel.is_cancelled() {
+                continue;
+            }
+            if let Some(reply) = turn.reply.as_mut()
+                && reply.poll_closed(cx).is_ready()
+            {
+                turn.cancel.cancel();
+                gone = true;
+            }
+        }
+        if gone { Poll::Ready(()) } else { Poll::Pending }
+    })
 }
 
 /// What a turn does.
@@ -249,10 +426,15 @@ impl HostInner {
     /// so a background timer alone would let a few calls through. The host then stops serving
     /// at once and its heartbeat task fences it.
     pub fn check_lease(&self) -> Result<(), Error> {
+        self.check_lease_at(Instant::now())
+    }
+
+    /// [`HostInner::check_lease`] as of `now`, on the host's monotonic clock.
+    fn check_lease_at(&self, now: Instant) -> Result<(), Error> {
         let Some(sent) = self.lease_sent() else {
             return Ok(());
         };
-        let since = sent.elapsed();
+        let since = now.saturating_duration_since(sent);
         if !must_fence(since, self.timings.health_deadline) {
             return Ok(());
         }
@@ -342,7 +524,9 @@ impl HostInner {
     }
 
     /// Runs one turn of `op` on the actor's activation here, activating it first if needed
-    /// (with `claimed`, the placement routing claimed for this host, when it did).
+    /// (with `claimed`, the placement routing claimed for this host, when it did). The call
+    /// fails with [`Error::Timeout`] past the invoke timeout; a turn that began by then still
+    /// runs to its end.
     pub async fn call(
         self: &Arc<Self>,
         actor: &ActorRef,
@@ -350,7 +534,9 @@ impl HostInner {
         request_id: String,
         claimed: Option<Placement>,
     ) -> Result<Option<Envelope>, Error> {
-        self.turn(actor, op, request_id, None, claimed).await
+        let deadline = Instant::now() + self.timings.invoke_timeout;
+        self.turn(actor, op, request_id, None, claimed, deadline)
+            .await
     }
 
     /// [`HostInner::call`] for a turn another host sent, which it resends under the same
@@ -365,21 +551,37 @@ impl HostInner {
         if !remembers_request(&request_id, op.read_only()) {
             return self.call(actor, op, request_id, None).await;
         }
+        let deadline = Instant::now() + self.timings.invoke_timeout;
         loop {
             match self.recent.begin(actor, &request_id) {
                 Begin::Run(ticket) => {
-                    return self.turn(actor, op, request_id, Some(ticket), None).await;
+                    return self
+                        .turn(actor, op, request_id, Some(ticket), None, deadline)
+                        .await;
                 }
                 Begin::Join(first) => {
-                    if let Some(outcome) = outcome_of(first).await {
-                        return outcome.replay();
+                    let first = tokio::time::timeout_at(deadline, outcome_of(first));
+                    match first.await {
+                        Ok(Some(outcome)) => return outcome.replay(),
+                        // The first never started its turn: this one runs it.
+                        Ok(None) => {}
+                        Err(_) => return Err(self.timed_out(actor)),
                     }
-                    // The first never started its turn: this one runs it.
                 }
             }
         }
     }
 
+    fn timed_out(&self, actor: &ActorRef) -> Error {
+        Error::Timeout {
+            what: format!("call to actor {actor}"),
+            after: self.timings.invoke_timeout,
+        }
+    }
+
+    /// Sends the turn to the actor's mailbox (activating it first if needed) and waits for
+    /// its answer. The drain answers a turn that is still queued at `deadline` with a
+    /// timeout, so the common path arms no timer here.
     async fn turn(
         self: &Arc<Self>,
         actor: &ActorRef,
@@ -387,6 +589,7 @@ impl HostInner {
         request_id: String,
         ticket: Option<Ticket>,
         mut claimed: Option<Placement>,
+        deadline: Instant,
     ) -> Result<Option<Envelope>, Error> {
         let read_only = op.read_only();
         let mut letter = (op, request_id, ticket);
@@ -395,7 +598,10 @@ impl HostInner {
                 Some(act) => act,
                 None => {
                     let ty = self.type_entry(actor.actor_type())?;
-                    self.get_or_activate(actor, &ty, claimed.take()).await?
+                    let activating = self.get_or_activate(actor, &ty, claimed.take());
+                    tokio::time::timeout_at(deadline, activating)
+                        .await
+                        .map_err(|_| self.timed_out(actor))??
                 }
             };
             let (op, request_id, ticket) = letter;
@@ -405,6 +611,7 @@ impl HostInner {
                 op,
                 request_id,
                 ticket,
+                deadline,
                 reply,
             }));
             let again = match sent {
@@ -434,7 +641,9 @@ impl HostInner {
                 }
             };
             // Deactivation won the race: wait until it is complete, then activate anew.
-            act.deactivated.cancelled().await;
+            tokio::time::timeout_at(deadline, act.deactivated.cancelled())
+                .await
+                .map_err(|_| self.timed_out(actor))?;
             letter = again;
         }
     }
@@ -474,122 +683,126 @@ impl HostInner {
         self: Arc<Self>,
         act: Arc<Activation>,
         mut instance: Box<dyn Actor>,
-        mut mailbox: mpsc::UnboundedReceiver<Mail>,
+        mailbox: mpsc::UnboundedReceiver<Mail>,
     ) {
-        let mut held: Option<Letter> = None;
+        let mut mail = Mailbox {
+            rx: mailbox,
+            queue: VecDeque::new(),
+            open: true,
+            timer: Box::pin(tokio::time::sleep_until(Instant::now())),
+        };
         loop {
             if act.halting.load(Ordering::Acquire) {
                 break;
             }
-            let letter = match held.take() {
-                Some(letter) => letter,
-                None => match mailbox.recv().await {
-                    Some(Mail::Turn(letter)) => letter,
-                    Some(Mail::Wake) => continue,
-                    None => break,
-                },
+            let Some(letter) = mail.next().await else {
+                break;
             };
             if act.halting.load(Ordering::Acquire) {
-                held = Some(letter);
+                mail.queue.push_front(letter);
                 break;
             }
-            if letter.reply.is_closed() {
-                // The caller gave up before the turn began: it never runs.
-                act.finished();
+            let now = Instant::now();
+            let Some(letter) = self.admit(&act, letter, now) else {
                 continue;
-            }
-            // The lease is checked when the turn starts, not only when the call arrived: a
-            // call queued before a freeze must not run after it.
-            if let Err(e) = self.check_lease() {
-                letter.answer(Err(e));
-                act.finished();
-                continue;
-            }
+            };
             if letter.op.read_only() {
                 let mut peeks = vec![letter];
-                while let Ok(mail) = mailbox.try_recv() {
-                    match mail {
-                        Mail::Turn(next) if next.op.read_only() => peeks.push(next),
-                        Mail::Turn(next) => {
-                            held = Some(next);
-                            break;
-                        }
-                        Mail::Wake => {}
+                while let Some(next) = mail.next_peek() {
+                    if let Some(next) = self.admit(&act, next, now) {
+                        peeks.push(next);
                     }
                 }
-                let turns = peeks
+                let (mut running, turns): (Vec<_>, Vec<_>) = peeks
                     .into_iter()
-                    .map(|letter| self.run_turn(&act, Instance::Shared(&*instance), letter));
-                futures::future::join_all(turns).await;
+                    .map(|letter| self.begin_turn(&act, letter))
+                    .unzip();
+                let (contexts, ops): (Vec<_>, Vec<_>) = turns.into_iter().unzip();
+                let shared: &dyn Actor = &*instance;
+                let work = futures::future::join_all(contexts.iter().zip(ops).map(|(ctx, op)| {
+                    AssertUnwindSafe(run_op(Instance::Shared(shared), ctx, &act, op)).catch_unwind()
+                }));
+                let outcomes = mail.supervise(work, &mut running, &self, &act).await;
+                drop(contexts);
+                for (turn, outcome) in running.into_iter().zip(outcomes) {
+                    self.settle(&act, turn, outcome);
+                }
             } else {
-                self.run_turn(&act, Instance::Exclusive(&mut *instance), letter)
+                let (mut turn, (ctx, op)) = self.begin_turn(&act, letter);
+                let work =
+                    AssertUnwindSafe(run_op(Instance::Exclusive(&mut *instance), &ctx, &act, op))
+                        .catch_unwind();
+                let outcome = mail
+                    .supervise(work, std::slice::from_mut(&mut turn), &self, &act)
                     .await;
+                drop(ctx);
+                self.settle(&act, turn, outcome);
             }
         }
-        self.deactivate(&act, instance, mailbox, held).await;
+        self.deactivate(&act, instance, mail).await;
     }
 
-    /// Hands the turns queued behind a deactivation back to their callers, who activate the
-    /// actor again; while this host's lease has lapsed they fail instead, as a turn would.
-    async fn return_queued(
-        &self,
+    /// Whether a letter's turn may begin now: not if its caller gave up, its deadline passed,
+    /// or this host's lease lapsed (a call queued before a freeze must not run after it).
+    fn admit(&self, act: &Activation, letter: Letter, now: Instant) -> Option<Letter> {
+        let refused = if letter.reply.is_closed() {
+            None
+        } else if letter.deadline <= now {
+            Some(self.timed_out(&act.actor))
+        } else {
+            match self.check_lease_at(now) {
+                Ok(()) => return Some(letter),
+                Err(e) => Some(e),
+            }
+        };
+        if let Some(e) = refused {
+            letter.answer(Err(e));
+        }
+        act.finished();
+        None
+    }
+
+    /// What a turn needs while it runs, and its context and op.
+    fn begin_turn(
+        self: &Arc<Self>,
         act: &Activation,
-        mut mailbox: mpsc::UnboundedReceiver<Mail>,
-        held: Option<Letter>,
-    ) {
-        mailbox.close();
-        let mut letters = held;
-        loop {
-            let letter = match letters.take() {
-                Some(letter) => letter,
-                None => match mailbox.recv().await {
-                    Some(Mail::Turn(letter)) => letter,
-                    Some(Mail::Wake) => continue,
-                    None => return,
-                },
-            };
-            match self.check_lease() {
-                Ok(()) => letter.bounce(),
-                Err(e) => letter.answer(Err(e)),
-            }
-            act.finished();
-        }
-    }
-
-    /// Runs one letter's turn to its end and answers it. A caller that gives up meanwhile
-    /// sees its turn's context cancelled, but the turn is never cut in half.
-    async fn run_turn(self: &Arc<Self>, act: &Arc<Activation>, instance: Instance<'_>, letter: Letter) {
+        letter: Letter,
+    ) -> (Running, (ActorContext, Op)) {
         let Letter {
             op,
             request_id,
             ticket,
-            mut reply,
+            deadline,
+            reply,
         } = letter;
         let cancel = act.cancel.child_token();
         let halt = Arc::new(AtomicBool::new(false));
         let ctx = self.context(act, &op, request_id, cancel.clone(), halt.clone());
-        let turn = AssertUnwindSafe(run_op(instance, &ctx, act, op)).catch_unwind();
-        let mut turn = std::pin::pin!(turn);
-        let outcome = tokio::select! {
-            biased;
-            outcome = turn.as_mut() => outcome,
-            () = reply.closed() => {
-                cancel.cancel();
-                turn.await
-            }
+        let running = Running {
+            reply: Some(reply),
+            ticket,
+            deadline,
+            cancel,
+            halt,
         };
+        (running, (ctx, op))
+    }
+
+    /// Records a finished turn's outcome, answers it, and starts deactivating the activation
+    /// if the turn halted it, was fenced or panicked.
+    fn settle(&self, act: &Activation, turn: Running, outcome: TurnOutcome) {
         let result = match outcome {
             Ok(result) => result,
             Err(panic) => {
                 let message = panic_text(panic.as_ref());
                 warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
                       host = %self.address, "actor panicked during a turn: {message}; deactivating it");
-                halt.store(true, Ordering::Release);
+                turn.halt.store(true, Ordering::Release);
                 Err(Error::actor(format!("actor panicked: {message}")))
             }
         };
-        // Recorded here, by the drain: kept even when the caller is gone.
-        if let Some(ticket) = ticket {
+        // Recorded by the drain: kept even when the caller is gone.
+        if let Some(ticket) = turn.ticket {
             ticket.finish(&result);
         }
         let fenced = matches!(result, Err(Error::Fenced { .. }));
@@ -598,7 +811,7 @@ impl HostInner {
                   host = %self.address, epoch = act.epoch,
                   "write fenced: placement moved on; deactivating this activation");
         }
-        if fenced || halt.load(Ordering::Acquire) {
+        if fenced || turn.halt.load(Ordering::Acquire) {
             // Before the answer, so no turn queued behind this one starts on this activation.
             let reason = if fenced {
                 DeactivationReason::Fenced
@@ -607,7 +820,9 @@ impl HostInner {
             };
             self.begin_deactivation(act, reason);
         }
-        let _ = reply.send(Reply::Done(result));
+        if let Some(reply) = turn.reply {
+            let _ = reply.send(Reply::Done(result));
+        }
         act.finished();
     }
 
@@ -720,8 +935,7 @@ impl HostInner {
         self: &Arc<Self>,
         act: &Arc<Activation>,
         mut instance: Box<dyn Actor>,
-        mailbox: mpsc::UnboundedReceiver<Mail>,
-        held: Option<Letter>,
+        mailbox: Mailbox,
     ) {
         let reason = act
             .reason
@@ -745,10 +959,14 @@ impl HostInner {
                 warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
                       host = %self.address, "actor's deactivate failed: {e}")
             }
-            Ok(Err(_)) => warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
-                                host = %self.address, "actor's deactivate did not finish within {limit:?}"),
-            Err(panic) => warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
-                                host = %self.address, "actor's deactivate panicked: {}", panic_text(panic.as_ref())),
+            Ok(Err(_)) => {
+                warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
+                                host = %self.address, "actor's deactivate did not finish within {limit:?}")
+            }
+            Err(panic) => {
+                warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
+                                host = %self.address, "actor's deactivate panicked: {}", panic_text(panic.as_ref()))
+            }
         }
         drop(instance);
         act.cancel.cancel();
@@ -775,7 +993,7 @@ impl HostInner {
             reason,
         });
         // Before `deactivated` fires: whoever waits for it (fencing) may renew the lease next.
-        self.return_queued(act, mailbox, held).await;
+        mailbox.return_all(self, act).await;
         act.deactivated.cancel();
     }
 

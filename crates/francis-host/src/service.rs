@@ -67,23 +67,14 @@ impl HostService {
         caller: Caller,
         claimed: Option<Placement>,
     ) -> Result<Invoked, Error> {
-        let limit = self.inner.timings.invoke_timeout;
-        let call = async {
-            match caller {
-                Caller::Here => self.inner.call(actor, op, request_id, claimed).await,
-                Caller::Peer => self.inner.call_resendable(actor, op, request_id).await,
-            }
-        };
-        match tokio::time::timeout(limit, call).await {
-            Ok(output) => Ok(Invoked {
-                output: output?,
-                served_by: self.inner.address.clone(),
-            }),
-            Err(_) => Err(Error::Timeout {
-                what: format!("call to actor {actor}"),
-                after: limit,
-            }),
-        }
+        let output = match caller {
+            Caller::Here => self.inner.call(actor, op, request_id, claimed).await,
+            Caller::Peer => self.inner.call_resendable(actor, op, request_id).await,
+        }?;
+        Ok(Invoked {
+            output,
+            served_by: self.inner.address.clone(),
+        })
     }
 
     /// Runs `op` wherever the actor lives: here, or on its owner over the peer transport. A

@@ -164,6 +164,52 @@ async fn invoke_timeout_cancels_the_turn_and_answers_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_call_queued_behind_a_long_turn_times_out_at_its_own_deadline_and_never_runs() {
+    let h = start_with(
+        Arc::new(francis_store::MemoryProvider::new()),
+        options(),
+        |b| b.with_timings(|t| t.invoke_timeout = Duration::from_secs(5)),
+    )
+    .await;
+    let svc = h.service();
+    // The first turn waits for its release whatever its caller does, then counts.
+    let long = tokio::spawn({
+        let svc = svc.clone();
+        async move { invoke(&svc, "a", "hold-increment").await }
+    });
+    h.wait_for_log("hold-increment:start").await;
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let queued_at = tokio::time::Instant::now();
+    let queued = tokio::spawn({
+        let svc = svc.clone();
+        async move {
+            let err = svc
+                .invoke(&actor("a"), "log", Envelope::encode("queued").unwrap())
+                .await
+                .unwrap_err();
+            (err, queued_at.elapsed())
+        }
+    });
+    // The long turn's caller is answered at its deadline; its turn goes on.
+    assert_eq!(long.await.unwrap().unwrap_err().kind(), ErrorKind::Timeout);
+    let (err, waited) = tokio::time::timeout(Duration::from_secs(60), queued)
+        .await
+        .expect("the queued call was answered while the long turn still ran")
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert_eq!(waited, Duration::from_secs(5));
+    // Released, the long turn finishes its increment; the queued call never ran.
+    h.probe.release.notify_one();
+    assert_eq!(increment(&svc, "a").await, 2);
+    assert!(
+        !h.probe.log().iter().any(|l| l.starts_with("queued")),
+        "{:?}",
+        h.probe.log()
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn errors_keep_their_kind() {
     let h = memory_host(options()).await;
     let svc = h.service();
