@@ -13,6 +13,7 @@ pub const SCENARIOS: &[&str] = &[
     "invoke-local",
     "invoke-remote",
     "state-write",
+    "state-write-hot",
     "activate",
     "alarms",
     "replicated-write",

@@ -8,6 +8,7 @@ pub const SCENARIOS: &[&str] = &[
     "invoke-local",
     "invoke-remote",
     "state-write",
+    "state-write-hot",
     "activate",
     "alarms",
     "replicated-write",
@@ -58,7 +59,7 @@ usage: francis-bench [--quick] [--json PATH] [SCENARIO...]
 Runs each scenario beside its baseline and prints a table; writes JSON (default
 target/bench/results.json). No scenario named: all of them.
 
-scenarios: invoke-local invoke-remote state-write activate alarms replicated-write memory
+scenarios: invoke-local invoke-remote state-write state-write-hot activate alarms replicated-write memory
 ";
 
 /// Parses the arguments after the program name.

@@ -456,6 +456,39 @@ pub async fn state_write(sz: Sizes) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
+/// `state-write-hot`: one actor, 64 callers, each call a durable 1 KiB state write, beside
+/// one commit per write (raw sqlx over one connection: what the actor cost when each turn
+/// waited for its own commit). The output gate lets the turns run on and share commits.
+pub async fn state_write_hot(sz: Sizes) -> anyhow::Result<Vec<Row>> {
+    let dir = tempfile::tempdir()?;
+    let budget = sz.budget((40_000, 6_000), (3_000, 1_200));
+    let raw = raw_sqlx_op(&dir.path().join("raw.db")).await?;
+    let host = sqlite_host(&dir.path().join("host.db")).await?;
+    let svc = host.host.service();
+    let hot = actor(BENCH, "hot");
+    let data = Envelope::encode(&kib_value())?;
+    svc.invoke(&hot, "write", data.clone()).await?;
+    let write = move |_, _| {
+        let (svc, hot, data) = (svc.clone(), hot.clone(), data.clone());
+        async move {
+            svc.invoke(&hot, "write", data).await.map_err(err)?;
+            Ok(())
+        }
+    };
+    let (base, m) = interleave(64, budget, move |c, n| raw(c, n), write).await;
+    host.stop(Duration::from_secs(20)).await;
+    Ok(vec![
+        Row::new(
+            "state-write-hot",
+            "1 actor, 64 callers, 1 KiB",
+            &m,
+            Some(("raw sqlx upsert, 1 tx/write", &base)),
+            Target::RatioAtLeast(5.0),
+        )
+        .note("every answer waits until its write is durable (synchronous=FULL on both)"),
+    ])
+}
+
 /// `activate`: first calls to new ids (placement claim + factory), 64 callers.
 pub async fn activate(sz: Sizes) -> anyhow::Result<Vec<Row>> {
     let dir = tempfile::tempdir()?;
@@ -734,6 +767,7 @@ pub async fn run(name: &str, sz: Sizes) -> anyhow::Result<Vec<Row>> {
         "invoke-local" => invoke_local(sz).await,
         "invoke-remote" => invoke_remote(sz).await,
         "state-write" => state_write(sz).await,
+        "state-write-hot" => state_write_hot(sz).await,
         "activate" => activate(sz).await,
         "alarms" => alarms(sz).await,
         "replicated-write" => replicated_write(sz).await,

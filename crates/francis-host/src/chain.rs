@@ -11,6 +11,7 @@ use francis_core::{
 };
 
 use crate::service::{HostService, new_request_id};
+use crate::state::ActivationStore;
 
 /// The actors a call passed through, first caller first. Empty (and allocation-free) for a
 /// call from outside any turn. Cheap to clone.
@@ -54,15 +55,23 @@ pub(crate) struct ChainedService {
     /// The chain of the call the turn serves (empty outside one).
     incoming: CallChain,
     actor: ActorRef,
+    /// The calling activation's writes, committed before any call leaves (the output gate).
+    writes: Arc<ActivationStore>,
 }
 
 impl ChainedService {
     /// The service of a turn of `actor` serving a call whose chain is `incoming`.
-    pub(crate) fn new(host: HostService, incoming: CallChain, actor: ActorRef) -> Self {
+    pub(crate) fn new(
+        host: HostService,
+        incoming: CallChain,
+        actor: ActorRef,
+        writes: Arc<ActivationStore>,
+    ) -> Self {
         ChainedService {
             host,
             incoming,
             actor,
+            writes,
         }
     }
 
@@ -75,6 +84,7 @@ impl ChainedService {
         read_only: bool,
     ) -> Result<Option<Envelope>, Error> {
         let chain = self.chain_to(actor)?;
+        self.writes.flush().await?;
         self.host
             .dispatch(actor, method, data, read_only, new_request_id(), chain)
             .await
@@ -122,11 +132,13 @@ impl ActorService for ChainedService {
     ) -> Result<(), Error> {
         // A write from outside runs as a turn of that actor: it too would wait on the chain.
         self.chain_to(actor)?;
+        self.writes.flush().await?;
         self.host.set_state(actor, value, options).await
     }
 
     async fn delete_state(&self, actor: &ActorRef) -> Result<(), Error> {
         self.chain_to(actor)?;
+        self.writes.flush().await?;
         self.host.delete_state(actor).await
     }
 
@@ -144,6 +156,7 @@ impl ActorService for ChainedService {
         name: &str,
         properties: AlarmProperties,
     ) -> Result<(), Error> {
+        self.writes.flush().await?;
         self.host.set_alarm(actor, name, properties).await
     }
 
@@ -152,6 +165,7 @@ impl ActorService for ChainedService {
     }
 
     async fn delete_alarm(&self, actor: &ActorRef, name: &str) -> Result<(), Error> {
+        self.writes.flush().await?;
         self.host.delete_alarm(actor, name).await
     }
 

@@ -4,15 +4,15 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::Poll;
 use std::time::Duration;
 
 use dashmap::DashMap;
 use francis_core::{
-    Actor, ActorContext, ActorFactory, ActorInit, ActorRef, ContextParts, Envelope, Error, Service,
-    SetStateOptions,
+    Actor, ActorContext, ActorFactory, ActorInit, ActorRef, ContextParts, Envelope, Error,
+    ErrorKind, Service, SetStateOptions,
 };
 use francis_store::{ClaimRefusal, Placement, StoreError};
 use futures::FutureExt;
@@ -27,7 +27,7 @@ use crate::events::{DeactivationReason, HostEvent};
 use crate::policy::{RequestMemory, fence_after, must_fence, remembers_request};
 use crate::requests::{Begin, RecentRequests, Ticket, outcome_of};
 use crate::service::HostService;
-use crate::state::{ActivationStore, StoreAccess};
+use crate::state::{ActivationStore, Durability, StoreAccess};
 
 /// Whether and how a host serves calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +152,7 @@ enum Event<T> {
     Mail(Option<Mail>),
     CallerGone,
     Deadline,
+    Committed(Result<(), Error>),
 }
 
 /// A drain's side of the mailbox: letters that arrived while a turn ran wait in `queue`, in
@@ -206,6 +207,7 @@ impl Mailbox {
         &mut self,
         work: F,
         running: &mut [Running],
+        gate: &mut Gate,
         host: &HostInner,
         act: &Activation,
     ) -> F::Output {
@@ -231,6 +233,7 @@ impl Mailbox {
                 mail = self.rx.recv(), if self.open => Event::Mail(mail),
                 () = callers_gone(running) => Event::CallerGone,
                 () = self.timer.as_mut(), if earliest.is_some() => Event::Deadline,
+                committed = gate.committed(), if gate.commit.is_some() => Event::Committed(committed),
             };
             match event {
                 Event::Done(out) => return out,
@@ -239,6 +242,7 @@ impl Mailbox {
                 Event::Mail(Some(Mail::Wake)) => {}
                 Event::Mail(None) => self.open = false,
                 Event::CallerGone => {}
+                Event::Committed(result) => gate.on_commit(host, act, result),
                 Event::Deadline => {
                     let now = Instant::now();
                     for turn in running.iter_mut().filter(|r| r.deadline <= now) {
@@ -299,6 +303,119 @@ fn callers_gone(running: &mut [Running]) -> impl Future<Output = ()> + '_ {
         }
         if gone { Poll::Ready(()) } else { Poll::Pending }
     })
+}
+
+/// The output gate of one activation: answers of turns that could have observed a write that
+/// is not durable yet wait here, in order, until it is. One commit is in flight at a time;
+/// the writes of every turn that ran meanwhile share the next one.
+struct Gate {
+    commit: Option<futures::future::BoxFuture<'static, Result<(), Error>>>,
+    held: VecDeque<Held>,
+}
+
+/// An answer the gate holds back.
+struct Held {
+    /// Released once every write up to this number is durable.
+    seq: u64,
+    reply: Option<oneshot::Sender<Reply>>,
+    ticket: Option<Ticket>,
+    result: Result<Option<Envelope>, Error>,
+}
+
+impl Held {
+    fn deliver(self) {
+        // Recorded by the drain: kept even when the caller is gone.
+        if let Some(ticket) = self.ticket {
+            ticket.finish(&self.result);
+        }
+        if let Some(reply) = self.reply {
+            let _ = reply.send(Reply::Done(self.result));
+        }
+    }
+}
+
+impl Gate {
+    fn new() -> Self {
+        Gate {
+            commit: None,
+            held: VecDeque::new(),
+        }
+    }
+
+    /// Answers a finished turn at once when everything it could have observed is durable,
+    /// otherwise holds the answer for the commit.
+    fn answer(&mut self, act: &Activation, held: Held) {
+        self.held.push_back(held);
+        self.release(act);
+    }
+
+    /// Delivers the answers whose writes are durable, fails them all if a commit failed, and
+    /// starts the next commit if writes wait for one.
+    fn release(&mut self, act: &Activation) {
+        while let Some(front) = self.held.front()
+            && act.store.is_durable(front.seq)
+        {
+            self.held.pop_front().expect("a held answer").deliver();
+        }
+        match act.store.durability() {
+            Durability::Failed(e) => {
+                for mut held in self.held.drain(..) {
+                    held.result = Err(Error::from_wire(
+                        e.kind().code(),
+                        e.to_string(),
+                        e.retry_after(),
+                    ));
+                    held.deliver();
+                }
+            }
+            Durability::Pending(_) if self.commit.is_none() => {
+                let store = act.store.clone();
+                self.commit = Some(Box::pin(async move { store.flush().await }));
+            }
+            Durability::Pending(_) | Durability::Durable => {}
+        }
+    }
+
+    /// Waits for the commit in flight (forever if there is none).
+    async fn committed(&mut self) -> Result<(), Error> {
+        match self.commit.as_mut() {
+            Some(commit) => {
+                let result = commit.await;
+                self.commit = None;
+                result
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// After a commit: releases what it made durable; a failed commit fails the held answers
+    /// and discards the activation, whose next call reads the stored state.
+    fn on_commit(&mut self, host: &HostInner, act: &Activation, result: Result<(), Error>) {
+        if let Err(e) = &result {
+            let fenced = e.kind() == ErrorKind::Fenced;
+            warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
+                  host = %host.address, epoch = act.epoch,
+                  "state write failed: {e}; failing the answers that waited for it and deactivating this activation");
+            host.begin_deactivation(
+                act,
+                if fenced {
+                    DeactivationReason::Fenced
+                } else {
+                    DeactivationReason::Halted
+                },
+            );
+        }
+        self.release(act);
+    }
+
+    /// Commits until nothing waits (or a commit fails), releasing every held answer.
+    async fn settle_all(&mut self, host: &HostInner, act: &Activation) {
+        self.release(act);
+        while self.commit.is_some() {
+            let result = self.committed().await;
+            self.on_commit(host, act, result);
+        }
+    }
 }
 
 /// What a turn does.
@@ -662,6 +779,7 @@ impl HostInner {
                 HostService::new(self.clone()),
                 chain.clone(),
                 act.actor.clone(),
+                act.store.clone(),
             )),
             _ => act.service.clone(),
         };
@@ -691,12 +809,23 @@ impl HostInner {
             open: true,
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
         };
+        let mut gate = Gate::new();
         loop {
             if act.halting.load(Ordering::Acquire) {
                 break;
             }
-            let Some(letter) = mail.next().await else {
-                break;
+            let next = tokio::select! {
+                biased;
+                committed = gate.committed(), if gate.commit.is_some() => Err(committed),
+                letter = mail.next() => Ok(letter),
+            };
+            let letter = match next {
+                Err(committed) => {
+                    gate.on_commit(&self, &act, committed);
+                    continue;
+                }
+                Ok(None) => break,
+                Ok(Some(letter)) => letter,
             };
             if act.halting.load(Ordering::Acquire) {
                 mail.queue.push_front(letter);
@@ -722,10 +851,12 @@ impl HostInner {
                 let work = futures::future::join_all(contexts.iter().zip(ops).map(|(ctx, op)| {
                     AssertUnwindSafe(run_op(Instance::Shared(shared), ctx, &act, op)).catch_unwind()
                 }));
-                let outcomes = mail.supervise(work, &mut running, &self, &act).await;
+                let outcomes = mail
+                    .supervise(work, &mut running, &mut gate, &self, &act)
+                    .await;
                 drop(contexts);
                 for (turn, outcome) in running.into_iter().zip(outcomes) {
-                    self.settle(&act, turn, outcome);
+                    self.settle(&act, &mut gate, turn, outcome);
                 }
             } else {
                 let (mut turn, (ctx, op)) = self.begin_turn(&act, letter);
@@ -733,13 +864,19 @@ impl HostInner {
                     AssertUnwindSafe(run_op(Instance::Exclusive(&mut *instance), &ctx, &act, op))
                         .catch_unwind();
                 let outcome = mail
-                    .supervise(work, std::slice::from_mut(&mut turn), &self, &act)
+                    .supervise(
+                        work,
+                        std::slice::from_mut(&mut turn),
+                        &mut gate,
+                        &self,
+                        &act,
+                    )
                     .await;
                 drop(ctx);
-                self.settle(&act, turn, outcome);
+                self.settle(&act, &mut gate, turn, outcome);
             }
         }
-        self.deactivate(&act, instance, mail).await;
+        self.deactivate(&act, instance, mail, gate).await;
     }
 
     /// Whether a letter's turn may begin now: not if its caller gave up, its deadline passed,
@@ -788,9 +925,10 @@ impl HostInner {
         (running, (ctx, op))
     }
 
-    /// Records a finished turn's outcome, answers it, and starts deactivating the activation
-    /// if the turn halted it, was fenced or panicked.
-    fn settle(&self, act: &Activation, turn: Running, outcome: TurnOutcome) {
+    /// Records a finished turn's outcome and answers it through the output gate (once every
+    /// write it could have observed is durable), and starts deactivating the activation if
+    /// the turn halted it, was fenced or panicked.
+    fn settle(&self, act: &Activation, gate: &mut Gate, turn: Running, outcome: TurnOutcome) {
         let result = match outcome {
             Ok(result) => result,
             Err(panic) => {
@@ -801,11 +939,11 @@ impl HostInner {
                 Err(Error::actor(format!("actor panicked: {message}")))
             }
         };
-        // Recorded by the drain: kept even when the caller is gone.
-        if let Some(ticket) = turn.ticket {
-            ticket.finish(&result);
-        }
-        let fenced = matches!(result, Err(Error::Fenced { .. }));
+        // This activation's own write was fenced (another actor's fencing is that actor's).
+        let fenced = match &result {
+            Err(Error::Fenced { actor, .. }) => actor == &act.actor,
+            _ => false,
+        } || matches!(act.store.durability(), Durability::Failed(e) if e.kind() == ErrorKind::Fenced);
         if fenced {
             warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
                   host = %self.address, epoch = act.epoch,
@@ -820,9 +958,20 @@ impl HostInner {
             };
             self.begin_deactivation(act, reason);
         }
-        if let Some(reply) = turn.reply {
-            let _ = reply.send(Reply::Done(result));
-        }
+        let seq = match act.store.durability() {
+            Durability::Durable => 0,
+            Durability::Pending(seq) => seq,
+            Durability::Failed(_) => u64::MAX,
+        };
+        gate.answer(
+            act,
+            Held {
+                seq,
+                reply: turn.reply,
+                ticket: turn.ticket,
+                result,
+            },
+        );
         act.finished();
     }
 
@@ -874,12 +1023,18 @@ impl HostInner {
         if placement.host_id != host_id {
             return Err(Error::ActorNotHosted(actor.clone()));
         }
+        let store = Arc::new(ActivationStore::new(
+            self.store.clone(),
+            actor.clone(),
+            placement.epoch,
+        ));
         // Calls made outside a chain (from a turn called from outside any turn, an alarm, the
         // factory, deactivation) start one at this actor; a turn with a caller chain gets its own.
         let service: Service = Arc::new(ChainedService::new(
             HostService::new(self.clone()),
             CallChain::default(),
             actor.clone(),
+            store.clone(),
         ));
         let instance = (ty.factory)(ActorInit {
             actor: actor.clone(),
@@ -892,12 +1047,7 @@ impl HostInner {
             epoch: placement.epoch,
             ty: ty.clone(),
             mailbox,
-            store: Arc::new(ActivationStore {
-                access: self.store.clone(),
-                actor: actor.clone(),
-                epoch: placement.epoch,
-                generation: AtomicU64::new(0),
-            }),
+            store,
             service,
             pending: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
@@ -936,7 +1086,10 @@ impl HostInner {
         act: &Arc<Activation>,
         mut instance: Box<dyn Actor>,
         mailbox: Mailbox,
+        mut gate: Gate,
     ) {
+        // The answers still held leave (or fail) before anything else.
+        gate.settle_all(self, act).await;
         let reason = act
             .reason
             .lock()
@@ -969,6 +1122,13 @@ impl HostInner {
             }
         }
         drop(instance);
+        // What the hook wrote is committed before the placement is let go.
+        if let Durability::Pending(_) = act.store.durability()
+            && let Err(e) = act.store.flush().await
+        {
+            warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
+                  host = %self.address, "state written by the actor's deactivate was not committed: {e}");
+        }
         act.cancel.cancel();
         let released = self
             .store

@@ -2,12 +2,15 @@
 //! view of its own state and alarms.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use francis_core::{ActivationState, ActorRef, AlarmProperties, Envelope, Error, SetStateOptions};
+use chrono::{DateTime, Utc};
+use francis_core::{
+    ActivationState, ActorRef, AlarmProperties, Envelope, Error, ErrorKind, SetStateOptions,
+};
 use francis_store::{Fence, Provider, StoreResult};
 
 use crate::clock::Clock;
@@ -34,16 +37,166 @@ impl StoreAccess {
 }
 
 /// An activation's state and alarms; every write carries its placement epoch.
+///
+/// State writes are written behind: [`ActivationStore::store`] and [`ActivationStore::clear`]
+/// record the write and return, the activation's reads see it at once, and
+/// [`ActivationStore::flush`] commits the newest write (one commit for any number of writes
+/// made since the last). The drain holds every answer until the writes it could have observed
+/// are durable (the output gate), and a turn's calls to other actors and its alarm writes
+/// flush first. After a failed commit every read, write and flush of this activation fails:
+/// it is discarded, and its next activation reads the stored state.
 pub(crate) struct ActivationStore {
-    pub access: StoreAccess,
-    pub actor: ActorRef,
-    pub epoch: u64,
-    pub generation: AtomicU64,
+    access: StoreAccess,
+    actor: ActorRef,
+    epoch: u64,
+    generation: AtomicU64,
+    behind: Mutex<Behind>,
+    /// One commit at a time, so commits reach the store in the order of their writes.
+    commits: tokio::sync::Mutex<()>,
+}
+
+/// The writes of an activation that are not known durable yet.
+#[derive(Default)]
+struct Behind {
+    /// How many writes were made (the newest write's number).
+    written: u64,
+    /// Every write up to this number is durable.
+    durable: u64,
+    /// The newest write, until it is durable.
+    latest: Option<StateWrite>,
+    /// Why a commit failed, once one did.
+    failed: Option<(ErrorKind, String, Option<Duration>)>,
+}
+
+/// Where an activation's writes stand.
+pub(crate) enum Durability {
+    /// Every write is durable.
+    Durable,
+    /// Writes up to this number are not all durable yet.
+    Pending(u64),
+    /// A commit failed (the error, again): the activation must go.
+    Failed(Error),
+}
+
+#[derive(Clone)]
+enum StateWrite {
+    Set {
+        value: Envelope,
+        expires_at: Option<DateTime<Utc>>,
+    },
+    Delete,
+}
+
+impl std::fmt::Debug for ActivationStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActivationStore")
+            .field("actor", &self.actor)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ActivationStore {
+    pub fn new(access: StoreAccess, actor: ActorRef, epoch: u64) -> Self {
+        ActivationStore {
+            access,
+            actor,
+            epoch,
+            generation: AtomicU64::new(0),
+            behind: Mutex::new(Behind::default()),
+            commits: tokio::sync::Mutex::new(()),
+        }
+    }
+
     fn fence(&self) -> Fence {
         Fence::Epoch(self.epoch)
+    }
+
+    fn behind(&self) -> std::sync::MutexGuard<'_, Behind> {
+        self.behind.lock().expect("write-behind lock")
+    }
+
+    /// The error of the failed commit, again.
+    fn failure(behind: &Behind) -> Result<(), Error> {
+        match &behind.failed {
+            None => Ok(()),
+            Some((kind, message, retry_after)) => Err(Error::from_wire(
+                kind.code(),
+                format!("an earlier write of this activation failed: {message}"),
+                *retry_after,
+            )),
+        }
+    }
+
+    /// Whether this activation's writes are durable.
+    pub fn durability(&self) -> Durability {
+        let b = self.behind();
+        match Self::failure(&b) {
+            Err(e) => Durability::Failed(e),
+            Ok(()) if b.written > b.durable => Durability::Pending(b.written),
+            Ok(()) => Durability::Durable,
+        }
+    }
+
+    /// Whether every write up to number `seq` is durable (a later commit may have failed).
+    pub fn is_durable(&self, seq: u64) -> bool {
+        self.behind().durable >= seq
+    }
+
+    /// Commits the newest write, if any is not durable; returns once every write made before
+    /// the call is durable, or with the error of the commit that failed.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let _one_at_a_time = self.commits.lock().await;
+        let (seq, write) = {
+            let b = self.behind();
+            Self::failure(&b)?;
+            if b.durable >= b.written {
+                return Ok(());
+            }
+            (b.written, b.latest.clone().expect("an unflushed write"))
+        };
+        let committed = match write {
+            StateWrite::Set { value, expires_at } => {
+                self.access
+                    .call(self.access.provider.set_state(
+                        &self.actor,
+                        value.as_bytes(),
+                        expires_at,
+                        self.fence(),
+                    ))
+                    .await
+            }
+            StateWrite::Delete => self
+                .access
+                .call(self.access.provider.delete_state(&self.actor, self.fence()))
+                .await
+                .map(|_| ()),
+        };
+        let mut b = self.behind();
+        match committed {
+            Ok(()) => {
+                b.durable = seq;
+                if b.written == seq {
+                    b.latest = None;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                b.failed = Some((e.kind(), e.to_string(), e.retry_after()));
+                // The store may hold either version now: caches must not be trusted.
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                Err(e)
+            }
+        }
+    }
+
+    fn write_behind(&self, write: StateWrite) -> Result<(), Error> {
+        let mut b = self.behind();
+        Self::failure(&b)?;
+        b.written += 1;
+        b.latest = Some(write);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 }
 
@@ -51,6 +204,20 @@ impl ActivationStore {
 impl ActivationState for ActivationStore {
     async fn load(&self) -> Result<Option<(Envelope, bool)>, Error> {
         let now = self.access.clock.now();
+        {
+            let b = self.behind();
+            Self::failure(&b)?;
+            match &b.latest {
+                None => {}
+                Some(StateWrite::Delete) => return Ok(None),
+                Some(StateWrite::Set { value, expires_at }) => {
+                    return Ok(match expires_at {
+                        Some(at) if *at <= now => None,
+                        _ => Some((value.clone(), expires_at.is_some())),
+                    });
+                }
+            }
+        }
         let record = self
             .access
             .call(self.access.provider.get_state(&self.actor, now))
@@ -62,6 +229,12 @@ impl ActivationState for ActivationStore {
     }
 
     async fn store(&self, value: Envelope, options: SetStateOptions) -> Result<(), Error> {
+        // Refused now, not at the commit: a value that can never be stored (or travel to
+        // another host) is the caller's bad input, and must not discard the activation.
+        crate::policy::check_payload_size(
+            value.as_bytes().len(),
+            francis_transport::DEFAULT_MAX_MESSAGE_SIZE,
+        )?;
         let expires_at = match options.ttl {
             None => None,
             Some(ttl) => Some(
@@ -71,30 +244,16 @@ impl ActivationState for ActivationStore {
                     })?,
             ),
         };
-        let result = self
-            .access
-            .call(self.access.provider.set_state(
-                &self.actor,
-                value.as_bytes(),
-                expires_at,
-                self.fence(),
-            ))
-            .await;
-        // Bump even on failure: the store may hold either version now, so caches must reload.
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        result
+        self.write_behind(StateWrite::Set { value, expires_at })
     }
 
     async fn clear(&self) -> Result<(), Error> {
-        let result = self
-            .access
-            .call(self.access.provider.delete_state(&self.actor, self.fence()))
-            .await;
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        result.map(|_| ())
+        self.write_behind(StateWrite::Delete)
     }
 
     async fn set_alarm(&self, name: &str, properties: AlarmProperties) -> Result<(), Error> {
+        // An alarm never fires on state that could still be lost.
+        self.flush().await?;
         self.access
             .call(
                 self.access
@@ -105,6 +264,7 @@ impl ActivationState for ActivationStore {
     }
 
     async fn delete_alarm(&self, name: &str) -> Result<(), Error> {
+        self.flush().await?;
         let existed = self
             .access
             .call(

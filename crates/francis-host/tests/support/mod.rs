@@ -34,6 +34,8 @@ pub struct Probe {
     shared: AtomicUsize,
     pub max_shared: AtomicUsize,
     pub violations: AtomicUsize,
+    /// Exclusive turns begun, on every activation.
+    pub turns: AtomicUsize,
     pub created: AtomicUsize,
     pub deactivated: AtomicUsize,
     pub log: Mutex<Vec<String>>,
@@ -55,6 +57,7 @@ impl Default for Probe {
             shared: AtomicUsize::new(0),
             max_shared: AtomicUsize::new(0),
             violations: AtomicUsize::new(0),
+            turns: AtomicUsize::new(0),
             created: AtomicUsize::new(0),
             deactivated: AtomicUsize::new(0),
             log: Mutex::default(),
@@ -70,6 +73,7 @@ impl Default for Probe {
 
 impl Probe {
     fn enter_exclusive(&self) {
+        self.turns.fetch_add(1, Ordering::SeqCst);
         if self.exclusive.fetch_add(1, Ordering::SeqCst) != 0
             || self.shared.load(Ordering::SeqCst) != 0
         {
@@ -327,6 +331,16 @@ impl ProbeActor {
                 let rest = Envelope::encode(&Relay { hops, peek })?;
                 ctx.service().invoke(&next, "relay", rest).await
             }
+            "count-and-relay" => {
+                // Counts, then relays to `hops` (its own write goes first).
+                let mut c = self.state.get(ctx).await?;
+                c.n += 1;
+                self.state.set(ctx, c).await?;
+                let Relay { mut hops, peek } = data.decode()?;
+                let next = actor(&hops.remove(0));
+                let rest = Envelope::encode(&Relay { hops, peek })?;
+                ctx.service().invoke(&next, "relay", rest).await
+            }
             "fail" => Err(Error::actor("the actor said no")),
             "panic" => panic!("probe panicked on purpose"),
             _ => Err(Error::MethodNotImplemented {
@@ -486,6 +500,12 @@ pub struct StallingProvider<P> {
     pub frozen_view: Mutex<Option<Vec<HostRecord>>>,
     /// While set, `live_hosts` fails as a store without quorum does.
     pub fail_live_hosts: AtomicBool,
+    /// While set, state writes wait (a commit that takes its time).
+    pub hold_writes: AtomicBool,
+    /// Wakes the state writes that wait on `hold_writes`.
+    pub writes_released: Notify,
+    /// While set, state writes fail as fenced (the placement moved on).
+    pub fence_writes: AtomicBool,
     /// The name of every operation passed on, in order.
     pub seen: Mutex<Vec<&'static str>>,
 }
@@ -499,8 +519,27 @@ impl<P: Provider> StallingProvider<P> {
             hide_hosts: AtomicUsize::new(0),
             frozen_view: Mutex::new(None),
             fail_live_hosts: AtomicBool::new(false),
+            hold_writes: AtomicBool::new(false),
+            writes_released: Notify::new(),
+            fence_writes: AtomicBool::new(false),
             seen: Mutex::new(Vec::new()),
         }
+    }
+
+    /// How many operations named `name` were passed on.
+    pub fn count(&self, name: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| **n == name)
+            .count()
+    }
+
+    /// Lets the state writes that wait on `hold_writes` go, and those after them.
+    pub fn release_writes(&self) {
+        self.hold_writes.store(false, Ordering::SeqCst);
+        self.writes_released.notify_waiters();
     }
 
     /// From now on, `live_hosts` answers the hosts live now, whatever happens to them.
@@ -553,6 +592,22 @@ impl<P: Provider> StallingProvider<P> {
                     Ok(Reply::Hosts(hosts))
                 })
             }
+            Op::SetState { actor, .. } | Op::DeleteState { actor, .. } => {
+                loop {
+                    let released = self.writes_released.notified();
+                    if !self.hold_writes.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    released.await;
+                }
+                if self.fence_writes.load(Ordering::SeqCst) {
+                    return Some(Err(francis_store::StoreError::Fenced {
+                        actor: actor.clone(),
+                        epoch: 0,
+                    }));
+                }
+                None
+            }
             _ => None,
         }
     }
@@ -574,6 +629,15 @@ impl<P: Provider> Provider for StallingProvider<P> {
             Some(answer) => answer,
             None => self.inner.execute(op).await,
         }
+    }
+}
+
+/// Polls `cond` until it holds, failing after `limit` (for state a background task reaches).
+pub async fn until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
