@@ -37,7 +37,11 @@ pub struct LocalHostBuilder {
     psks: Vec<Vec<u8>>,
     timings: HostTimings,
     clock: Arc<dyn Clock>,
+    layer: Option<StoreLayer>,
 }
+
+/// Wraps the provider a host uses (see [`LocalHostBuilder::store_layer`]).
+type StoreLayer = Box<dyn FnOnce(Arc<dyn Provider>) -> Arc<dyn Provider> + Send>;
 
 impl std::fmt::Debug for LocalHostBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,6 +99,18 @@ impl LocalHostBuilder {
     /// Use an already-built provider as the store.
     pub fn provider(mut self, provider: Arc<dyn Provider>) -> Self {
         self.store = StoreChoice::Provider(provider);
+        self
+    }
+
+    /// Puts a layer of yours between this host and its store, whichever store is chosen: the
+    /// host makes every store operation through what `layer` returns (to count, time or trace
+    /// them, or to inject faults in a test). With a replicated store, the layer sees this
+    /// host's operations, not the replication traffic between hosts.
+    pub fn store_layer(
+        mut self,
+        layer: impl FnOnce(Arc<dyn Provider>) -> Arc<dyn Provider> + Send + 'static,
+    ) -> Self {
+        self.layer = Some(Box::new(layer));
         self
     }
 
@@ -216,6 +232,10 @@ impl LocalHostBuilder {
                 .await?,
             ),
         };
+        let provider = match self.layer {
+            Some(layer) => layer(provider),
+            None => provider,
+        };
         let store = StoreAccess {
             provider,
             clock: self.clock,
@@ -266,6 +286,7 @@ impl LocalHost {
             psks: Vec::new(),
             timings: HostTimings::default(),
             clock: Arc::new(SystemClock),
+            layer: None,
         }
     }
 

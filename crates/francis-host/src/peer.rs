@@ -346,3 +346,131 @@ pub(crate) async fn resolve_address(address: &str) -> Result<SocketAddr, Error> 
         .and_then(|mut addrs| addrs.next())
         .ok_or_else(|| Error::Transport(format!("cannot resolve peer address {address:?}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn actor(id: &str) -> ActorRef {
+        ActorRef::new("probe", id).unwrap()
+    }
+
+    fn round_trip(op: Op) -> Op {
+        from_wire(to_wire(&actor("x"), op, "r1".into())).unwrap()
+    }
+
+    #[test]
+    fn every_turn_survives_the_wire() {
+        let chain = CallChain::from_links(vec![actor("p"), actor("q")]);
+        let five = || Envelope::encode(&5).unwrap();
+        match round_trip(Op::Invoke {
+            method: "add".into(),
+            data: five(),
+            chain: chain.clone(),
+        }) {
+            Op::Invoke {
+                method,
+                data,
+                chain: c,
+            } => {
+                assert_eq!(method, "add");
+                assert_eq!(data.decode::<i64>().unwrap(), 5);
+                assert_eq!(c, chain);
+            }
+            _ => panic!("an invoke came back as another turn"),
+        }
+        match round_trip(Op::Peek {
+            method: "get".into(),
+            data: Envelope::null(),
+            chain: CallChain::default(),
+        }) {
+            Op::Peek {
+                method,
+                data,
+                chain,
+            } => {
+                assert_eq!(method, "get");
+                assert!(data.is_null());
+                assert!(chain.is_empty());
+            }
+            _ => panic!("a peek came back as another turn"),
+        }
+        for data in [Some(five()), None] {
+            match round_trip(Op::Alarm {
+                name: "tick".into(),
+                data: data.clone(),
+            }) {
+                Op::Alarm { name, data: d } => {
+                    assert_eq!(name, "tick");
+                    assert_eq!(d.map(|d| d.decode::<i64>().unwrap()), data.map(|_| 5));
+                }
+                _ => panic!("an alarm came back as another turn"),
+            }
+        }
+        for ttl in [Some(Duration::from_millis(1500)), None] {
+            match round_trip(Op::SetState {
+                value: five(),
+                options: SetStateOptions { ttl },
+            }) {
+                Op::SetState { value, options } => {
+                    assert_eq!(value.decode::<i64>().unwrap(), 5);
+                    assert_eq!(options.ttl, ttl);
+                }
+                _ => panic!("a state write came back as another turn"),
+            }
+        }
+        assert!(matches!(round_trip(Op::DeleteState), Op::DeleteState));
+    }
+
+    #[test]
+    fn the_actor_and_request_id_travel_with_the_turn() {
+        let wire = to_wire(&actor("x"), Op::DeleteState, "r9".into());
+        assert_eq!(
+            (wire.actor_type.as_str(), wire.actor_id.as_str()),
+            ("probe", "x")
+        );
+        assert_eq!(wire.request_id, "r9");
+        assert!(!wire.read_only);
+    }
+
+    #[test]
+    fn malformed_turns_are_bad_input_that_no_retry_fixes() {
+        let good = || {
+            to_wire(
+                &actor("x"),
+                Op::Invoke {
+                    method: "add".into(),
+                    data: Envelope::null(),
+                    chain: CallChain::default(),
+                },
+                "r1".into(),
+            )
+        };
+        let mut unknown_kind = good();
+        unknown_kind.kind = 99;
+        let e = from_wire(unknown_kind)
+            .err()
+            .expect("an unknown kind is refused");
+        assert_eq!(e.kind(), francis_core::ErrorKind::InvalidArgument, "{e}");
+
+        let mut not_json = good();
+        not_json.payload = b"{not json".to_vec().into();
+        let mut no_method = good();
+        no_method.method = String::new();
+        let mut bad_link = good();
+        bad_link.call_chain = vec![ChainLink {
+            actor_type: String::new(),
+            actor_id: "a".into(),
+        }];
+        for (what, invoke) in [
+            ("payload", not_json),
+            ("method", no_method),
+            ("chain", bad_link),
+        ] {
+            let e = from_wire(invoke)
+                .err()
+                .unwrap_or_else(|| panic!("a bad {what} is refused"));
+            assert!(!e.is_retryable(), "{what}: {e}");
+        }
+    }
+}

@@ -14,7 +14,7 @@ use support::*;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-fn held_store() -> Arc<StallingProvider<MemoryProvider>> {
+fn held_store() -> Arc<StallingProvider> {
     Arc::new(StallingProvider::new(MemoryProvider::new()))
 }
 

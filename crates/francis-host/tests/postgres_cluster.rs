@@ -1,18 +1,18 @@
-//! Three hosts sharing one PostgreSQL database (each with its own `PostgresProvider` and pool,
-//! as separate processes would have): exact counters, single activation, failover after a
-//! host freezes or stops, alarms across hosts. Real time, real QUIC; conditions are polled
-//! with deadlines. Needs `FRANCIS_TEST_POSTGRES_URL`; each test uses tables of its own (a unique
+//! Hosts sharing one PostgreSQL database (each with its own `PostgresProvider` and pool, as
+//! separate processes would have): what only PostgreSQL has, beside the scenarios of
+//! `scenarios.rs` (run there on every backend): a host cut off from the database's network,
+//! and a database that cannot be reached at start. Real time, real QUIC; conditions are
+//! polled with deadlines. Needs `FRANCIS_TEST_POSTGRES_URL`; each test uses tables of its own (a unique
 //! prefix), dropped when it ends, and says it is skipped without the variable.
 
 mod support;
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use francis_host::{ActorOptions, HostEvent, HostService, LocalHost};
+use francis_host::{ActorOptions, HostEvent, LocalHost};
 use francis_store::Provider;
 use francis_store_postgres::{PostgresProvider, PostgresTestTables, TEST_POSTGRES_URL_ENV};
 use support::*;
@@ -58,13 +58,6 @@ const FAILOVER: Pace = Pace {
     store_timeout: Duration::from_secs(1),
 };
 
-/// For load tests, where nobody should fail over: room for a network round trip per store call
-/// under a burst of calls on a loaded 2-core machine.
-const STEADY: Pace = Pace {
-    health_deadline: Duration::from_secs(10),
-    store_timeout: Duration::from_secs(5),
-};
-
 /// A host with its own provider (pool) on the shared tables.
 async fn host_on(provider: Arc<dyn Provider>, probe: Arc<Probe>, pace: Pace) -> TestHost {
     let addr = free_udp_addr();
@@ -86,152 +79,6 @@ async fn host_on(provider: Arc<dyn Provider>, probe: Arc<Probe>, pace: Pace) -> 
             })
     })
     .await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn counters_stay_exact_and_single_activation_holds_across_three_hosts() {
-    let Some(tables) = tables_or_skip("counters_stay_exact_across_three_hosts") else {
-        return;
-    };
-    let probe = Arc::new(Probe::default());
-    let mut hosts = Vec::new();
-    for _ in 0..3 {
-        hosts.push(host_on(Arc::new(provider(&tables).await), probe.clone(), STEADY).await);
-    }
-    let services: Vec<HostService> = hosts.iter().map(|h| h.service()).collect();
-    let ids: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
-    let mut calls = Vec::new();
-    for round in 0..20 {
-        for (i, id) in ids.iter().enumerate() {
-            let svc = services[(round + i) % 3].clone();
-            let id = id.clone();
-            calls.push(tokio::spawn(async move { served_by(&svc, &id).await }));
-        }
-    }
-    let mut owners = HashMap::<String, HashSet<String>>::new();
-    for (n, call) in calls.into_iter().enumerate() {
-        let (_, host) = call.await.unwrap();
-        owners
-            .entry(ids[n % ids.len()].clone())
-            .or_default()
-            .insert(host);
-    }
-    // every id was served by exactly one host, whichever host received the call
-    for (id, hosts) in &owners {
-        assert_eq!(hosts.len(), 1, "{id} served by {hosts:?}");
-    }
-    let distinct: HashSet<_> = owners.values().flatten().collect();
-    assert!(
-        distinct.len() >= 2,
-        "placement did not spread: {distinct:?}"
-    );
-    // exact: 20 concurrent increments each, plus this one
-    for (i, id) in ids.iter().enumerate() {
-        let (n, _) = served_by(&services[(i + 1) % 3], id).await;
-        assert_eq!(n, 21, "{id}");
-    }
-    assert_eq!(probe.double_activations.load(Ordering::SeqCst), 0);
-    assert_eq!(probe.created.load(Ordering::SeqCst), ids.len());
-    for h in hosts {
-        h.stop().await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_that_freezes_fences_itself_and_its_actors_move_after_the_deadline() {
-    let Some(tables) = tables_or_skip("a_host_that_freezes_fences_itself") else {
-        return;
-    };
-    let probe = Arc::new(Probe::default());
-    let frozen_store = Arc::new(StallingProvider::new(provider(&tables).await));
-    let a = host_on(frozen_store.clone(), probe.clone(), FAILOVER).await;
-    let b = host_on(Arc::new(provider(&tables).await), probe.clone(), FAILOVER).await;
-    let c = host_on(Arc::new(provider(&tables).await), probe.clone(), FAILOVER).await;
-    let via_b = b.service();
-    // an actor owned by A, with two acknowledged increments
-    let victim = actor_owned_by(&via_b, &a, "k").await;
-    served_by(&c.service(), &victim).await;
-    // A's store access freezes (as if its process hung): it cannot heartbeat.
-    let mut a_events = a.host.events();
-    let fenced_at = tokio::spawn(async move {
-        loop {
-            if let Ok(HostEvent::Fenced { .. }) = a_events.recv().await {
-                return Instant::now();
-            }
-        }
-    });
-    let frozen_at = Instant::now();
-    frozen_store.stall.store(true, Ordering::SeqCst);
-    let (n, host) = increment_eventually(&via_b, &victim, Duration::from_secs(20)).await;
-    let moved_at = Instant::now();
-    assert_ne!(host, a.host.address());
-    assert_eq!(n, 3, "an acknowledged increment was lost");
-    // another host could take over only once A's lease expired in the store...
-    let moved_after = moved_at - frozen_at;
-    assert!(
-        moved_after >= DEADLINE - Duration::from_millis(300),
-        "{moved_after:?}"
-    );
-    // ...and A had fenced itself before that.
-    let fenced_at = tokio::time::timeout(Duration::from_secs(1), fenced_at)
-        .await
-        .expect("A never fenced itself")
-        .unwrap();
-    assert!(
-        fenced_at < moved_at,
-        "A fenced {:?} after the takeover",
-        fenced_at - moved_at
-    );
-    assert!(matches!(a.host.health(), francis_host::Health::Fenced(_)));
-    // both remaining hosts agree on the new owner, and the count goes on from there
-    let (n, again) = served_by(&c.service(), &victim).await;
-    assert_eq!((n, again.as_str()), (4, host.as_str()));
-    assert_eq!(probe.double_activations.load(Ordering::SeqCst), 0);
-    frozen_store.stall.store(false, Ordering::SeqCst);
-    b.stop().await;
-    c.stop().await;
-    a.shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), a.task).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_graceful_stop_hands_actors_over_at_once() {
-    let Some(tables) = tables_or_skip("a_graceful_stop_hands_actors_over_at_once") else {
-        return;
-    };
-    let probe = Arc::new(Probe::default());
-    let a = host_on(Arc::new(provider(&tables).await), probe.clone(), FAILOVER).await;
-    let b = host_on(Arc::new(provider(&tables).await), probe.clone(), FAILOVER).await;
-    let via_b = b.service();
-    let on_a = actor_owned_by(&via_b, &a, "g").await;
-    a.stop().await;
-    // A released its placements on the way out: B serves the actor without waiting for A's
-    // lease to expire, and its state is intact.
-    let started = Instant::now();
-    let (n, host) = served_by(&via_b, &on_a).await;
-    assert_eq!((n, host.as_str()), (2, b.host.address()));
-    assert!(started.elapsed() < DEADLINE, "took {:?}", started.elapsed());
-    assert_eq!(probe.double_activations.load(Ordering::SeqCst), 0);
-    b.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alarms_run_on_the_owner_and_keep_their_cadence_across_a_failover() {
-    let Some(tables) = tables_or_skip("alarms_run_on_the_owner_across_a_failover") else {
-        return;
-    };
-    let probe = Arc::new(Probe::default());
-    let frozen_store = Arc::new(StallingProvider::new(provider(&tables).await));
-    let a = host_on(frozen_store.clone(), probe.clone(), FAILOVER).await;
-    let b = host_on(Arc::new(provider(&tables).await), probe.clone(), FAILOVER).await;
-    let c = host_on(Arc::new(provider(&tables).await), probe.clone(), FAILOVER).await;
-    let victim = actor_owned_by(&b.service(), &a, "t").await;
-    // set through C, for an actor A owns: it runs on A, then moves
-    alarm_cadence_survives_an_owner_freeze(&c.service(), &victim, &frozen_store, &probe).await;
-    b.stop().await;
-    c.stop().await;
-    a.shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), a.task).await;
 }
 
 /// A TCP relay between a host's provider and the database, which the test can cut and restore

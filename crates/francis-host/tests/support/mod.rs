@@ -393,9 +393,17 @@ pub async fn start_with_probe(
     probe: Arc<Probe>,
     configure: impl FnOnce(francis_host::LocalHostBuilder) -> francis_host::LocalHostBuilder,
 ) -> TestHost {
+    start_configured(opts, probe, move |b| configure(b.provider(provider))).await
+}
+
+/// A running host built by `configure` (which chooses the store), serving the probe type.
+pub async fn start_configured(
+    opts: ActorOptions,
+    probe: Arc<Probe>,
+    configure: impl FnOnce(francis_host::LocalHostBuilder) -> francis_host::LocalHostBuilder,
+) -> TestHost {
     let builder = LocalHost::builder()
         .address("127.0.0.1:7571")
-        .provider(provider)
         .clock(Arc::new(TokioClock::new()));
     let host = Arc::new(configure(builder).build().await.unwrap());
     let p = probe.clone();
@@ -488,8 +496,8 @@ pub async fn increment(svc: &francis_host::HostService, id: &str) -> i64 {
 
 /// A provider that can be made to hang on every call, as if the store (or the whole host
 /// process) froze for the host using it.
-pub struct StallingProvider<P> {
-    inner: P,
+pub struct StallingProvider {
+    inner: Arc<dyn Provider>,
     pub stall: AtomicBool,
     /// Heartbeats that start before this instant never answer (a store whose leader is gone).
     pub heartbeat_outage_until: Mutex<Option<Instant>>,
@@ -510,8 +518,13 @@ pub struct StallingProvider<P> {
     pub seen: Mutex<Vec<&'static str>>,
 }
 
-impl<P: Provider> StallingProvider<P> {
-    pub fn new(inner: P) -> Self {
+impl StallingProvider {
+    pub fn new(inner: impl Provider) -> Self {
+        Self::wrap(Arc::new(inner))
+    }
+
+    /// Wraps a provider already shared (a host's store layer).
+    pub fn wrap(inner: Arc<dyn Provider>) -> Self {
         StallingProvider {
             inner,
             stall: AtomicBool::new(false),
@@ -559,7 +572,7 @@ impl<P: Provider> StallingProvider<P> {
     }
 }
 
-impl<P: Provider> StallingProvider<P> {
+impl StallingProvider {
     /// What the fault settings make of one operation: `None` to pass it on.
     async fn intercept(&self, op: &Op) -> Option<StoreResult<Reply>> {
         self.gate().await;
@@ -614,7 +627,7 @@ impl<P: Provider> StallingProvider<P> {
 }
 
 #[async_trait]
-impl<P: Provider> Provider for StallingProvider<P> {
+impl Provider for StallingProvider {
     async fn execute_batch(&self, ops: Vec<Op>) -> Vec<StoreResult<Reply>> {
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
@@ -704,10 +717,10 @@ pub async fn actor_owned_by(
 /// `frozen`, fires there; then that store freezes, and once the owner's lease has expired the
 /// alarm keeps firing on another host. Never twice for one due time (firings stay at least half
 /// an interval apart), never on two activations at once.
-pub async fn alarm_cadence_survives_an_owner_freeze<P: Provider>(
+pub async fn alarm_cadence_survives_an_owner_freeze(
     via: &francis_host::HostService,
     victim: &str,
-    frozen: &StallingProvider<P>,
+    frozen: &StallingProvider,
     probe: &Probe,
 ) {
     use francis_core::ActorService;
