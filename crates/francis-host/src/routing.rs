@@ -13,6 +13,7 @@ use francis_store::{ClaimRefusal, Placement, StoreError};
 use crate::clock::Clock;
 use crate::policy::owner_lease_over;
 use crate::runtime::HostInner;
+use crate::state::Claim;
 
 /// How long a membership view (the live hosts and what they serve) is reused.
 const MEMBERSHIP_TTL: Duration = Duration::from_secs(1);
@@ -39,7 +40,7 @@ pub(crate) struct Router {
 pub(crate) enum Route {
     /// Run it on this host; with the placement routing just claimed for this host, when it
     /// claimed one, which the activation then uses instead of claiming again.
-    Local(Option<Placement>),
+    Local(Option<Claim>),
     /// Send it to the owner.
     Remote(Placement),
 }
@@ -126,21 +127,24 @@ pub(crate) async fn route(inner: &Arc<HostInner>, actor: &ActorRef) -> Result<Ro
         }
         other => other,
     };
-    let (placement, claimed) = match cached {
-        Some(p) => (p, false),
-        None => (resolve(inner, actor).await?, true),
-    };
-    if placement.host_id == me {
-        Ok(Route::Local(claimed.then_some(placement)))
-    } else {
-        Ok(Route::Remote(placement))
+    match cached {
+        Some(p) if p.host_id == me => Ok(Route::Local(None)),
+        Some(p) => Ok(Route::Remote(p)),
+        None => {
+            let claim = resolve(inner, actor).await?;
+            if claim.places(actor, &me) {
+                Ok(Route::Local(Some(claim)))
+            } else {
+                Ok(Route::Remote(claim.placement().clone()))
+            }
+        }
     }
 }
 
 /// The actor's placement, from one claim on the common path: a claim answers the live
 /// placement when there is one (wherever it is), and otherwise places the actor on the
 /// candidate, so no lookup goes first.
-async fn resolve(inner: &Arc<HostInner>, actor: &ActorRef) -> Result<Placement, Error> {
+async fn resolve(inner: &Arc<HostInner>, actor: &ActorRef) -> Result<Claim, Error> {
     let store = &inner.store;
     let deadline = inner.timings.health_deadline;
     let mut fresh = false;
@@ -162,17 +166,10 @@ async fn resolve(inner: &Arc<HostInner>, actor: &ActorRef) -> Result<Placement, 
             return Err(no_host(actor, &candidates, served_here));
         }
         for candidate in &ranked {
-            let claimed = store
-                .call(
-                    store
-                        .provider
-                        .claim(actor, &candidate.host_id, store.clock.now(), deadline),
-                )
-                .await;
-            match claimed {
-                Ok(p) => {
-                    inner.router.remember(p.clone());
-                    return Ok(p);
+            match store.claim(actor, &candidate.host_id, deadline).await {
+                Ok(claim) => {
+                    inner.router.remember(claim.placement().clone());
+                    return Ok(claim);
                 }
                 Err(e) if refusal(&e).is_some() => continue,
                 Err(e) => return Err(e),

@@ -14,7 +14,7 @@ use francis_core::{
     Actor, ActorContext, ActorFactory, ActorInit, ActorRef, ContextParts, Envelope, Error,
     ErrorKind, Service, SetStateOptions,
 };
-use francis_store::{ClaimRefusal, Placement, StoreError};
+use francis_store::{ClaimRefusal, StoreError};
 use futures::FutureExt;
 use tokio::sync::{OnceCell, broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -27,7 +27,7 @@ use crate::events::{DeactivationReason, HostEvent};
 use crate::policy::{RequestMemory, fence_after, must_fence, remembers_request};
 use crate::requests::{Begin, RecentRequests, Ticket, outcome_of};
 use crate::service::HostService;
-use crate::state::{ActivationStore, Durability, StoreAccess};
+use crate::state::{ActivationStore, Claim, Durability, StoreAccess};
 
 /// Whether and how a host serves calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -649,7 +649,7 @@ impl HostInner {
         actor: &ActorRef,
         op: Op,
         request_id: String,
-        claimed: Option<Placement>,
+        claimed: Option<Claim>,
     ) -> Result<Option<Envelope>, Error> {
         let deadline = Instant::now() + self.timings.invoke_timeout;
         self.turn(actor, op, request_id, None, claimed, deadline)
@@ -705,7 +705,7 @@ impl HostInner {
         op: Op,
         request_id: String,
         ticket: Option<Ticket>,
-        mut claimed: Option<Placement>,
+        mut claimed: Option<Claim>,
         deadline: Instant,
     ) -> Result<Option<Envelope>, Error> {
         let read_only = op.read_only();
@@ -981,7 +981,7 @@ impl HostInner {
         self: &Arc<Self>,
         actor: &ActorRef,
         ty: &Arc<TypeEntry>,
-        claimed: Option<Placement>,
+        claimed: Option<Claim>,
     ) -> Result<Arc<Activation>, Error> {
         let cell = self.table.entry(actor.clone()).or_default().clone();
         let result = cell
@@ -1001,33 +1001,23 @@ impl HostInner {
         self: &Arc<Self>,
         actor: &ActorRef,
         ty: &Arc<TypeEntry>,
-        claimed: Option<Placement>,
+        claimed: Option<Claim>,
     ) -> Result<Arc<Activation>, Error> {
         self.check_serving()?;
         let host_id = self.host_id();
-        let placement = match claimed {
-            Some(p) if p.host_id == host_id && &p.actor == actor => p,
-            _ => {
-                let now = self.store.clock.now();
-                self.store
-                    .call(self.store.provider.claim(
-                        actor,
-                        &host_id,
-                        now,
-                        self.timings.health_deadline,
-                    ))
-                    .await
-                    .map_err(|e| claim_error(actor, e))?
-            }
+        let claim = match claimed {
+            Some(c) if c.places(actor, &host_id) => c,
+            _ => self
+                .store
+                .claim(actor, &host_id, self.timings.health_deadline)
+                .await
+                .map_err(|e| claim_error(actor, e))?,
         };
-        if placement.host_id != host_id {
+        if !claim.places(actor, &host_id) {
             return Err(Error::ActorNotHosted(actor.clone()));
         }
-        let store = Arc::new(ActivationStore::new(
-            self.store.clone(),
-            actor.clone(),
-            placement.epoch,
-        ));
+        let placement = claim.placement();
+        let store = Arc::new(ActivationStore::new(self.store.clone(), &claim));
         // Calls made outside a chain (from a turn called from outside any turn, an alarm, the
         // factory, deactivation) start one at this actor; a turn with a caller chain gets its own.
         let service: Service = Arc::new(ChainedService::new(

@@ -65,7 +65,7 @@ impl HostService {
         op: Op,
         request_id: String,
         caller: Caller,
-        claimed: Option<Placement>,
+        claimed: Option<crate::state::Claim>,
     ) -> Result<Invoked, Error> {
         let output = match caller {
             Caller::Here => self.inner.call(actor, op, request_id, claimed).await,

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use francis_core::{
     ActivationState, ActorRef, AlarmProperties, Envelope, Error, ErrorKind, SetStateOptions,
 };
-use francis_store::{Fence, Provider, StoreResult};
+use francis_store::{Fence, Placement, Provider, StoreResult};
 
 use crate::clock::Clock;
 
@@ -33,6 +33,42 @@ impl StoreAccess {
                 after: self.timeout,
             }),
         }
+    }
+}
+
+/// The store's authoritative answer to a claim: where the actor is placed, at which epoch.
+///
+/// Only [`StoreAccess::claim`] makes one (a cached or remembered placement cannot become
+/// one), and an activation needs one naming its own host: so an actor is activated only after
+/// the store placed it here, and every write of that activation carries the claim's epoch.
+#[derive(Debug, Clone)]
+pub(crate) struct Claim(Placement);
+
+impl Claim {
+    /// The placement the store answered.
+    pub fn placement(&self) -> &Placement {
+        &self.0
+    }
+
+    /// Whether this claim placed `actor` on host `host_id`.
+    pub fn places(&self, actor: &ActorRef, host_id: &str) -> bool {
+        &self.0.actor == actor && self.0.host_id == host_id
+    }
+}
+
+impl StoreAccess {
+    /// Claims `actor` for `host_id` (bounded by the store timeout): the store answers the
+    /// actor's live placement wherever it is, or places it on `host_id`.
+    pub async fn claim(
+        &self,
+        actor: &ActorRef,
+        host_id: &str,
+        health_deadline: Duration,
+    ) -> Result<Claim, Error> {
+        let now = self.clock.now();
+        self.call(self.provider.claim(actor, host_id, now, health_deadline))
+            .await
+            .map(Claim)
     }
 }
 
@@ -97,11 +133,12 @@ impl std::fmt::Debug for ActivationStore {
 }
 
 impl ActivationStore {
-    pub fn new(access: StoreAccess, actor: ActorRef, epoch: u64) -> Self {
+    /// The store of the activation `claim` placed here.
+    pub fn new(access: StoreAccess, claim: &Claim) -> Self {
         ActivationStore {
             access,
-            actor,
-            epoch,
+            actor: claim.0.actor.clone(),
+            epoch: claim.0.epoch,
             generation: AtomicU64::new(0),
             behind: Mutex::new(Behind::default()),
             commits: tokio::sync::Mutex::new(()),
