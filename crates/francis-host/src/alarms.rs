@@ -14,20 +14,22 @@ use tracing::{debug, error, info, warn};
 
 use crate::events::HostEvent;
 use crate::policy::{AlarmDecision, alarm_outcome, retry_delay};
-use crate::runtime::{HostInner, Op};
+use crate::runtime::Op;
+use crate::service::HostInner;
 use crate::service::HostService;
 
 type InFlight = Arc<Mutex<HashSet<AlarmLease>>>;
 
 /// Runs until `stop` fires; then releases the leases of alarms that have not started.
 pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
-    let timings = inner.timings.clone();
+    let timings = inner.act.timings.clone();
     let mut poll = tokio::time::interval(timings.alarm_poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let in_flight: InFlight = Arc::default();
     let mut tasks = JoinSet::new();
     let mut last_renewal = Instant::now();
     let types: Vec<String> = inner
+        .act
         .types
         .read()
         .expect("types lock")
@@ -75,9 +77,9 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
             more_due = true;
             continue;
         }
-        let now = inner.store.clock.now();
+        let now = inner.act.store.clock.now();
         let request = LeaseRequest {
-            host_id: inner.host_id(),
+            host_id: inner.act.host_id(),
             actor_types: types.clone(),
             horizon: now
                 + chrono::Duration::from_std(timings.alarm_fetch_ahead).unwrap_or_default(),
@@ -86,13 +88,14 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
             lease_id: uuid::Uuid::new_v4().to_string(),
         };
         let leased = match inner
+            .act
             .store
-            .call(inner.store.provider.lease_alarms(&request, now))
+            .call(inner.act.store.provider.lease_alarms(&request, now))
             .await
         {
             Ok(leased) => leased,
             Err(e) => {
-                warn!(host = %inner.address, "could not lease alarms: {e}");
+                warn!(host = %inner.act.address, "could not lease alarms: {e}");
                 continue;
             }
         };
@@ -125,13 +128,13 @@ async fn renew(inner: &HostInner, in_flight: &InFlight) {
     if leases.is_empty() {
         return;
     }
-    let store = &inner.store;
+    let store = &inner.act.store;
     match store
         .call(store.provider.renew_alarm_leases(
-            &inner.host_id(),
+            &inner.act.host_id(),
             &leases,
             store.clock.now(),
-            inner.timings.alarm_lease,
+            inner.act.timings.alarm_lease,
         ))
         .await
     {
@@ -139,10 +142,10 @@ async fn renew(inner: &HostInner, in_flight: &InFlight) {
             let held: HashSet<_> = held.into_iter().collect();
             let lost = leases.iter().filter(|l| !held.contains(*l)).count();
             if lost > 0 {
-                debug!(host = %inner.address, lost, "alarm leases lost (alarms replaced or deleted)");
+                debug!(host = %inner.act.address, lost, "alarm leases lost (alarms replaced or deleted)");
             }
         }
-        Err(e) => warn!(host = %inner.address, "could not renew alarm leases: {e}"),
+        Err(e) => warn!(host = %inner.act.address, "could not renew alarm leases: {e}"),
     }
 }
 
@@ -160,7 +163,7 @@ async fn fire(
 }
 
 async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &CancellationToken) {
-    let store = &inner.store;
+    let store = &inner.act.store;
     let LeasedAlarm {
         lease,
         properties,
@@ -182,27 +185,27 @@ async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &Cancellat
     // The alarm may have been replaced or deleted while we waited: check the lease is ours.
     let held = store
         .call(store.provider.renew_alarm_leases(
-            &inner.host_id(),
+            &inner.act.host_id(),
             std::slice::from_ref(&lease),
             store.clock.now(),
-            inner.timings.alarm_lease,
+            inner.act.timings.alarm_lease,
         ))
         .await;
     match held {
         Ok(held) if held.contains(&lease) => {}
         Ok(_) => {
-            debug!(actor = %lease.actor, alarm = %lease.name, host = %inner.address,
+            debug!(actor = %lease.actor, alarm = %lease.name, host = %inner.act.address,
                    "alarm was replaced or deleted before it fired");
             return;
         }
         Err(e) => {
-            warn!(actor = %lease.actor, alarm = %lease.name, host = %inner.address,
+            warn!(actor = %lease.actor, alarm = %lease.name, host = %inner.act.address,
                   "could not confirm alarm lease, leaving it to expire: {e}");
             return;
         }
     }
     let actor = lease.actor.clone();
-    let ty = match inner.type_entry(actor.actor_type()) {
+    let ty = match inner.act.type_entry(actor.actor_type()) {
         Ok(ty) => ty,
         Err(_) => {
             let _ = store.call(store.provider.release_alarm(&lease)).await;
@@ -249,7 +252,7 @@ async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &Cancellat
     let delay = retry_delay(
         attempts + 1,
         options.initial_retry_delay,
-        inner.timings.alarm_retry_cap,
+        inner.act.timings.alarm_retry_cap,
         rand::random::<f64>(),
     );
     let (outcome, decision) = alarm_outcome(
@@ -261,7 +264,7 @@ async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &Cancellat
         delay,
     );
     log_decision(inner, &lease, decision, attempts, result.err());
-    inner.emit(HostEvent::AlarmFired {
+    inner.act.emit(HostEvent::AlarmFired {
         actor: actor.clone(),
         name: lease.name.clone(),
         succeeded,
@@ -271,9 +274,9 @@ async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &Cancellat
         .await
     {
         Ok(true) => {}
-        Ok(false) => debug!(actor = %actor, alarm = %lease.name, host = %inner.address,
+        Ok(false) => debug!(actor = %actor, alarm = %lease.name, host = %inner.act.address,
                             "alarm changed while it ran; keeping the new version"),
-        Err(e) => warn!(actor = %actor, alarm = %lease.name, host = %inner.address,
+        Err(e) => warn!(actor = %actor, alarm = %lease.name, host = %inner.act.address,
                         "could not record alarm outcome (the lease will expire and it may fire again): {e}"),
     }
 }
@@ -289,7 +292,7 @@ fn log_decision(
         lease.actor.actor_type(),
         lease.actor.actor_id(),
         lease.name.as_str(),
-        inner.address.as_str(),
+        inner.act.address.as_str(),
     );
     match (decision, error) {
         (AlarmDecision::Finished | AlarmDecision::Repeats, _) => {

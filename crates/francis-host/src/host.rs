@@ -17,7 +17,8 @@ use crate::config::{ActorOptions, HostTimings};
 use crate::error::HostError;
 use crate::events::{DeactivationReason, HostEvent};
 use crate::policy::{fence_after, heartbeat_attempt_bound, heartbeat_wait, should_deactivate_idle};
-use crate::runtime::{Health, HostInner, TypeEntry};
+use crate::runtime::{Activations, Health, TypeEntry};
+use crate::service::HostInner;
 use crate::service::HostService;
 use crate::state::StoreAccess;
 
@@ -241,15 +242,9 @@ impl LocalHostBuilder {
             clock: self.clock,
             timeout: self.timings.store_timeout,
         };
-        let inner = Arc::new(HostInner::new(
-            address,
-            host_id,
-            self.timings,
-            store,
-            peer,
-            replica,
-        ));
-        inner.peer.attach(&inner);
+        let act = Activations::new(address, host_id, self.timings, store);
+        let inner = HostInner::new(act, peer, replica);
+        inner.act.set_outbound(crate::outbound::for_host(&inner));
         Ok(LocalHost { inner })
     }
 }
@@ -270,8 +265,8 @@ pub struct LocalHost {
 impl std::fmt::Debug for LocalHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalHost")
-            .field("address", &self.inner.address)
-            .field("host_id", &self.inner.host_id())
+            .field("address", &self.inner.act.address)
+            .field("host_id", &self.inner.act.host_id())
             .finish_non_exhaustive()
     }
 }
@@ -309,10 +304,10 @@ impl LocalHost {
             ));
         }
         options.validate().map_err(HostError::InvalidConfig)?;
-        if self.inner.running.load(Ordering::Acquire) {
+        if self.inner.act.running.load(Ordering::Acquire) {
             return Err(HostError::AlreadyRunning);
         }
-        let mut types = self.inner.types.write().expect("types lock");
+        let mut types = self.inner.act.types.write().expect("types lock");
         if types.contains_key(actor_type) {
             return Err(HostError::DuplicateActorType(actor_type.to_owned()));
         }
@@ -333,12 +328,12 @@ impl LocalHost {
 
     /// The advertised address.
     pub fn address(&self) -> &str {
-        &self.inner.address
+        &self.inner.act.address
     }
 
     /// The current host id (a new one after self-fencing).
     pub fn host_id(&self) -> String {
-        self.inner.host_id()
+        self.inner.act.host_id()
     }
 
     /// The cluster CA certificate (PEM) derived from the first runtime PSK, for operators to pin
@@ -357,17 +352,17 @@ impl LocalHost {
     /// Whether the host serves calls now. Never `Serving` once the host's lease has lapsed
     /// by its own monotonic clock, even if its heartbeat task has not noticed yet.
     pub fn health(&self) -> Health {
-        self.inner.current_health()
+        self.inner.act.current_health()
     }
 
     /// Watches the host's health (e.g. to wait until it serves).
     pub fn health_watch(&self) -> watch::Receiver<Health> {
-        self.inner.health.subscribe()
+        self.inner.act.health.subscribe()
     }
 
     /// Lifecycle events from now on (activations, deactivations, alarms, fencing).
     pub fn events(&self) -> broadcast::Receiver<HostEvent> {
-        self.inner.events.subscribe()
+        self.inner.act.events.subscribe()
     }
 
     /// The actors active on this host.
@@ -379,22 +374,22 @@ impl LocalHost {
     /// are refused, running turns get the grace period to finish (then are cancelled), every
     /// actor is deactivated and its placement released, and the registration is removed.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), HostError> {
-        if self.inner.running.swap(true, Ordering::AcqRel) {
+        if self.inner.act.running.swap(true, Ordering::AcqRel) {
             return Err(HostError::AlreadyRunning);
         }
         let inner = &self.inner;
         // Bind the peer port first: a second process on the same address fails here, clearly.
-        inner.peer.start(&inner.host_id())?;
+        inner.peer.start(&inner.act.host_id())?;
         // A replicated store may have no quorum yet (the other hosts are starting): wait for it.
         loop {
             match register(inner).await {
                 Ok(()) => break,
                 Err(e) if e.is_retryable() => {
-                    warn!(host = %inner.address, "cannot register yet, retrying: {e}");
+                    warn!(host = %inner.act.address, "cannot register yet, retrying: {e}");
                     tokio::select! {
                         _ = shutdown.cancelled() => {
                             stop_peer(inner).await;
-                            inner.health.send_replace(Health::Stopped);
+                            inner.act.health.send_replace(Health::Stopped);
                             return Ok(());
                         }
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -407,6 +402,7 @@ impl LocalHost {
             }
         }
         let types: Vec<String> = inner
+            .act
             .types
             .read()
             .expect("types lock")
@@ -414,6 +410,7 @@ impl LocalHost {
             .cloned()
             .collect();
         let shortest_idle = inner
+            .act
             .types
             .read()
             .expect("types lock")
@@ -425,8 +422,8 @@ impl LocalHost {
                 .router
                 .set_cache_ttl(francis_placement::cache_entry_ttl(idle));
         }
-        info!(host = %inner.address, host_id = %inner.host_id(), actor_types = ?types, "host started");
-        inner.health.send_replace(Health::Serving);
+        info!(host = %inner.act.address, host_id = %inner.act.host_id(), actor_types = ?types, "host started");
+        inner.act.health.send_replace(Health::Serving);
 
         let stop = CancellationToken::new();
         let background = [
@@ -437,42 +434,44 @@ impl LocalHost {
         ];
 
         shutdown.cancelled().await;
-        info!(host = %inner.address, "host shutting down");
-        inner.health.send_replace(Health::Draining);
+        info!(host = %inner.act.address, "host shutting down");
+        inner.act.health.send_replace(Health::Draining);
         stop.cancel();
-        let grace = inner.timings.shutdown_grace_period;
+        let grace = inner.act.timings.shutdown_grace_period;
         let deadline = Instant::now() + grace;
         // New activations are refused now; sweep until nothing is left.
         for _ in 0..3 {
             let left = deadline.saturating_duration_since(Instant::now());
             if !inner
+                .act
                 .deactivate_all(DeactivationReason::Shutdown, left)
                 .await
             {
-                warn!(host = %inner.address, "turns still running after the {grace:?} grace period; cancelling them");
-                inner.cancel_all_turns();
-                let bound = inner.timings.store_timeout + Duration::from_secs(5);
+                warn!(host = %inner.act.address, "turns still running after the {grace:?} grace period; cancelling them");
+                inner.act.cancel_all_turns();
+                let bound = inner.act.timings.store_timeout + Duration::from_secs(5);
                 inner
+                    .act
                     .deactivate_all(DeactivationReason::Shutdown, bound)
                     .await;
             }
-            if inner.table.is_empty() {
+            if inner.act.table.is_empty() {
                 break;
             }
         }
         for task in background {
             let _ = task.await;
         }
-        let store = &inner.store;
+        let store = &inner.act.store;
         if let Err(e) = store
-            .call(store.provider.unregister_host(&inner.host_id()))
+            .call(store.provider.unregister_host(&inner.act.host_id()))
             .await
         {
-            warn!(host = %inner.address, "could not unregister host: {e}");
+            warn!(host = %inner.act.address, "could not unregister host: {e}");
         }
         stop_peer(inner).await;
-        inner.health.send_replace(Health::Stopped);
-        info!(host = %inner.address, "host stopped");
+        inner.act.health.send_replace(Health::Stopped);
+        info!(host = %inner.act.address, "host stopped");
         Ok(())
     }
 }
@@ -486,7 +485,7 @@ async fn stop_peer(inner: &HostInner) {
 }
 
 fn registration(inner: &HostInner, host_id: String) -> HostRegistration {
-    let types = inner.types.read().expect("types lock");
+    let types = inner.act.types.read().expect("types lock");
     let mut actor_types: Vec<ActorTypeSpec> = types
         .iter()
         .map(|(name, entry)| ActorTypeSpec {
@@ -497,7 +496,7 @@ fn registration(inner: &HostInner, host_id: String) -> HostRegistration {
     actor_types.sort_by(|a, b| a.actor_type.cmp(&b.actor_type));
     HostRegistration {
         host_id,
-        address: inner.address.clone(),
+        address: inner.act.address.clone(),
         actor_types,
     }
 }
@@ -505,9 +504,9 @@ fn registration(inner: &HostInner, host_id: String) -> HostRegistration {
 /// Registers the host. An earlier process on the same address whose lease has not expired yet
 /// (it crashed moments ago) is taken over: only one process can serve an address at a time.
 async fn register(inner: &HostInner) -> Result<(), HostError> {
-    let store = &inner.store;
-    let reg = registration(inner, inner.host_id());
-    let deadline = inner.timings.health_deadline;
+    let store = &inner.act.store;
+    let reg = registration(inner, inner.act.host_id());
+    let deadline = inner.act.timings.health_deadline;
     let sent = Instant::now();
     let attempt = |reg: HostRegistration| async move {
         match tokio::time::timeout(
@@ -524,7 +523,7 @@ async fn register(inner: &HostInner) -> Result<(), HostError> {
     };
     match attempt(reg.clone()).await {
         Err(HostError::Store(StoreError::AddressInUse { host_id, .. })) => {
-            warn!(host = %inner.address, previous_host_id = %host_id,
+            warn!(host = %inner.act.address, previous_host_id = %host_id,
                   "address still registered to an earlier host whose lease has not expired; taking over");
             store
                 .call(store.provider.unregister_host(&host_id))
@@ -534,9 +533,9 @@ async fn register(inner: &HostInner) -> Result<(), HostError> {
         }
         other => other?,
     }
-    inner.renew_lease(sent);
-    inner.emit(HostEvent::Registered {
-        host_id: inner.host_id(),
+    inner.act.renew_lease(sent);
+    inner.act.emit(HostEvent::Registered {
+        host_id: inner.act.host_id(),
     });
     Ok(())
 }
@@ -547,7 +546,7 @@ async fn register(inner: &HostInner) -> Result<(), HostError> {
 /// ([`heartbeat_wait`], [`heartbeat_attempt_bound`]): a store that is electing a new leader
 /// must not cost the whole budget.
 async fn heartbeat_loop(inner: Arc<HostInner>, stop: CancellationToken) {
-    let timings = inner.timings.clone();
+    let timings = inner.act.timings.clone();
     let deadline = timings.health_deadline;
     let mut next = Instant::now() + timings.heartbeat_interval;
     let mut failures = 0u32;
@@ -557,25 +556,25 @@ async fn heartbeat_loop(inner: Arc<HostInner>, stop: CancellationToken) {
             biased;
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep_until(next) => false,
-            _ = inner.lease_lapsed.notified() => true,
+            _ = inner.act.lease_lapsed.notified() => true,
         };
-        let last_ok_sent = inner.lease_sent().unwrap_or_else(Instant::now);
+        let last_ok_sent = inner.act.lease_sent().unwrap_or_else(Instant::now);
         let sent = Instant::now();
         let reason = match heartbeat_attempt_bound(sent - last_ok_sent, deadline) {
             // A wake-up left over from before a re-registration finds a fresh lease.
             Some(_) if woken => continue,
             Some(bound) => {
-                let store = &inner.store;
+                let store = &inner.act.store;
                 let result = tokio::time::timeout(
                     bound,
                     store
                         .provider
-                        .heartbeat(&inner.host_id(), store.clock.now()),
+                        .heartbeat(&inner.act.host_id(), store.clock.now()),
                 )
                 .await;
                 match result {
                     Ok(Ok(())) => {
-                        inner.renew_lease(sent);
+                        inner.act.renew_lease(sent);
                         failures = 0;
                         None
                     }
@@ -584,12 +583,12 @@ async fn heartbeat_loop(inner: Arc<HostInner>, stop: CancellationToken) {
                     }
                     Ok(Err(e)) => {
                         failures += 1;
-                        warn!(host = %inner.address, "heartbeat failed, will retry: {e}");
+                        warn!(host = %inner.act.address, "heartbeat failed, will retry: {e}");
                         None
                     }
                     Err(_) => {
                         failures += 1;
-                        warn!(host = %inner.address, "heartbeat did not answer within {bound:?}, will retry");
+                        warn!(host = %inner.act.address, "heartbeat did not answer within {bound:?}, will retry");
                         None
                     }
                 }
@@ -609,6 +608,7 @@ async fn heartbeat_loop(inner: Arc<HostInner>, stop: CancellationToken) {
             failures = 0;
         }
         let since = inner
+            .act
             .lease_sent()
             .map_or(Duration::ZERO, |at| Instant::now() - at);
         next =
@@ -618,19 +618,23 @@ async fn heartbeat_loop(inner: Arc<HostInner>, stop: CancellationToken) {
 
 /// Stops serving, halts every activation, and re-registers under a new host id.
 async fn fence(inner: &Arc<HostInner>, reason: String, stop: &CancellationToken) {
-    let old_id = inner.host_id();
-    error!(host = %inner.address, host_id = %old_id, "host fenced itself: {reason}; halting all actors");
-    inner.health.send_replace(Health::Fenced(reason.clone()));
-    inner.emit(HostEvent::Fenced {
+    let old_id = inner.act.host_id();
+    error!(host = %inner.act.address, host_id = %old_id, "host fenced itself: {reason}; halting all actors");
+    inner
+        .act
+        .health
+        .send_replace(Health::Fenced(reason.clone()));
+    inner.act.emit(HostEvent::Fenced {
         host_id: old_id,
         reason,
     });
-    inner.cancel_all_turns();
-    let bound = inner.timings.store_timeout + Duration::from_secs(5);
+    inner.act.cancel_all_turns();
+    let bound = inner.act.timings.store_timeout + Duration::from_secs(5);
     inner
+        .act
         .deactivate_all(DeactivationReason::Fenced, bound)
         .await;
-    inner.set_host_id(new_host_id());
+    inner.act.set_host_id(new_host_id());
     inner.router.clear();
     loop {
         if stop.is_cancelled() {
@@ -638,7 +642,7 @@ async fn fence(inner: &Arc<HostInner>, reason: String, stop: &CancellationToken)
             return;
         }
         // The peer certificate names the host id: the transport takes the new one.
-        let restarted = match inner.peer.rename(&inner.host_id()) {
+        let restarted = match inner.peer.rename(&inner.act.host_id()) {
             Ok(()) => register(inner).await,
             Err(e) => Err(e),
         };
@@ -646,19 +650,19 @@ async fn fence(inner: &Arc<HostInner>, reason: String, stop: &CancellationToken)
             Ok(()) => {
                 // Views read while this host was not registered lack it.
                 inner.router.clear();
-                info!(host = %inner.address, host_id = %inner.host_id(), "host re-registered after fencing");
+                info!(host = %inner.act.address, host_id = %inner.act.host_id(), "host re-registered after fencing");
                 if !stop.is_cancelled() {
-                    inner.health.send_replace(Health::Serving);
+                    inner.act.health.send_replace(Health::Serving);
                 }
                 return;
             }
-            Err(e) => warn!(host = %inner.address, "re-registration failed, will retry: {e}"),
+            Err(e) => warn!(host = %inner.act.address, "re-registration failed, will retry: {e}"),
         }
         tokio::select! {
             // Stopping wins over a timer that is also ready.
             biased;
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(inner.timings.heartbeat_interval) => {}
+            _ = tokio::time::sleep(inner.act.timings.heartbeat_interval) => {}
         }
     }
 }
@@ -666,6 +670,7 @@ async fn fence(inner: &Arc<HostInner>, reason: String, stop: &CancellationToken)
 /// Deactivates actors idle for their type's idle timeout.
 async fn idle_reaper(inner: Arc<HostInner>, stop: CancellationToken) {
     let shortest = inner
+        .act
         .types
         .read()
         .expect("types lock")
@@ -683,14 +688,14 @@ async fn idle_reaper(inner: Arc<HostInner>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(tick) => {}
         }
-        for act in inner.all_active() {
+        for act in inner.act.all_active() {
             if act.halting.load(Ordering::Acquire) {
                 continue;
             }
             let idle_for = act.last_used.lock().expect("last_used lock").elapsed();
             let pending = act.pending.load(Ordering::Acquire);
             if should_deactivate_idle(pending, idle_for, act.ty.options.idle_timeout) {
-                inner.begin_deactivation(&act, DeactivationReason::Idle);
+                inner.act.begin_deactivation(&act, DeactivationReason::Idle);
             }
         }
     }
@@ -703,16 +708,16 @@ async fn state_cleanup(inner: Arc<HostInner>, stop: CancellationToken) {
             // Stopping wins over a timer that is also ready.
             biased;
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(inner.timings.state_cleanup_interval) => {}
+            _ = tokio::time::sleep(inner.act.timings.state_cleanup_interval) => {}
         }
-        let store = &inner.store;
+        let store = &inner.act.store;
         match store
             .call(store.provider.delete_expired_state(store.clock.now()))
             .await
         {
             Ok(0) => {}
-            Ok(n) => info!(host = %inner.address, purged = n, "expired actor state purged"),
-            Err(e) => warn!(host = %inner.address, "could not purge expired state: {e}"),
+            Ok(n) => info!(host = %inner.act.address, purged = n, "expired actor state purged"),
+            Err(e) => warn!(host = %inner.act.address, "could not purge expired state: {e}"),
         }
     }
 }

@@ -36,6 +36,7 @@ mod config;
 mod error;
 mod events;
 mod host;
+mod outbound;
 mod peer;
 mod policy;
 mod replica;

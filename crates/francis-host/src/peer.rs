@@ -18,8 +18,7 @@ use tracing::info;
 use crate::chain::CallChain;
 use crate::error::HostError;
 use crate::policy::Delivery;
-use crate::runtime::{Caller, HostInner, Op};
-use crate::service::HostService;
+use crate::runtime::{Activations, Op};
 
 /// Where the peer server listens and with which keys; `None` keys: no peer transport.
 pub(crate) struct PeerLink {
@@ -75,7 +74,7 @@ impl PeerLink {
     }
 
     /// Lets forwarded turns reach `inner` (until then they are answered "starting").
-    pub fn attach(&self, inner: &Arc<HostInner>) {
+    pub fn attach(&self, inner: &Arc<Activations>) {
         let _ = self.handler.inner.set(Arc::downgrade(inner));
     }
 
@@ -126,7 +125,7 @@ impl PeerLink {
 /// Serves other hosts' requests on this host: forwarded turns, and the replicated store's
 /// messages when this host takes part in one.
 struct PeerHandler {
-    inner: OnceLock<Weak<HostInner>>,
+    inner: OnceLock<Weak<Activations>>,
     raft: Option<RaftHandler>,
 }
 
@@ -159,7 +158,7 @@ impl RequestHandler for PeerHandler {
 /// Runs a forwarded turn here. The claim made on activation is the authoritative check that
 /// this host owns the actor: if another live host does, the answer is `ActorNotHosted`, and the
 /// caller re-resolves.
-async fn serve_invoke(inner: Arc<HostInner>, invoke: Invoke) -> Result<Option<Envelope>, Error> {
+async fn serve_invoke(inner: Arc<Activations>, invoke: Invoke) -> Result<Option<Envelope>, Error> {
     let actor = ActorRef::new(invoke.actor_type.clone(), invoke.actor_id.clone())?;
     actor.check_not_reserved()?;
     inner.check_serving()?;
@@ -169,10 +168,7 @@ async fn serve_invoke(inner: Arc<HostInner>, invoke: Invoke) -> Result<Option<En
         // The caller checks this too; a call from a host that did not is refused here.
         chain.check(&actor)?;
     }
-    HostService::new(inner)
-        .call_local(&actor, op, request_id, Caller::Peer, None)
-        .await
-        .map(|invoked| invoked.output)
+    inner.call_resendable(&actor, op, request_id).await
 }
 
 /// The wire form of a turn.

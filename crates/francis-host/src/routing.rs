@@ -12,7 +12,7 @@ use francis_store::{ClaimRefusal, Placement, StoreError};
 
 use crate::clock::Clock;
 use crate::policy::owner_lease_over;
-use crate::runtime::HostInner;
+use crate::runtime::Activations;
 use crate::state::Claim;
 
 /// How long a membership view (the live hosts and what they serve) is reused.
@@ -111,84 +111,6 @@ impl Router {
     }
 }
 
-/// Decides where `actor`'s call runs. An actor active here runs here; otherwise the cached or
-/// stored placement decides; an actor placed nowhere is claimed for the rendezvous choice among
-/// live hosts serving its type (walking down the ranking when a claim is refused).
-pub(crate) async fn route(inner: &Arc<HostInner>, actor: &ActorRef) -> Result<Route, Error> {
-    if inner.active(actor).is_some() {
-        return Ok(Route::Local(None));
-    }
-    let me = inner.host_id();
-    let cached = match inner.router.cached(actor) {
-        // A cached route to a host that stopped renewing its lease is dropped.
-        Some(p) if p.host_id != me && !membership(inner, false).await?.is_live(&p.host_id) => {
-            inner.router.forget(actor);
-            None
-        }
-        other => other,
-    };
-    match cached {
-        Some(p) if p.host_id == me => Ok(Route::Local(None)),
-        Some(p) => Ok(Route::Remote(p)),
-        None => {
-            let claim = resolve(inner, actor).await?;
-            if claim.places(actor, &me) {
-                Ok(Route::Local(Some(claim)))
-            } else {
-                Ok(Route::Remote(claim.placement().clone()))
-            }
-        }
-    }
-}
-
-/// The actor's placement, from one claim on the common path: a claim answers the live
-/// placement when there is one (wherever it is), and otherwise places the actor on the
-/// candidate, so no lookup goes first.
-async fn resolve(inner: &Arc<HostInner>, actor: &ActorRef) -> Result<Claim, Error> {
-    let store = &inner.store;
-    let deadline = inner.timings.health_deadline;
-    let mut fresh = false;
-    loop {
-        let view = membership(inner, fresh).await?;
-        let candidates = view.candidates_for(actor.actor_type());
-        let ranked: Vec<Candidate> = rank_hosts(actor, &candidates)
-            .into_iter()
-            .cloned()
-            .collect();
-        if ranked.is_empty() {
-            // The view may predate a registration (this host's own, after fencing): read the
-            // store again before answering that nobody serves the type.
-            if !fresh {
-                fresh = true;
-                continue;
-            }
-            let served_here = inner.type_entry(actor.actor_type()).is_ok();
-            return Err(no_host(actor, &candidates, served_here));
-        }
-        for candidate in &ranked {
-            match store.claim(actor, &candidate.host_id, deadline).await {
-                Ok(claim) => {
-                    inner.router.remember(claim.placement().clone());
-                    return Ok(claim);
-                }
-                Err(e) if refusal(&e).is_some() => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        // Every candidate refused: the view may be stale (a host left or joined); look once more.
-        if fresh {
-            return Err(Error::NoHost {
-                actor: actor.clone(),
-                reason: format!(
-                    "every live host serving {:?} refused it (all at their concurrency limit)",
-                    actor.actor_type()
-                ),
-            });
-        }
-        fresh = true;
-    }
-}
-
 fn refusal(e: &Error) -> Option<ClaimRefusal> {
     let Error::Store(source) = e else {
         return None;
@@ -226,45 +148,128 @@ fn no_host(actor: &ActorRef, candidates: &[Candidate], served_here: bool) -> Err
     }
 }
 
-/// The live hosts, reused for a second unless `fresh` is asked for.
-pub(crate) async fn membership(
-    inner: &Arc<HostInner>,
-    fresh: bool,
-) -> Result<Arc<MembershipView>, Error> {
-    if !fresh && let Some(view) = inner.router.fresh_membership() {
-        return Ok(view);
+impl Router {
+    /// Decides where `actor`'s call runs. An actor active here runs here; otherwise the cached or
+    /// stored placement decides; an actor placed nowhere is claimed for the rendezvous choice among
+    /// live hosts serving its type (walking down the ranking when a claim is refused).
+    pub async fn route(&self, act: &Activations, actor: &ActorRef) -> Result<Route, Error> {
+        if act.active(actor).is_some() {
+            return Ok(Route::Local(None));
+        }
+        let me = act.host_id();
+        let cached = match self.cached(actor) {
+            // A cached route to a host that stopped renewing its lease is dropped.
+            Some(p)
+                if p.host_id != me && !self.membership(act, false).await?.is_live(&p.host_id) =>
+            {
+                self.forget(actor);
+                None
+            }
+            other => other,
+        };
+        match cached {
+            Some(p) if p.host_id == me => Ok(Route::Local(None)),
+            Some(p) => Ok(Route::Remote(p)),
+            None => {
+                let claim = self.resolve(act, actor).await?;
+                if claim.places(actor, &me) {
+                    Ok(Route::Local(Some(claim)))
+                } else {
+                    Ok(Route::Remote(claim.placement().clone()))
+                }
+            }
+        }
     }
-    let store = &inner.store;
-    let now = store.clock.now();
-    let deadline = inner.timings.health_deadline;
-    let hosts = store.call(store.provider.live_hosts(now, deadline)).await?;
-    let view = Arc::new(MembershipView::new(hosts, now, deadline));
-    inner.router.set_membership(view.clone());
-    Ok(view)
-}
 
-/// Completes once `host_id` has lost its lease: the store says it is no longer live, or the
-/// store cannot be read (no quorum, unreachable) and this host has not heard of a heartbeat of
-/// it for a whole deadline ([`owner_lease_over`], on this host's clock). A call in flight to it
-/// will get no answer.
-pub(crate) async fn lost(inner: &Arc<HostInner>, host_id: &str) {
-    let deadline = inner.timings.health_deadline;
-    let cached = inner.router.cached_membership();
-    // Without a view of it, the owner was believed live when the call started.
-    let mut last_known = cached
-        .and_then(|view| view.host(host_id).map(|h| h.last_heartbeat))
-        .unwrap_or_else(|| inner.store.clock.now());
-    loop {
-        tokio::time::sleep(MEMBERSHIP_TTL).await;
-        match tokio::time::timeout(MEMBERSHIP_TTL, membership(inner, false)).await {
-            Ok(Ok(view)) => match view.host(host_id) {
-                None => return,
-                Some(h) => last_known = last_known.max(h.last_heartbeat),
-            },
-            // The store cannot confirm the lease: judge by the last heartbeat heard of.
-            Ok(Err(_)) | Err(_) => {
-                if owner_lease_over(last_known, inner.store.clock.now(), deadline) {
-                    return;
+    /// The actor's placement, from one claim on the common path: a claim answers the live
+    /// placement when there is one (wherever it is), and otherwise places the actor on the
+    /// candidate, so no lookup goes first.
+    async fn resolve(&self, act: &Activations, actor: &ActorRef) -> Result<Claim, Error> {
+        let store = &act.store;
+        let deadline = act.timings.health_deadline;
+        let mut fresh = false;
+        loop {
+            let view = self.membership(act, fresh).await?;
+            let candidates = view.candidates_for(actor.actor_type());
+            let ranked: Vec<Candidate> = rank_hosts(actor, &candidates)
+                .into_iter()
+                .cloned()
+                .collect();
+            if ranked.is_empty() {
+                // The view may predate a registration (this host's own, after fencing): read the
+                // store again before answering that nobody serves the type.
+                if !fresh {
+                    fresh = true;
+                    continue;
+                }
+                let served_here = act.type_entry(actor.actor_type()).is_ok();
+                return Err(no_host(actor, &candidates, served_here));
+            }
+            for candidate in &ranked {
+                match store.claim(actor, &candidate.host_id, deadline).await {
+                    Ok(claim) => {
+                        self.remember(claim.placement().clone());
+                        return Ok(claim);
+                    }
+                    Err(e) if refusal(&e).is_some() => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            // Every candidate refused: the view may be stale (a host left or joined); look once more.
+            if fresh {
+                return Err(Error::NoHost {
+                    actor: actor.clone(),
+                    reason: format!(
+                        "every live host serving {:?} refused it (all at their concurrency limit)",
+                        actor.actor_type()
+                    ),
+                });
+            }
+            fresh = true;
+        }
+    }
+
+    /// The live hosts, reused for a second unless `fresh` is asked for.
+    pub async fn membership(
+        &self,
+        act: &Activations,
+        fresh: bool,
+    ) -> Result<Arc<MembershipView>, Error> {
+        if !fresh && let Some(view) = self.fresh_membership() {
+            return Ok(view);
+        }
+        let store = &act.store;
+        let now = store.clock.now();
+        let deadline = act.timings.health_deadline;
+        let hosts = store.call(store.provider.live_hosts(now, deadline)).await?;
+        let view = Arc::new(MembershipView::new(hosts, now, deadline));
+        self.set_membership(view.clone());
+        Ok(view)
+    }
+
+    /// Completes once `host_id` has lost its lease: the store says it is no longer live, or the
+    /// store cannot be read (no quorum, unreachable) and this host has not heard of a heartbeat of
+    /// it for a whole deadline ([`owner_lease_over`], on this host's clock). A call in flight to it
+    /// will get no answer.
+    pub async fn lost(&self, act: &Activations, host_id: &str) {
+        let deadline = act.timings.health_deadline;
+        let cached = self.cached_membership();
+        // Without a view of it, the owner was believed live when the call started.
+        let mut last_known = cached
+            .and_then(|view| view.host(host_id).map(|h| h.last_heartbeat))
+            .unwrap_or_else(|| act.store.clock.now());
+        loop {
+            tokio::time::sleep(MEMBERSHIP_TTL).await;
+            match tokio::time::timeout(MEMBERSHIP_TTL, self.membership(act, false)).await {
+                Ok(Ok(view)) => match view.host(host_id) {
+                    None => return,
+                    Some(h) => last_known = last_known.max(h.last_heartbeat),
+                },
+                // The store cannot confirm the lease: judge by the last heartbeat heard of.
+                Ok(Err(_)) | Err(_) => {
+                    if owner_lease_over(last_known, act.store.clock.now(), deadline) {
+                        return;
+                    }
                 }
             }
         }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -21,12 +21,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::chain::{CallChain, ChainedService};
+use crate::chain::CallChain;
 use crate::config::{ActorOptions, HostTimings};
 use crate::events::{DeactivationReason, HostEvent};
 use crate::policy::{RequestMemory, fence_after, must_fence, remembers_request};
 use crate::requests::{Begin, RecentRequests, Ticket, outcome_of};
-use crate::service::HostService;
 use crate::state::{ActivationStore, Claim, Durability, StoreAccess};
 
 /// Whether and how a host serves calls.
@@ -53,7 +52,7 @@ pub(crate) struct TypeEntry {
 
 /// One activation of one actor on this host.
 ///
-/// Its instance belongs to one task, its mailbox's drain ([`HostInner::drain`]), which runs
+/// Its instance belongs to one task, its mailbox's drain ([`Activations::drain`]), which runs
 /// the queued turns one after another in the order they arrived; peeks that arrive together
 /// share the instance. Nothing else touches the instance.
 pub(crate) struct Activation {
@@ -208,7 +207,7 @@ impl Mailbox {
         work: F,
         running: &mut [Running],
         gate: &mut Gate,
-        host: &HostInner,
+        host: &Activations,
         act: &Activation,
     ) -> F::Output {
         let mut work = std::pin::pin!(work);
@@ -265,7 +264,7 @@ impl Mailbox {
 
     /// Hands the letters still here back to their callers, who activate the actor again;
     /// while this host's lease has lapsed they fail instead, as a turn would.
-    async fn return_all(mut self, host: &HostInner, act: &Activation) {
+    async fn return_all(mut self, host: &Activations, act: &Activation) {
         self.rx.close();
         loop {
             let letter = match self.queue.pop_front() {
@@ -390,7 +389,7 @@ impl Gate {
 
     /// After a commit: releases what it made durable; a failed commit fails the held answers
     /// and discards the activation, whose next call reads the stored state.
-    fn on_commit(&mut self, host: &HostInner, act: &Activation, result: Result<(), Error>) {
+    fn on_commit(&mut self, host: &Activations, act: &Activation, result: Result<(), Error>) {
         if let Err(e) = &result {
             let fenced = e.kind() == ErrorKind::Fenced;
             warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
@@ -409,7 +408,7 @@ impl Gate {
     }
 
     /// Commits until nothing waits (or a commit fails), releasing every held answer.
-    async fn settle_all(&mut self, host: &HostInner, act: &Activation) {
+    async fn settle_all(&mut self, host: &Activations, act: &Activation) {
         self.release(act);
         while self.commit.is_some() {
             let result = self.committed().await;
@@ -457,17 +456,17 @@ impl Op {
     }
 }
 
-/// Who asked for a turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Caller {
-    /// This host, which never sends one request twice.
-    Here,
-    /// Another host, which resends a request under the same id when its answer was lost.
-    Peer,
-}
+/// How turns reach other actors: the service a turn of `actor` uses, given the call chain
+/// of the call it serves and the activation's writes (flushed before any call leaves). Given
+/// by the layer above (routing and the public service), so this layer depends on none of it.
+pub(crate) type Outbound =
+    Box<dyn Fn(CallChain, &ActorRef, Arc<ActivationStore>) -> Service + Send + Sync>;
 
-/// Everything the host shares between its service, its background tasks and its turns.
-pub(crate) struct HostInner {
+/// The activation layer: the table of activations and their turns, the actor types, the
+/// host's lease and health. Everything above (routing, the peer server, the public service,
+/// the lifecycle loops) reaches activations through it; it reaches nothing above it except
+/// through [`Outbound`].
+pub(crate) struct Activations {
     pub address: String,
     host_id: RwLock<String>,
     pub timings: HostTimings,
@@ -479,12 +478,8 @@ pub(crate) struct HostInner {
     /// Parent of every activation's cancellation; replaced after fencing.
     cancel_root: Mutex<CancellationToken>,
     pub running: AtomicBool,
-    /// Where actors live, as far as this host knows.
-    pub router: crate::routing::Router,
-    /// The peer link: started by `run` when runtime PSKs are configured.
-    pub peer: crate::peer::PeerLink,
-    /// The replicated store this host takes part in, if any (also its `store.provider`).
-    pub replica: Option<crate::replica::Replica>,
+    /// How turns call other actors; set once, right after the host is built.
+    outbound: OnceLock<Outbound>,
     /// When the last successful heartbeat (or registration) was *sent*, on the monotonic
     /// clock; `None` until the host registered. The lease every call checks.
     lease: Mutex<Option<Instant>>,
@@ -494,18 +489,9 @@ pub(crate) struct HostInner {
     pub recent: Arc<RecentRequests>,
 }
 
-impl HostInner {
-    pub fn new(
-        address: String,
-        host_id: String,
-        timings: HostTimings,
-        store: StoreAccess,
-        peer: crate::peer::PeerLink,
-        replica: Option<crate::replica::Replica>,
-    ) -> Self {
-        // Routing times its cache and membership view on the host's one clock.
-        let router = crate::routing::Router::new(store.clock.clone());
-        HostInner {
+impl Activations {
+    pub fn new(address: String, host_id: String, timings: HostTimings, store: StoreAccess) -> Self {
+        Activations {
             address,
             host_id: RwLock::new(host_id),
             timings,
@@ -516,13 +502,30 @@ impl HostInner {
             events: broadcast::channel(1024).0,
             cancel_root: Mutex::new(CancellationToken::new()),
             running: AtomicBool::new(false),
-            router,
-            peer,
-            replica,
+            outbound: OnceLock::new(),
             lease: Mutex::new(None),
             lease_lapsed: tokio::sync::Notify::new(),
             recent: RecentRequests::new(RequestMemory::default()),
         }
+    }
+
+    /// Sets how turns call other actors (once).
+    pub fn set_outbound(&self, outbound: Outbound) {
+        let _ = self.outbound.set(outbound);
+    }
+
+    /// The service a turn of `actor` serving a call with chain `incoming` uses.
+    fn outbound(
+        &self,
+        incoming: CallChain,
+        actor: &ActorRef,
+        writes: Arc<ActivationStore>,
+    ) -> Service {
+        let outbound = self
+            .outbound
+            .get()
+            .expect("the host sets outbound when it is built");
+        outbound(incoming, actor, writes)
     }
 
     /// Records that a heartbeat (or registration) sent at `sent` succeeded.
@@ -546,7 +549,7 @@ impl HostInner {
         self.check_lease_at(Instant::now())
     }
 
-    /// [`HostInner::check_lease`] as of `now`, on the host's monotonic clock.
+    /// [`Activations::check_lease`] as of `now`, on the host's monotonic clock.
     fn check_lease_at(&self, now: Instant) -> Result<(), Error> {
         let Some(sent) = self.lease_sent() else {
             return Ok(());
@@ -656,7 +659,7 @@ impl HostInner {
             .await
     }
 
-    /// [`HostInner::call`] for a turn another host sent, which it resends under the same
+    /// [`Activations::call`] for a turn another host sent, which it resends under the same
     /// request id when the answer may have been lost: a turn that ran (or runs) under this id
     /// is not run again, its outcome is answered ([`crate::requests`]).
     pub async fn call_resendable(
@@ -775,12 +778,9 @@ impl HostInner {
         halt: Arc<AtomicBool>,
     ) -> ActorContext {
         let service: Service = match op.caller_chain() {
-            Some(chain) if !chain.is_empty() => Arc::new(ChainedService::new(
-                HostService::new(self.clone()),
-                chain.clone(),
-                act.actor.clone(),
-                act.store.clone(),
-            )),
+            Some(chain) if !chain.is_empty() => {
+                self.outbound(chain.clone(), &act.actor, act.store.clone())
+            }
             _ => act.service.clone(),
         };
         ActorContext::new(ContextParts {
@@ -1020,12 +1020,7 @@ impl HostInner {
         let store = Arc::new(ActivationStore::new(self.store.clone(), &claim));
         // Calls made outside a chain (from a turn called from outside any turn, an alarm, the
         // factory, deactivation) start one at this actor; a turn with a caller chain gets its own.
-        let service: Service = Arc::new(ChainedService::new(
-            HostService::new(self.clone()),
-            CallChain::default(),
-            actor.clone(),
-            store.clone(),
-        ));
+        let service = self.outbound(CallChain::default(), actor, store.clone());
         let instance = (ty.factory)(ActorInit {
             actor: actor.clone(),
             service: service.clone(),

@@ -13,9 +13,11 @@ use francis_store::Placement;
 
 use crate::chain::CallChain;
 use crate::events::DeactivationReason;
+use crate::peer::PeerLink;
 use crate::policy::{Delivery, RouteRetry, route_retry};
-use crate::routing::Route;
-use crate::runtime::{Caller, HostInner, Op};
+use crate::replica::Replica;
+use crate::routing::{Route, Router};
+use crate::runtime::{Activations, Op};
 
 /// The answer of an invocation, with the host that ran it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +26,37 @@ pub struct Invoked {
     pub output: Option<Envelope>,
     /// The advertised address of the host that ran the actor.
     pub served_by: String,
+}
+
+/// One host: its activations, where it believes actors live, its link to the other hosts, and
+/// the replicated store it takes part in. What the public service and the lifecycle loops
+/// share; the layers below it each own their part.
+pub(crate) struct HostInner {
+    /// The activation layer (table, turns, types, lease, health).
+    pub act: Arc<Activations>,
+    /// Where actors live, as far as this host knows.
+    pub router: Router,
+    /// The peer link: started by `run` when runtime PSKs are configured.
+    pub peer: PeerLink,
+    /// The replicated store this host takes part in, if any (also its store's provider).
+    pub replica: Option<Replica>,
+}
+
+impl HostInner {
+    /// Puts the layers together: turns other hosts send reach the activations. (How turns
+    /// reach other actors is set by the host, which sits above this layer.)
+    pub fn new(act: Activations, peer: PeerLink, replica: Option<Replica>) -> Arc<Self> {
+        // Routing times its cache and membership view on the host's one clock.
+        let router = Router::new(act.store.clock.clone());
+        let inner = Arc::new(HostInner {
+            act: Arc::new(act),
+            router,
+            peer,
+            replica,
+        });
+        inner.peer.attach(&inner.act);
+        inner
+    }
 }
 
 /// The service of one host: invoke actors, manage their state and alarms, halt them.
@@ -38,7 +71,7 @@ pub struct HostService {
 impl std::fmt::Debug for HostService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostService")
-            .field("address", &self.inner.address)
+            .field("address", &self.inner.act.address)
             .finish_non_exhaustive()
     }
 }
@@ -50,30 +83,26 @@ impl HostService {
 
     /// The advertised address of this host.
     pub fn host_address(&self) -> &str {
-        &self.inner.address
+        &self.inner.act.address
     }
 
     fn check(&self, actor: &ActorRef) -> Result<(), Error> {
         actor.check_not_reserved()?;
-        self.inner.check_serving()
+        self.inner.act.check_serving()
     }
 
     /// Runs `op` on this host's activation of the actor, bounded by the invoke timeout.
-    pub(crate) async fn call_local(
+    async fn call_local(
         &self,
         actor: &ActorRef,
         op: Op,
         request_id: String,
-        caller: Caller,
         claimed: Option<crate::state::Claim>,
     ) -> Result<Invoked, Error> {
-        let output = match caller {
-            Caller::Here => self.inner.call(actor, op, request_id, claimed).await,
-            Caller::Peer => self.inner.call_resendable(actor, op, request_id).await,
-        }?;
+        let output = self.inner.act.call(actor, op, request_id, claimed).await?;
         Ok(Invoked {
             output,
-            served_by: self.inner.address.clone(),
+            served_by: self.inner.act.address.clone(),
         })
     }
 
@@ -93,20 +122,20 @@ impl HostService {
         loop {
             let route = match same_owner.take() {
                 Some(owner) => Route::Remote(owner),
-                None => crate::routing::route(&self.inner, actor).await?,
+                None => self.inner.router.route(&self.inner.act, actor).await?,
             };
             sent += 1;
             let (result, delivery, owner) = match route {
                 Route::Local(claimed) => {
                     let result = self
-                        .call_local(actor, op.clone(), request_id.clone(), Caller::Here, claimed)
+                        .call_local(actor, op.clone(), request_id.clone(), claimed)
                         .await;
                     (result, Delivery::Answered, None)
                 }
                 Route::Remote(owner) => {
                     let outcome = tokio::select! {
                         outcome = self.send(&owner, actor, op.clone(), &request_id) => outcome,
-                        () = crate::routing::lost(&self.inner, &owner.host_id) => {
+                        () = self.inner.router.lost(&self.inner.act, &owner.host_id) => {
                             Err((Error::HostUnavailable(format!(
                                 "host {} at {} lost its lease while handling the call to {actor}; \
                                  the call may or may not have run",
@@ -299,20 +328,21 @@ impl HostService {
     /// Whether this host serves calls now (see [`crate::LocalHost::health`]): never `Serving`
     /// once its lease has lapsed by its own monotonic clock.
     pub fn health(&self) -> crate::Health {
-        self.inner.current_health()
+        self.inner.act.current_health()
     }
 
     /// How many turns sent by other hosts were not run because one under the same request id
     /// ran, or was running, here (a resend after a lost answer): for diagnostics and tests.
     #[doc(hidden)]
     pub fn resends_recognised(&self) -> u64 {
-        self.inner.recent.joined()
+        self.inner.act.recent.joined()
     }
 
     /// The actors active on this host.
     pub fn active_actors(&self) -> Vec<ActorRef> {
         let mut actors: Vec<_> = self
             .inner
+            .act
             .all_active()
             .iter()
             .map(|a| a.actor.clone())
@@ -348,7 +378,7 @@ impl ActorService for HostService {
 
     async fn get_state(&self, actor: &ActorRef) -> Result<Envelope, Error> {
         self.check(actor)?;
-        let store = &self.inner.store;
+        let store = &self.inner.act.store;
         let record = store
             .call(store.provider.get_state(actor, store.clock.now()))
             .await?;
@@ -386,9 +416,9 @@ impl ActorService for HostService {
         if actor_type.starts_with(francis_core::RESERVED_PREFIX) {
             return Err(Error::ActorTypeReserved(actor_type.to_owned()));
         }
-        self.inner.check_serving()?;
+        self.inner.act.check_serving()?;
         let limit = options.effective_limit()?;
-        let store = &self.inner.store;
+        let store = &self.inner.act.store;
         let page = store
             .call(store.provider.list_states(
                 actor_type,
@@ -423,17 +453,17 @@ impl ActorService for HostService {
         self.check(actor)?;
         validate_alarm_name(name)?;
         properties.validate()?;
-        if self.inner.type_entry(actor.actor_type()).is_err() {
-            let view = crate::routing::membership(&self.inner, false).await?;
+        if self.inner.act.type_entry(actor.actor_type()).is_err() {
+            let view = self.inner.router.membership(&self.inner.act, false).await?;
             if view.serving(actor.actor_type()).next().is_none() {
                 // Read the store again before saying nobody serves the type.
-                let view = crate::routing::membership(&self.inner, true).await?;
+                let view = self.inner.router.membership(&self.inner.act, true).await?;
                 if view.serving(actor.actor_type()).next().is_none() {
                     return Err(Error::ActorTypeUnsupported(actor.actor_type().to_owned()));
                 }
             }
         }
-        let store = &self.inner.store;
+        let store = &self.inner.act.store;
         store
             .call(
                 store
@@ -446,7 +476,7 @@ impl ActorService for HostService {
     async fn get_alarm(&self, actor: &ActorRef, name: &str) -> Result<AlarmProperties, Error> {
         self.check(actor)?;
         validate_alarm_name(name)?;
-        let store = &self.inner.store;
+        let store = &self.inner.act.store;
         store
             .call(store.provider.get_alarm(actor, name))
             .await?
@@ -459,7 +489,7 @@ impl ActorService for HostService {
     async fn delete_alarm(&self, actor: &ActorRef, name: &str) -> Result<(), Error> {
         self.check(actor)?;
         validate_alarm_name(name)?;
-        let store = &self.inner.store;
+        let store = &self.inner.act.store;
         let existed = store
             .call(store.provider.delete_alarm(actor, name, Fence::Unfenced))
             .await?;
@@ -476,19 +506,22 @@ impl ActorService for HostService {
         actor.check_not_reserved()?;
         let act = self
             .inner
+            .act
             .active(actor)
             .filter(|a| !a.halting.load(std::sync::atomic::Ordering::Acquire))
             .ok_or_else(|| Error::ActorNotHosted(actor.clone()))?;
         act.cancel.cancel();
         self.inner
+            .act
             .begin_deactivation(&act, DeactivationReason::Halted);
         Ok(())
     }
 
     async fn halt_all(&self) -> Result<(), Error> {
-        for act in self.inner.all_active() {
+        for act in self.inner.act.all_active() {
             act.cancel.cancel();
             self.inner
+                .act
                 .begin_deactivation(&act, DeactivationReason::Halted);
         }
         Ok(())
