@@ -327,6 +327,7 @@ fn delivery_of(e: &TransportError) -> Delivery {
         | TransportError::Closed
         | TransportError::Rejected { .. }
         | TransportError::FrameTooLarge { .. } => Delivery::NotDelivered,
+        TransportError::Unresponsive { .. } => Delivery::Unresponsive,
         _ => Delivery::MaybeDelivered,
     }
 }

@@ -169,6 +169,22 @@ pub fn owner_lease_over(
     now >= last_known_heartbeat + deadline
 }
 
+/// Whether an owner that stopped answering at `noticed` is still taken for gone at `now`:
+/// until a heartbeat of it written after `noticed` is seen (`last_heartbeat`; `None` once it
+/// is no longer live, when its route is dropped anyway), and for at most `deadline`, by which
+/// time its lease has run out and its actors are placed elsewhere.
+pub fn still_unresponsive(
+    noticed: DateTime<Utc>,
+    last_heartbeat: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    deadline: Duration,
+) -> bool {
+    let Some(heartbeat) = last_heartbeat else {
+        return false;
+    };
+    heartbeat <= noticed && !owner_lease_over(noticed, now, deadline)
+}
+
 /// How far a call sent to the actor's owner got before it failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -178,6 +194,10 @@ pub enum Delivery {
     NotDelivered,
     /// It may have run: the connection or stream broke after it was sent.
     MaybeDelivered,
+    /// The owner stopped answering (nothing within the transport's idle timeout, or no
+    /// handshake): it may have run if it was sent, and sending to that owner again would only
+    /// wait again.
+    Unresponsive,
     /// The owner (or this host, for a local call) answered with the error.
     Answered,
 }
@@ -203,6 +223,8 @@ pub enum RouteRetry {
 ///   which recognises the request id (`idempotent`: routed calls always are, since owners
 ///   remember the turns other hosts sent them) — never to another host, which would run it a
 ///   second time;
+/// - an owner that stopped answering: give up (the error is retryable; the owner's actors
+///   move once its lease runs out);
 /// - anything else (the actor's own error, a timeout, overload...): give up.
 pub fn route_retry(
     kind: francis_core::ErrorKind,
@@ -318,6 +340,63 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn an_unresponsive_owner_is_gone_until_it_heartbeats_again_or_its_lease_runs_out() {
+        let noticed = Utc::now();
+        let deadline = Duration::from_secs(20);
+        let later = |secs: i64| noticed + chrono::Duration::seconds(secs);
+        // No sign of life since: gone, for as long as its lease could last.
+        assert!(still_unresponsive(
+            noticed,
+            Some(later(-3)),
+            later(1),
+            deadline
+        ));
+        assert!(still_unresponsive(
+            noticed,
+            Some(noticed),
+            later(19),
+            deadline
+        ));
+        assert!(!still_unresponsive(
+            noticed,
+            Some(later(-3)),
+            later(20),
+            deadline
+        ));
+        // A heartbeat written after it stopped answering: it is back.
+        assert!(!still_unresponsive(
+            noticed,
+            Some(later(1)),
+            later(2),
+            deadline
+        ));
+        // No longer live: its route is dropped anyway.
+        assert!(!still_unresponsive(noticed, None, later(1), deadline));
+    }
+
+    #[test]
+    fn a_call_to_an_owner_that_stopped_answering_is_not_sent_again() {
+        assert_eq!(
+            route_retry(
+                francis_core::ErrorKind::Transport,
+                Delivery::Unresponsive,
+                1,
+                true
+            ),
+            RouteRetry::GiveUp
+        );
+        assert_eq!(
+            route_retry(
+                francis_core::ErrorKind::Transport,
+                Delivery::MaybeDelivered,
+                1,
+                true
+            ),
+            RouteRetry::SameOwner
+        );
+    }
 
     #[test]
     fn only_resendable_turns_with_a_plain_id_are_remembered() {

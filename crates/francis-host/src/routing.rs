@@ -11,7 +11,7 @@ use francis_placement::{Candidate, MembershipView, PlacementCache, PlacementErro
 use francis_store::{ClaimRefusal, Placement, StoreError};
 
 use crate::clock::Clock;
-use crate::policy::owner_lease_over;
+use crate::policy::{owner_lease_over, still_unresponsive};
 use crate::runtime::Activations;
 use crate::state::Claim;
 
@@ -34,6 +34,8 @@ pub(crate) struct Router {
     clock: Arc<dyn Clock>,
     cache: Mutex<PlacementCache>,
     membership: Mutex<Option<(DateTime<Utc>, Arc<MembershipView>)>>,
+    /// Hosts that stopped answering, and when that was noticed (on the host's clock).
+    unresponsive: Mutex<std::collections::HashMap<String, DateTime<Utc>>>,
 }
 
 /// Where a call goes.
@@ -52,6 +54,7 @@ impl Router {
             clock,
             cache: Mutex::new(PlacementCache::new(francis_placement::MAX_CACHE_TTL)),
             membership: Mutex::new(None),
+            unresponsive: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -82,6 +85,7 @@ impl Router {
     /// Forgets everything (after this host re-registered under a new id).
     pub fn clear(&self) {
         self.cache.lock().expect("cache lock").clear();
+        self.unresponsive.lock().expect("unresponsive lock").clear();
         *self.membership.lock().expect("membership lock") = None;
     }
 
@@ -92,6 +96,45 @@ impl Router {
             .expect("cache lock")
             .invalidate_host(host_id);
         *self.membership.lock().expect("membership lock") = None;
+    }
+
+    /// Records that `host_id` stopped answering (and forgets every route to it).
+    pub fn mark_unresponsive(&self, host_id: &str) {
+        self.forget_host(host_id);
+        let now = self.clock.now();
+        let mut hosts = self.unresponsive.lock().expect("unresponsive lock");
+        hosts.entry(host_id.to_owned()).or_insert(now);
+    }
+
+    /// Why a call to `host_id` should not be sent now: it stopped answering, and has shown no
+    /// sign of life since ([`still_unresponsive`]); `None` to send it.
+    pub async fn unresponsive(&self, act: &Activations, host_id: &str) -> Option<Error> {
+        let noticed = *self
+            .unresponsive
+            .lock()
+            .expect("unresponsive lock")
+            .get(host_id)?;
+        let deadline = act.timings.health_deadline;
+        let heartbeat = match self.membership(act, false).await {
+            Ok(view) => view.host(host_id).map(|h| h.last_heartbeat),
+            // The store cannot say: keep judging by what was noticed.
+            Err(_) => Some(noticed),
+        };
+        let now = self.clock.now();
+        if still_unresponsive(noticed, heartbeat, now, deadline) {
+            let ago = (now - noticed).to_std().unwrap_or_default();
+            return Some(Error::HostUnavailable(format!(
+                "host {host_id} stopped answering {:.1} s ago; its actors are unavailable until \
+                 it answers again or its lease runs out (at most {deadline:?} after it stopped), \
+                 when they move to another host",
+                ago.as_secs_f64()
+            )));
+        }
+        self.unresponsive
+            .lock()
+            .expect("unresponsive lock")
+            .remove(host_id);
+        None
     }
 
     /// Forgets where `actor` lives (after a "not hosted" answer or a failed send).

@@ -133,6 +133,14 @@ impl HostService {
                     (result, Delivery::Answered, None)
                 }
                 Route::Remote(owner) => {
+                    if let Some(e) = self
+                        .inner
+                        .router
+                        .unresponsive(&self.inner.act, &owner.host_id)
+                        .await
+                    {
+                        return Err(e);
+                    }
                     let outcome = tokio::select! {
                         outcome = self.send(&owner, actor, op.clone(), &request_id) => outcome,
                         () = self.inner.router.lost(&self.inner.act, &owner.host_id) => {
@@ -152,6 +160,9 @@ impl HostService {
                                 (ErrorKind::ShuttingDown, _)
                                 | (ErrorKind::Transport, Delivery::NotDelivered) => {
                                     self.inner.router.forget_host(&owner.host_id)
+                                }
+                                (_, Delivery::Unresponsive) => {
+                                    self.inner.router.mark_unresponsive(&owner.host_id)
                                 }
                                 _ => self.inner.router.forget(actor),
                             }

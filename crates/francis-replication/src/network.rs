@@ -227,6 +227,7 @@ fn transport_error(addr: &str, e: TransportError) -> CallError {
             CallError::Remote(format!("{addr} refused the request: {}", error.message))
         }
         e @ (TransportError::Connect { .. }
+        | TransportError::Unresponsive { sent: false, .. }
         | TransportError::AuthenticationFailed { .. }
         | TransportError::Closed
         | TransportError::PeerShutDown { .. }

@@ -148,6 +148,19 @@ pub enum TransportError {
     /// The transport was shut down.
     #[error("transport is shut down")]
     Closed,
+    /// The peer stopped answering: nothing came back from it within the idle timeout (a
+    /// connection in use), or no handshake within the connect timeout. It died, froze or is cut
+    /// off; sending to it again soon would only wait again.
+    #[error(
+        "peer {peer} stopped answering{}",
+        if *.sent { "; the request may or may not have run" } else { "; the request was not sent" }
+    )]
+    Unresponsive {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// Whether the request had been sent (so may have run).
+        sent: bool,
+    },
     /// The peer closed the pooled connection itself (it shut down, or dropped this host); this
     /// request was not sent. Its actors may live elsewhere now; the next request connects anew.
     #[error("peer {peer} closed its connection (it shut down?); the request was not sent")]
@@ -166,6 +179,7 @@ impl TransportError {
             | TransportError::ConnectionLost { .. }
             | TransportError::Stream { .. }
             | TransportError::Timeout { .. }
+            | TransportError::Unresponsive { .. }
             | TransportError::PeerShutDown { .. } => true,
             TransportError::Rejected { error, .. } => {
                 francis_core::ErrorKind::from_code(&error.code).is_retryable()

@@ -162,15 +162,14 @@ async fn connect(
                 TransportError::ConnectionLost { reason, .. } => {
                     TransportError::Connect { peer, reason }
                 }
+                TransportError::Unresponsive { .. } => {
+                    TransportError::Unresponsive { peer, sent: false }
+                }
                 other => other,
             });
         }
-        Err(_) => {
-            return Err(TransportError::Connect {
-                peer,
-                reason: format!("no handshake within {after:?}"),
-            });
-        }
+        // No handshake within the connect timeout: nothing answers at that address.
+        Err(_) => return Err(TransportError::Unresponsive { peer, sent: false }),
     };
     let found = match tls::peer_host_id(&conn) {
         Ok(found) => found,
@@ -293,6 +292,7 @@ fn connection_error(e: &ConnectionError, peer: SocketAddr) -> TransportError {
             }
         }
         ConnectionError::LocallyClosed => TransportError::Closed,
+        ConnectionError::TimedOut => TransportError::Unresponsive { peer, sent: true },
         e => TransportError::ConnectionLost {
             peer,
             reason: e.to_string(),

@@ -1,0 +1,109 @@
+//! A worker that dies (kill -9) while other workers have calls routed to it: the next call for
+//! one of its actors, through a survivor with a cached route to it, answers within seconds (an
+//! error saying the owner is unavailable, or the actor served elsewhere), never after the
+//! transport's request timeout. Three workers, each with its own `data.db`, replicated.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Worker, eventually, free_port, free_udp_port};
+
+/// The longest a call for a dead owner's actor may take.
+const NOTICED_WITHIN: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_routed_to_an_owner_killed_with_kill_9_answers_within_seconds() {
+    let root = tempfile::tempdir().unwrap();
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_udp_port())).collect();
+    let peers = ports
+        .iter()
+        .map(|(_, udp)| format!("127.0.0.1:{udp}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut workers: Vec<Worker> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (http, udp))| {
+            let dir = root.path().join(format!("worker{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            Worker::start_on(&dir, *http, *udp, &["-peers", &peers])
+        })
+        .collect();
+    for w in &mut workers {
+        w.wait_ready().await;
+    }
+    // An actor owned by worker 0, called through worker 1 (which caches the route).
+    let mut victim = None;
+    for i in 0..64 {
+        let path = format!("/invoke/myactor/d{i}/increment");
+        let r = workers[1].http.post(&path, r#"{"In": 1}"#).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        if r.header("x-francis-host").unwrap() == workers[0].host_address {
+            // Once more, so the pooled connection to the owner is in use.
+            let r = workers[1].http.post(&path, r#"{"In": 1}"#).await;
+            assert_eq!(r.status, 200);
+            victim = Some(path);
+            break;
+        }
+    }
+    let victim = victim.expect("some actor lands on worker 0");
+    workers[0].kill();
+    let started = Instant::now();
+    let r = workers[1].http.post(&victim, r#"{"In": 1}"#).await;
+    let took = started.elapsed();
+    println!(
+        "after kill -9 of the owner: {} {} in {took:?}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(
+        took < NOTICED_WITHIN,
+        "the call for the dead owner's actor took {took:?}: {} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+    if r.status != 200 {
+        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+        assert!(r.header("retry-after").is_some(), "a retry can help");
+    }
+    // The survivor now knows the owner stopped answering: the next call does not wait again.
+    let started = Instant::now();
+    let r = workers[1].http.post(&victim, r#"{"In": 1}"#).await;
+    let took = started.elapsed();
+    println!(
+        "the next call: {} {} in {took:?}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.code(), "host_unavailable", "{}", r.message());
+    // Once the dead owner's lease runs out, a survivor serves the actor, with every
+    // acknowledged increment.
+    let r = eventually(
+        "the actor served by a survivor",
+        Duration::from_secs(40),
+        || {
+            let http = workers[1].http.clone();
+            let victim = victim.clone();
+            async move {
+                let r = http.post(&victim, r#"{"In": 1}"#).await;
+                (r.status == 200).then_some(r)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        r.json()["Out"].as_i64(),
+        Some(3),
+        "acknowledged increments kept"
+    );
+    assert_ne!(r.header("x-francis-host").unwrap(), workers[0].host_address);
+    for w in &workers[1..] {
+        w.sigterm();
+    }
+    for w in &mut workers[1..] {
+        assert!(w.wait_exit(Duration::from_secs(30)).await.success());
+    }
+}
