@@ -38,9 +38,11 @@ impl Default for ActorOptions {
 #[non_exhaustive]
 pub struct HostTimings {
     /// A host is live while its last heartbeat is younger than this; a host that cannot
-    /// heartbeat for this long fences itself. Default 20 s.
+    /// heartbeat for three quarters of it fences itself, and its actors move once it has
+    /// passed. Default 8 s: a host that dies is replaced within 8 s.
     pub health_deadline: Duration,
-    /// How often the host heartbeats. Default 5 s (a quarter of the deadline).
+    /// How often the host heartbeats. Default 1 s, so a store that cannot take writes for up
+    /// to about 5 s (a replicated store electing a new leader) fences nobody.
     pub heartbeat_interval: Duration,
     /// How often the alarm engine polls the store. Default 1.5 s.
     pub alarm_poll_interval: Duration,
@@ -65,8 +67,8 @@ pub struct HostTimings {
 impl Default for HostTimings {
     fn default() -> Self {
         HostTimings {
-            health_deadline: Duration::from_secs(20),
-            heartbeat_interval: Duration::from_secs(5),
+            health_deadline: Duration::from_secs(8),
+            heartbeat_interval: Duration::from_secs(1),
             alarm_poll_interval: Duration::from_millis(1500),
             alarm_fetch_ahead: Duration::from_millis(2500),
             alarm_batch_size: 25,

@@ -78,9 +78,9 @@ async fn idle_deactivation_can_be_disabled() {
     let h = memory_host(opts).await;
     let svc = h.service();
     increment(&svc, "a").await;
-    // an hour, in steps that let heartbeats keep the lease
-    for _ in 0..720 {
-        tokio::time::advance(Duration::from_secs(5)).await;
+    // an hour, in steps that let heartbeats (every second) keep the lease
+    for _ in 0..3600 {
+        tokio::time::advance(Duration::from_secs(1)).await;
     }
     assert_eq!(h.host.active_actors(), vec![actor("a")]);
     h.stop().await;
@@ -191,7 +191,10 @@ async fn state_ttl_and_listing() {
             .unwrap(),
         5
     );
-    tokio::time::advance(Duration::from_secs(11)).await;
+    // 11 s, in steps that let heartbeats keep the lease
+    for _ in 0..11 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
     assert_eq!(
         svc.get_state(&actor("short")).await.unwrap_err().kind(),
         ErrorKind::StateNotFound
@@ -313,11 +316,12 @@ async fn a_host_that_cannot_heartbeat_fences_itself_before_its_lease_expires() {
         })
         .await;
     let after = stalled_at.elapsed();
-    // The last heartbeat that succeeded was sent at most one interval before the stall; the
-    // host fences within the deadline of it, so before any other host may take over.
-    assert!(after <= Duration::from_secs(20), "fenced after {after:?}");
+    // The last heartbeat that succeeded was sent at most one interval (1 s) before the stall;
+    // the host fences at three quarters of the deadline (8 s) after it, so before any other
+    // host may take over.
+    assert!(after <= Duration::from_secs(6), "fenced after {after:?}");
     assert!(
-        after >= Duration::from_secs(15),
+        after >= Duration::from_secs(5),
         "fenced too early: {after:?}"
     );
     assert!(matches!(fenced, HostEvent::Fenced { ref host_id, .. } if *host_id == first_id));
@@ -487,8 +491,9 @@ async fn a_host_past_its_lease_refuses_reads_and_turns_before_its_heartbeat_task
 
 #[tokio::test(start_paused = true)]
 async fn a_store_outage_shorter_than_the_lease_does_not_fence_the_host() {
-    // A Raft leader frozen for 7 s: heartbeats sent meanwhile never answer; a new leader
-    // serves them again after the outage. The host must retry in time rather than fence.
+    // A Raft leader frozen for 4 s: heartbeats sent meanwhile never answer; a new leader
+    // serves them again after the outage. The host must retry in time rather than fence
+    // (at 6 s of the default 8 s deadline).
     let provider = Arc::new(StallingProvider::new(MemoryProvider::new()));
     let never_idle = francis_host::ActorOptions {
         idle_timeout: None,
@@ -498,10 +503,10 @@ async fn a_store_outage_shorter_than_the_lease_does_not_fence_the_host() {
     let svc = h.service();
     let first_id = h.host.host_id();
     assert_eq!(increment(&svc, "a").await, 1);
-    // just after a heartbeat went through (every 5 s)
-    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    // just after a heartbeat went through (every second)
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
     *provider.heartbeat_outage_until.lock().unwrap() =
-        Some(Instant::now() + Duration::from_secs(7));
+        Some(Instant::now() + Duration::from_secs(4));
     for _ in 0..60 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(h.host.health(), Health::Serving);

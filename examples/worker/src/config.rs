@@ -47,7 +47,7 @@ Flags (one dash or two; `-flag value` or `-flag=value`):
                                  -actor-host-address is one of them, else none; '' for none:
                                  a plain SQLite file, which other workers may share)
   -health-deadline DURATION      a host that cannot renew its lease for this long loses its
-                                 actors to the other hosts (default 20s; e.g. 2s, PT5S)
+                                 actors to the other hosts (default 8s; e.g. 2s, PT5S)
   -runtime-psk KEY               shared cluster key, at least 32 bytes (default: the
                                  FRANCIS_RUNTIME_PSK environment variable, else the
                                  example key; change it for anything real)
@@ -80,7 +80,7 @@ pub struct Config {
     pub data: PathBuf,
     /// The replicated cluster's peer addresses (empty: a plain SQLite file).
     pub peers: Vec<String>,
-    /// The host's health-check deadline (`None`: the host's default, 20 s).
+    /// The host's health-check deadline (`None`: the host's default, 8 s).
     pub health_deadline: Option<std::time::Duration>,
     /// The runtime PSK (at least [`MIN_PSK_LEN`] bytes). Never logged.
     pub runtime_psk: String,

@@ -1,7 +1,8 @@
 //! A worker that dies (kill -9) while other workers have calls routed to it: the next call for
 //! one of its actors, through a survivor with a cached route to it, answers within seconds (an
 //! error saying the owner is unavailable, or the actor served elsewhere), never after the
-//! transport's request timeout. Three workers, each with its own `data.db`, replicated.
+//! transport's request timeout; and once the dead owner's lease has run out (default timings),
+//! a survivor serves it. Three workers, each with its own `data.db`, replicated.
 
 mod support;
 
@@ -11,6 +12,9 @@ use support::{Worker, eventually, free_port, free_udp_port};
 
 /// The longest a call for a dead owner's actor may take.
 const NOTICED_WITHIN: Duration = Duration::from_secs(5);
+
+/// The longest until a dead owner's actors are served again, with the default timings.
+const FAILED_OVER_WITHIN: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_routed_to_an_owner_killed_with_kill_9_answers_within_seconds() {
@@ -49,6 +53,7 @@ async fn a_call_routed_to_an_owner_killed_with_kill_9_answers_within_seconds() {
     }
     let victim = victim.expect("some actor lands on worker 0");
     workers[0].kill();
+    let killed_at = Instant::now();
     let started = Instant::now();
     let r = workers[1].http.post(&victim, r#"{"In": 1}"#).await;
     let took = started.elapsed();
@@ -79,8 +84,8 @@ async fn a_call_routed_to_an_owner_killed_with_kill_9_answers_within_seconds() {
     assert!(took < Duration::from_secs(1), "took {took:?}");
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.code(), "host_unavailable", "{}", r.message());
-    // Once the dead owner's lease runs out, a survivor serves the actor, with every
-    // acknowledged increment.
+    // Once the dead owner's lease runs out (the default health deadline, 8 s), a survivor
+    // serves the actor, with every acknowledged increment.
     let r = eventually(
         "the actor served by a survivor",
         Duration::from_secs(40),
@@ -94,6 +99,12 @@ async fn a_call_routed_to_an_owner_killed_with_kill_9_answers_within_seconds() {
         },
     )
     .await;
+    let moved_after = killed_at.elapsed();
+    println!("served by a survivor {moved_after:?} after the kill");
+    assert!(
+        moved_after < FAILED_OVER_WITHIN,
+        "served again only {moved_after:?} after the kill"
+    );
     assert_eq!(
         r.json()["Out"].as_i64(),
         Some(3),
