@@ -11,14 +11,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use francis_core::{ActorService, Envelope, ErrorKind};
-use francis_host::ActorOptions;
 use francis_store::Provider;
 use francis_store_sqlite::{SqliteOptions, SqliteProvider};
 use support::*;
 use tokio::time::Instant;
-
-const PSK: &str = "a-test-runtime-psk-that-is-long-enough";
-const DEADLINE: Duration = Duration::from_secs(2);
 
 async fn open(path: &Path) -> SqliteProvider {
     SqliteProvider::open(path, SqliteOptions::default())
@@ -37,22 +33,8 @@ async fn host_at(
     probe: Arc<Probe>,
     addr: std::net::SocketAddr,
 ) -> TestHost {
-    let opts = ActorOptions {
-        idle_timeout: Some(Duration::from_secs(60)),
-        ..Default::default()
-    };
-    start_with_probe(provider, opts, probe, move |b| {
-        b.address(addr.to_string())
-            .runtime_psks([PSK])
-            .with_timings(|t| {
-                t.health_deadline = DEADLINE;
-                t.heartbeat_interval = Duration::from_millis(250);
-                t.store_timeout = Duration::from_secs(1);
-                t.alarm_poll_interval = Duration::from_millis(100);
-                t.alarm_fetch_ahead = Duration::from_millis(200);
-                t.alarm_lease = Duration::from_secs(1);
-                t.invoke_timeout = Duration::from_secs(10);
-            })
+    start_with_probe(provider, cluster_options(), probe, move |b| {
+        cluster_host(b, addr, FAILOVER)
     })
     .await
 }

@@ -12,16 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use francis_host::{ActorOptions, HostEvent, LocalHost};
+use francis_host::{HostEvent, LocalHost};
 use francis_store::Provider;
 use francis_store_postgres::{PostgresProvider, PostgresTestTables, TEST_POSTGRES_URL_ENV};
 use support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-
-const PSK: &str = "a-test-runtime-psk-that-is-long-enough";
-const DEADLINE: Duration = Duration::from_secs(2);
 
 /// Private tables in the test database, or `None` after printing why the test is skipped.
 fn tables_or_skip(test: &str) -> Option<PostgresTestTables> {
@@ -44,39 +41,11 @@ async fn provider(tables: &PostgresTestTables) -> PostgresProvider {
         .await
 }
 
-/// How quickly hosts give up on the store and on each other.
-#[derive(Clone, Copy)]
-struct Pace {
-    health_deadline: Duration,
-    store_timeout: Duration,
-}
-
-/// For failover tests: a short health deadline, and store calls that give up well within it
-/// (so a turn stuck on a frozen store ends before another host may take the actor).
-const FAILOVER: Pace = Pace {
-    health_deadline: DEADLINE,
-    store_timeout: Duration::from_secs(1),
-};
-
 /// A host with its own provider (pool) on the shared tables.
 async fn host_on(provider: Arc<dyn Provider>, probe: Arc<Probe>, pace: Pace) -> TestHost {
     let addr = free_udp_addr();
-    let opts = ActorOptions {
-        idle_timeout: Some(Duration::from_secs(60)),
-        ..Default::default()
-    };
-    start_with_probe(provider, opts, probe, move |b| {
-        b.address(addr.to_string())
-            .runtime_psks([PSK])
-            .with_timings(|t| {
-                t.health_deadline = pace.health_deadline;
-                t.heartbeat_interval = Duration::from_millis(250);
-                t.store_timeout = pace.store_timeout;
-                t.alarm_poll_interval = Duration::from_millis(100);
-                t.alarm_fetch_ahead = Duration::from_millis(200);
-                t.alarm_lease = Duration::from_secs(1);
-                t.invoke_timeout = Duration::from_secs(10);
-            })
+    start_with_probe(provider, cluster_options(), probe, move |b| {
+        cluster_host(b, addr, pace)
     })
     .await
 }

@@ -18,17 +18,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use francis_core::{ActorService, Envelope};
-use francis_host::{ActorOptions, Health, HostEvent, HostService};
+use francis_host::{Health, HostEvent, HostService};
 use francis_store::Provider;
 use francis_store_postgres::{PostgresTestTables, TEST_POSTGRES_URL_ENV};
 use francis_store_sqlite::{SqliteOptions, SqliteProvider};
 use support::*;
 use tokio::time::Instant;
-
-const PSK: &str = "a-test-runtime-psk-that-is-long-enough";
-
-/// The health deadline of the failover scenarios.
-const DEADLINE: Duration = Duration::from_secs(2);
 
 /// The store the hosts of a test cluster share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,27 +32,6 @@ enum Backend {
     Postgres,
     Replicated,
 }
-
-/// How quickly hosts give up on the store and on each other.
-#[derive(Debug, Clone, Copy)]
-struct Pace {
-    health_deadline: Duration,
-    store_timeout: Duration,
-}
-
-/// Failover scenarios: a short health deadline, and store calls that give up well within it
-/// (so a turn stuck on a frozen store ends before another host may take the actor).
-const FAILOVER: Pace = Pace {
-    health_deadline: DEADLINE,
-    store_timeout: Duration::from_secs(1),
-};
-
-/// Load scenarios, where nobody should fail over: room for a store round trip under a burst
-/// of calls on a loaded two-core machine.
-const STEADY: Pace = Pace {
-    health_deadline: Duration::from_secs(10),
-    store_timeout: Duration::from_secs(5),
-};
 
 /// One cluster at a time: three hosts (with a Raft group each, replicated) are a full load for
 /// two cores, and the failover scenarios measure deadlines.
@@ -134,33 +108,18 @@ impl Cluster {
         };
         let own_file = self.dir.path().join(format!("host{i}.db"));
         let peers: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
-        let opts = ActorOptions {
-            idle_timeout: Some(Duration::from_secs(60)),
-            ..Default::default()
-        };
         let pace = self.pace;
         let (tx, rx) = std::sync::mpsc::channel();
-        let host = start_configured(opts, self.probe.clone(), move |b| {
+        let host = start_configured(cluster_options(), self.probe.clone(), move |b| {
             let b = match shared {
                 Some(provider) => b.provider(provider),
                 None => b.sqlite(own_file).peers(peers),
             };
-            b.address(addr.to_string())
-                .runtime_psks([PSK])
-                .store_layer(move |inner| {
-                    let layer = Arc::new(StallingProvider::wrap(inner));
-                    tx.send(layer.clone()).unwrap();
-                    layer
-                })
-                .with_timings(|t| {
-                    t.health_deadline = pace.health_deadline;
-                    t.heartbeat_interval = Duration::from_millis(250);
-                    t.store_timeout = pace.store_timeout;
-                    t.alarm_poll_interval = Duration::from_millis(100);
-                    t.alarm_fetch_ahead = Duration::from_millis(200);
-                    t.alarm_lease = Duration::from_secs(1);
-                    t.invoke_timeout = Duration::from_secs(10);
-                })
+            cluster_host(b, addr, pace).store_layer(move |inner| {
+                let layer = Arc::new(StallingProvider::wrap(inner));
+                tx.send(layer.clone()).unwrap();
+                layer
+            })
         })
         .await;
         (host, rx.recv().unwrap())

@@ -654,6 +654,60 @@ pub async fn until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
     }
 }
 
+/// The runtime PSK of the multi-host tests.
+pub const CLUSTER_PSK: &str = "a-test-runtime-psk-that-is-long-enough";
+
+/// The health deadline of the failover tests.
+pub const DEADLINE: Duration = Duration::from_secs(2);
+
+/// How quickly hosts give up on the store and on each other.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub health_deadline: Duration,
+    pub store_timeout: Duration,
+}
+
+/// Failover tests: a short health deadline, and store calls that give up well within it (so a
+/// turn stuck on a frozen store ends before another host may take the actor).
+pub const FAILOVER: Pace = Pace {
+    health_deadline: DEADLINE,
+    store_timeout: Duration::from_secs(1),
+};
+
+/// Load tests, where nobody should fail over: room for a store round trip under a burst of
+/// calls on a loaded two-core machine.
+pub const STEADY: Pace = Pace {
+    health_deadline: Duration::from_secs(10),
+    store_timeout: Duration::from_secs(5),
+};
+
+/// The actor options of the multi-host tests: actors stay active through a test.
+pub fn cluster_options() -> ActorOptions {
+    ActorOptions {
+        idle_timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    }
+}
+
+/// A multi-host test's host at `addr`, on `pace`, with quick heartbeats and alarms.
+pub fn cluster_host(
+    b: francis_host::LocalHostBuilder,
+    addr: std::net::SocketAddr,
+    pace: Pace,
+) -> francis_host::LocalHostBuilder {
+    b.address(addr.to_string())
+        .runtime_psks([CLUSTER_PSK])
+        .with_timings(|t| {
+            t.health_deadline = pace.health_deadline;
+            t.heartbeat_interval = Duration::from_millis(250);
+            t.store_timeout = pace.store_timeout;
+            t.alarm_poll_interval = Duration::from_millis(100);
+            t.alarm_fetch_ahead = Duration::from_millis(200);
+            t.alarm_lease = Duration::from_secs(1);
+            t.invoke_timeout = Duration::from_secs(10);
+        })
+}
+
 /// A free UDP port on 127.0.0.1, for a host's peer (QUIC) address.
 pub fn free_udp_addr() -> std::net::SocketAddr {
     std::net::UdpSocket::bind("127.0.0.1:0")
