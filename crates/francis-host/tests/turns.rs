@@ -144,14 +144,19 @@ async fn a_caller_that_gives_up_leaves_the_queue() {
     h.stop().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn invoke_timeout_cancels_the_turn_and_answers_timeout() {
-    let h = start_with(
+/// A host on a memory store whose calls time out after 5 s.
+async fn host_with_a_5_s_invoke_timeout() -> TestHost {
+    start_with(
         Arc::new(francis_store::MemoryProvider::new()),
         options(),
         |b| b.with_timings(|t| t.invoke_timeout = Duration::from_secs(5)),
     )
-    .await;
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn invoke_timeout_cancels_the_turn_and_answers_timeout() {
+    let h = host_with_a_5_s_invoke_timeout().await;
     let svc = h.service();
     let started = tokio::time::Instant::now();
     let err = invoke(&svc, "a", "hold").await.unwrap_err();
@@ -165,12 +170,7 @@ async fn invoke_timeout_cancels_the_turn_and_answers_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn a_call_queued_behind_a_long_turn_times_out_at_its_own_deadline_and_never_runs() {
-    let h = start_with(
-        Arc::new(francis_store::MemoryProvider::new()),
-        options(),
-        |b| b.with_timings(|t| t.invoke_timeout = Duration::from_secs(5)),
-    )
-    .await;
+    let h = host_with_a_5_s_invoke_timeout().await;
     let svc = h.service();
     // The first turn waits for its release whatever its caller does, then counts.
     let long = tokio::spawn({
