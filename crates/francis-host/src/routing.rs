@@ -106,14 +106,16 @@ impl Router {
         hosts.entry(host_id.to_owned()).or_insert(now);
     }
 
+    /// When `host_id` was found to have stopped answering, if it was.
+    fn unresponsive_since(&self, host_id: &str) -> Option<DateTime<Utc>> {
+        let hosts = self.unresponsive.lock().expect("unresponsive lock");
+        hosts.get(host_id).copied()
+    }
+
     /// Why a call to `host_id` should not be sent now: it stopped answering, and has shown no
     /// sign of life since ([`still_unresponsive`]); `None` to send it.
     pub async fn unresponsive(&self, act: &Activations, host_id: &str) -> Option<Error> {
-        let noticed = *self
-            .unresponsive
-            .lock()
-            .expect("unresponsive lock")
-            .get(host_id)?;
+        let noticed = self.unresponsive_since(host_id)?;
         let deadline = act.timings.health_deadline;
         let heartbeat = match self.membership(act, false).await {
             Ok(view) => view.host(host_id).map(|h| h.last_heartbeat),
@@ -152,6 +154,15 @@ impl Router {
         let mut cache = self.cache.lock().expect("cache lock");
         cache.insert(placement, self.clock.now());
     }
+}
+
+/// `ranked`, with the hosts `unresponsive` says stopped answering moved to the end (in their
+/// order): placing a new actor tries hosts that answer first, and still tries the others when
+/// no other host is left.
+fn responsive_first(ranked: Vec<Candidate>, unresponsive: impl Fn(&str) -> bool) -> Vec<Candidate> {
+    let (answering, silent): (Vec<_>, Vec<_>) =
+        ranked.into_iter().partition(|c| !unresponsive(&c.host_id));
+    answering.into_iter().chain(silent).collect()
 }
 
 fn refusal(e: &Error) -> Option<ClaimRefusal> {
@@ -238,6 +249,14 @@ impl Router {
                 .into_iter()
                 .cloned()
                 .collect();
+            // A host that stopped answering is tried last: a new actor goes to one that answers.
+            let now = self.clock.now();
+            let ranked = responsive_first(ranked, |host_id| {
+                self.unresponsive_since(host_id).is_some_and(|noticed| {
+                    let heartbeat = view.host(host_id).map(|h| h.last_heartbeat);
+                    still_unresponsive(noticed, heartbeat, now, deadline)
+                })
+            });
             if ranked.is_empty() {
                 // The view may predate a registration (this host's own, after fencing): read the
                 // store again before answering that nobody serves the type.
@@ -434,5 +453,37 @@ mod tests {
             capacity_left: Some(0),
         };
         assert_eq!(no_host(&actor, &[full], false).kind(), ErrorKind::NoHost);
+    }
+
+    #[test]
+    fn hosts_that_stopped_answering_are_tried_last_in_their_order() {
+        let candidate = |id: &str| Candidate {
+            host_id: id.into(),
+            address: "127.0.0.1:1".into(),
+            serves_type: true,
+            capacity_left: None,
+        };
+        let ids = |cs: Vec<Candidate>| cs.into_iter().map(|c| c.host_id).collect::<Vec<_>>();
+        let ranked = || {
+            vec![
+                candidate("a"),
+                candidate("b"),
+                candidate("c"),
+                candidate("d"),
+            ]
+        };
+        let silent = |id: &str| id == "a" || id == "c";
+        assert_eq!(
+            ids(responsive_first(ranked(), silent)),
+            ["b", "d", "a", "c"]
+        );
+        assert_eq!(
+            ids(responsive_first(ranked(), |_| false)),
+            ["a", "b", "c", "d"]
+        );
+        assert_eq!(
+            ids(responsive_first(ranked(), |_| true)),
+            ["a", "b", "c", "d"]
+        );
     }
 }

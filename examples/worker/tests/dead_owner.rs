@@ -84,6 +84,21 @@ async fn a_call_routed_to_an_owner_killed_with_kill_9_answers_within_seconds() {
     assert!(took < Duration::from_secs(1), "took {took:?}");
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.code(), "host_unavailable", "{}", r.message());
+    // New actors are placed on the workers that answer, although the dead one still holds
+    // its lease: none of them lands on it.
+    for i in 0..12 {
+        let r = workers[1]
+            .http
+            .post(&format!("/invoke/myactor/new{i}/increment"), r#"{"In": 1}"#)
+            .await;
+        assert_eq!(
+            r.status,
+            200,
+            "new{i}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_ne!(r.header("x-francis-host").unwrap(), workers[0].host_address);
+    }
     // Once the dead owner's lease runs out (the default health deadline, 8 s), a survivor
     // serves the actor, with every acknowledged increment.
     let r = eventually(
