@@ -112,19 +112,31 @@ impl Router {
         hosts.get(host_id).copied()
     }
 
+    /// When `host_id` stopped answering, while it is still taken for gone
+    /// ([`still_unresponsive`]): judged by its heartbeat in `view`, or by what was noticed
+    /// alone when the store could not be read (`None`).
+    fn silent_since(
+        &self,
+        host_id: &str,
+        view: Option<&MembershipView>,
+        deadline: Duration,
+    ) -> Option<DateTime<Utc>> {
+        let noticed = self.unresponsive_since(host_id)?;
+        let heartbeat = match view {
+            Some(view) => view.host(host_id).map(|h| h.last_heartbeat),
+            None => Some(noticed),
+        };
+        still_unresponsive(noticed, heartbeat, self.clock.now(), deadline).then_some(noticed)
+    }
+
     /// Why a call to `host_id` should not be sent now: it stopped answering, and has shown no
     /// sign of life since ([`still_unresponsive`]); `None` to send it.
     pub async fn unresponsive(&self, act: &Activations, host_id: &str) -> Option<Error> {
-        let noticed = self.unresponsive_since(host_id)?;
+        self.unresponsive_since(host_id)?;
         let deadline = act.timings.health_deadline;
-        let heartbeat = match self.membership(act, false).await {
-            Ok(view) => view.host(host_id).map(|h| h.last_heartbeat),
-            // The store cannot say: keep judging by what was noticed.
-            Err(_) => Some(noticed),
-        };
-        let now = self.clock.now();
-        if still_unresponsive(noticed, heartbeat, now, deadline) {
-            let ago = (now - noticed).to_std().unwrap_or_default();
+        let view = self.membership(act, false).await.ok();
+        if let Some(noticed) = self.silent_since(host_id, view.as_deref(), deadline) {
+            let ago = (self.clock.now() - noticed).to_std().unwrap_or_default();
             return Some(Error::HostUnavailable(format!(
                 "host {host_id} stopped answering {:.1} s ago; its actors are unavailable until \
                  it answers again or its lease runs out (at most {deadline:?} after it stopped), \
@@ -250,12 +262,8 @@ impl Router {
                 .cloned()
                 .collect();
             // A host that stopped answering is tried last: a new actor goes to one that answers.
-            let now = self.clock.now();
             let ranked = responsive_first(ranked, |host_id| {
-                self.unresponsive_since(host_id).is_some_and(|noticed| {
-                    let heartbeat = view.host(host_id).map(|h| h.last_heartbeat);
-                    still_unresponsive(noticed, heartbeat, now, deadline)
-                })
+                self.silent_since(host_id, Some(&view), deadline).is_some()
             });
             if ranked.is_empty() {
                 // The view may predate a registration (this host's own, after fencing): read the

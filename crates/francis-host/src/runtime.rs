@@ -939,17 +939,24 @@ impl Activations {
                 Err(Error::actor(format!("actor panicked: {message}")))
             }
         };
+        // Where this activation's writes stand, read once: a turn of an activation whose
+        // commit failed fails with it, and the activation goes (fenced when that failure was).
+        let (seq, commit_failed) = match act.store.durability() {
+            Durability::Durable => (0, None),
+            Durability::Pending(seq) => (seq, None),
+            Durability::Failed(e) => (u64::MAX, Some(e.kind())),
+        };
         // This activation's own write was fenced (another actor's fencing is that actor's).
         let fenced = match &result {
             Err(Error::Fenced { actor, .. }) => actor == &act.actor,
             _ => false,
-        } || matches!(act.store.durability(), Durability::Failed(e) if e.kind() == ErrorKind::Fenced);
+        } || commit_failed == Some(ErrorKind::Fenced);
         if fenced {
             warn!(actor_type = act.actor.actor_type(), actor_id = act.actor.actor_id(),
                   host = %self.address, epoch = act.epoch,
                   "write fenced: placement moved on; deactivating this activation");
         }
-        if fenced || turn.halt.load(Ordering::Acquire) {
+        if fenced || commit_failed.is_some() || turn.halt.load(Ordering::Acquire) {
             // Before the answer, so no turn queued behind this one starts on this activation.
             let reason = if fenced {
                 DeactivationReason::Fenced
@@ -958,11 +965,6 @@ impl Activations {
             };
             self.begin_deactivation(act, reason);
         }
-        let seq = match act.store.durability() {
-            Durability::Durable => 0,
-            Durability::Pending(seq) => seq,
-            Durability::Failed(_) => u64::MAX,
-        };
         gate.answer(
             act,
             Held {
