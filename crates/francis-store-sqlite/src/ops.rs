@@ -168,21 +168,39 @@ pub(crate) async fn live_hosts(
 // ---------------------------------------------------------------------------------------------
 // placement
 
-async fn placement_row(
-    c: &mut SqliteConnection,
-    actor: &ActorRef,
-) -> Result<Option<(String, i64, String, i64)>> {
-    Ok(sqlx::query_as(
-        "SELECT p.host_id, p.epoch, h.address, h.last_heartbeat_ms
-         FROM placements p JOIN hosts h ON h.host_id = p.host_id
-         WHERE p.actor_type = ?1 AND p.actor_id = ?2",
-    )
-    .bind(actor.actor_type())
-    .bind(actor.actor_id())
-    .fetch_optional(&mut *c)
-    .await?)
-}
+/// What a claim reads, in one statement: the actor's placement (with its host's address and
+/// heartbeat, if that host is still registered) and the candidate host (its address and
+/// heartbeat, whether it serves the type, its capacity for it and, only when it has one, how
+/// many actors of the type it holds).
+type ClaimView = (
+    Option<String>, // placed_host
+    Option<i64>,    // placed_epoch
+    Option<String>, // placed_address
+    Option<i64>,    // placed_heartbeat
+    Option<String>, // candidate_address
+    Option<i64>,    // candidate_heartbeat
+    bool,           // serves_type
+    Option<i64>,    // max_active
+    i64,            // placed_on_candidate
+);
 
+const CLAIM_VIEW: &str = "
+    SELECT p.host_id AS placed_host, p.epoch AS placed_epoch,
+           ph.address AS placed_address, ph.last_heartbeat_ms AS placed_heartbeat,
+           c.address AS candidate_address, c.last_heartbeat_ms AS candidate_heartbeat,
+           t.host_id IS NOT NULL AS serves_type, t.max_active AS max_active,
+           CASE WHEN t.max_active IS NULL THEN 0
+                ELSE (SELECT COUNT(*) FROM placements WHERE host_id = ?3 AND actor_type = ?1)
+           END AS placed_on_candidate
+    FROM (SELECT 1)
+    LEFT JOIN placements p ON p.actor_type = ?1 AND p.actor_id = ?2
+    LEFT JOIN hosts ph ON ph.host_id = p.host_id
+    LEFT JOIN hosts c ON c.host_id = ?3
+    LEFT JOIN host_types t ON t.host_id = ?3 AND t.actor_type = ?1";
+
+/// Claims `actor` for `candidate` (see [`Provider::claim`]): three statements (one read, the
+/// epoch bump, the placement), and nothing is written before every check that can refuse
+/// the claim, so it needs no savepoint inside a batch.
 pub(crate) async fn claim(
     c: &mut SqliteConnection,
     actor: ActorRef,
@@ -190,7 +208,24 @@ pub(crate) async fn claim(
     now_ms: i64,
     ttl_ms: i64,
 ) -> Result<Placement> {
-    if let Some((host_id, epoch, address, hb)) = placement_row(c, &actor).await?
+    let (
+        placed_host,
+        placed_epoch,
+        placed_address,
+        placed_heartbeat,
+        candidate_address,
+        candidate_heartbeat,
+        serves_type,
+        max_active,
+        placed_on_candidate,
+    ): ClaimView = sqlx::query_as(CLAIM_VIEW)
+        .bind(actor.actor_type())
+        .bind(actor.actor_id())
+        .bind(&candidate)
+        .fetch_one(&mut *c)
+        .await?;
+    if let (Some(host_id), Some(epoch), Some(address), Some(hb)) =
+        (placed_host, placed_epoch, placed_address, placed_heartbeat)
         && policy::is_live(hb, now_ms, ttl_ms)
     {
         return Ok(Placement {
@@ -200,37 +235,15 @@ pub(crate) async fn claim(
             epoch: epoch_from_sql(epoch)?,
         });
     }
-    let host: Option<(String, i64)> =
-        sqlx::query_as("SELECT address, last_heartbeat_ms FROM hosts WHERE host_id = ?1")
-            .bind(&candidate)
-            .fetch_optional(&mut *c)
-            .await?;
-    let live = host
-        .as_ref()
-        .is_some_and(|(_, hb)| policy::is_live(*hb, now_ms, ttl_ms));
-    let capacity = if live {
-        let served: Option<Option<i64>> = sqlx::query_scalar(
-            "SELECT max_active FROM host_types WHERE host_id = ?1 AND actor_type = ?2",
-        )
-        .bind(&candidate)
-        .bind(actor.actor_type())
-        .fetch_optional(&mut *c)
-        .await?;
-        served.map(capacity_from_sql).transpose()?
+    let live = candidate_heartbeat.is_some_and(|hb| policy::is_live(hb, now_ms, ttl_ms));
+    let capacity = if live && serves_type {
+        Some(capacity_from_sql(max_active)?)
     } else {
         None
     };
-    let placed = if let Some(Some(_)) = capacity {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM placements WHERE host_id = ?1 AND actor_type = ?2",
-        )
-        .bind(&candidate)
-        .bind(actor.actor_type())
-        .fetch_one(&mut *c)
-        .await?;
-        count_from_sql(n)
-    } else {
-        0
+    let placed = match capacity {
+        Some(Some(_)) => count_from_sql(placed_on_candidate),
+        _ => 0,
     };
     if let Err(reason) = policy::check_candidate(CandidateView {
         live,
@@ -244,7 +257,7 @@ pub(crate) async fn claim(
         }
         .into());
     }
-    let Some((address, _)) = host else {
+    let Some(address) = candidate_address else {
         // check_candidate refuses hosts that are not registered
         return Err(StoreError::ClaimRefused {
             actor,
@@ -792,13 +805,14 @@ pub(crate) async fn run(c: &mut SqliteConnection, op: Op) -> Result<Reply> {
 
 /// Whether `op` needs a savepoint of its own inside a batch transaction, so that failing
 /// partway leaves nothing of it. The others write nothing before any check that can refuse
-/// them, then make at most one write statement: a refusal has written nothing, and any other
-/// failure ends the whole batch (SQLite may have rolled the transaction back with it), so
-/// they need no savepoint, which saves two round trips on the commonest writes.
+/// them: a refusal has written nothing, and any failure after their first write is not a
+/// refusal and ends the whole batch (SQLite may have rolled the transaction back with it),
+/// so they need no savepoint, which saves two round trips on the commonest writes.
 pub(crate) fn needs_savepoint(op: &Op) -> bool {
     !matches!(
         op,
-        Op::SetState { .. }
+        Op::Claim { .. }
+            | Op::SetState { .. }
             | Op::DeleteState { .. }
             | Op::SetAlarm { .. }
             | Op::DeleteAlarm { .. }

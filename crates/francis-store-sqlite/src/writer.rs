@@ -8,10 +8,9 @@
 //!
 //! An operation that fails (a fenced write, a refused claim, a constraint error) is rolled
 //! back to its savepoint and does not affect the others in its batch. An operation that
-//! needs no savepoint (it writes nothing before any check that can refuse it, then makes at
-//! most one write statement) saves its two round trips; a refusal fails it alone, and any
-//! other failure of it fails the whole batch. If the transaction
-//! itself cannot go on (BEGIN or COMMIT fails, or a savepoint cannot be rolled back because
+//! needs no savepoint (it writes nothing before any check that can refuse it) saves its two
+//! round trips; a refusal fails it alone, and any other failure of it fails the whole batch.
+//! If the transaction itself cannot go on (BEGIN or COMMIT fails, or a savepoint cannot be rolled back because
 //! SQLite aborted the transaction), nothing of the batch is applied and every caller gets
 //! [`StoreError::Unavailable`] (or its own error) saying so.
 
@@ -127,8 +126,8 @@ where
 pub(crate) enum Savepoint {
     /// It does: if it fails, it alone is undone and the rest of its batch commits.
     Needed,
-    /// It writes nothing before a check that can refuse it, then at most one statement: a
-    /// refusal fails it alone; any other failure fails its whole batch.
+    /// It writes nothing before a check that can refuse it: a refusal fails it alone; any
+    /// other failure fails its whole batch.
     NotNeeded,
 }
 
