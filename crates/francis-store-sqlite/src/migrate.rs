@@ -18,11 +18,18 @@ pub(crate) struct Migration {
 }
 
 /// Every migration this build knows, oldest first.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "placement epoch trigger",
+        sql: include_str!("../migrations/0002_placement_epoch_trigger.sql"),
+    },
+];
 
 /// The newest schema version this build knows.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
@@ -116,24 +123,26 @@ mod tests {
             migrate(&mut conn, MIGRATIONS).await.unwrap(),
             SCHEMA_VERSION
         );
-        assert_eq!(versions(&mut conn).await, vec![1]);
+        let known: Vec<i64> = (1..=SCHEMA_VERSION).collect();
+        assert_eq!(versions(&mut conn).await, known);
 
         // a later build adds a migration: only it is applied
-        let next = [
-            MIGRATIONS[0],
-            Migration {
-                version: 2,
-                name: "extra",
-                sql: "CREATE TABLE extra (x INTEGER) STRICT;",
-            },
-        ];
-        assert_eq!(migrate(&mut conn, &next).await.unwrap(), 2);
-        assert_eq!(versions(&mut conn).await, vec![1, 2]);
+        let next_version = SCHEMA_VERSION + 1;
+        let mut next = MIGRATIONS.to_vec();
+        next.push(Migration {
+            version: next_version,
+            name: "extra",
+            sql: "CREATE TABLE extra (x INTEGER) STRICT;",
+        });
+        assert_eq!(migrate(&mut conn, &next).await.unwrap(), next_version);
+        let mut all = known.clone();
+        all.push(next_version);
+        assert_eq!(versions(&mut conn).await, all);
 
         // the older build now refuses the database
         match migrate(&mut conn, MIGRATIONS).await {
             Err(Error::Store(StoreError::SchemaTooNew { found, supported })) => {
-                assert_eq!((found, supported), (2, SCHEMA_VERSION));
+                assert_eq!((found, supported), (next_version, SCHEMA_VERSION));
             }
             other => panic!("expected SchemaTooNew, got {other:?}"),
         }
@@ -143,20 +152,22 @@ mod tests {
     async fn failing_migration_changes_nothing_and_names_its_version() {
         let mut conn = memory().await;
         migrate(&mut conn, MIGRATIONS).await.unwrap();
-        let broken = [
-            MIGRATIONS[0],
-            Migration {
-                version: 2,
-                name: "broken",
-                sql: "CREATE TABLE half (x INTEGER) STRICT; THIS IS NOT SQL;",
-            },
-        ];
+        let broken_version = SCHEMA_VERSION + 1;
+        let mut broken = MIGRATIONS.to_vec();
+        broken.push(Migration {
+            version: broken_version,
+            name: "broken",
+            sql: "CREATE TABLE half (x INTEGER) STRICT; THIS IS NOT SQL;",
+        });
         let err = migrate(&mut conn, &broken).await.unwrap_err();
         assert!(
-            matches!(err, Error::Migrate(MigrateError::ExecuteMigration(_, 2))),
+            matches!(err, Error::Migrate(MigrateError::ExecuteMigration(_, v)) if v == broken_version),
             "{err:?}"
         );
-        assert_eq!(versions(&mut conn).await, vec![1]);
+        assert_eq!(
+            versions(&mut conn).await,
+            (1..=SCHEMA_VERSION).collect::<Vec<_>>()
+        );
         let half: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'half'",
         )

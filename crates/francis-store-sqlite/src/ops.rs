@@ -198,8 +198,8 @@ const CLAIM_VIEW: &str = "
     LEFT JOIN hosts c ON c.host_id = ?3
     LEFT JOIN host_types t ON t.host_id = ?3 AND t.actor_type = ?1";
 
-/// Claims `actor` for `candidate` (see [`Provider::claim`]): three statements (one read, the
-/// epoch bump, the placement), and nothing is written before every check that can refuse
+/// Claims `actor` for `candidate` (see [`Op::Claim`]): two statements (one read, one
+/// write of the placement with its new epoch), and nothing is written before every check that can refuse
 /// the claim, so it needs no savepoint inside a batch.
 pub(crate) async fn claim(
     c: &mut SqliteConnection,
@@ -266,21 +266,19 @@ pub(crate) async fn claim(
         }
         .into());
     };
+    // One statement: the epoch is the counter plus one, and a trigger raises the counter to
+    // it (migration 2), so no epoch is ever handed out twice.
     let epoch: i64 = sqlx::query_scalar(
-        "UPDATE counters SET value = value + 1 WHERE name = 'epoch' RETURNING value",
-    )
-    .fetch_one(&mut *c)
-    .await?;
-    sqlx::query(
-        "INSERT INTO placements (actor_type, actor_id, host_id, epoch) VALUES (?1, ?2, ?3, ?4)
+        "INSERT INTO placements (actor_type, actor_id, host_id, epoch)
+         SELECT ?1, ?2, ?3, value + 1 FROM counters WHERE name = 'epoch'
          ON CONFLICT (actor_type, actor_id) DO UPDATE SET
-             host_id = excluded.host_id, epoch = excluded.epoch",
+             host_id = excluded.host_id, epoch = excluded.epoch
+         RETURNING epoch",
     )
     .bind(actor.actor_type())
     .bind(actor.actor_id())
     .bind(&candidate)
-    .bind(epoch)
-    .execute(&mut *c)
+    .fetch_one(&mut *c)
     .await?;
     Ok(Placement {
         actor,
