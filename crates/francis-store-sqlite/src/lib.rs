@@ -1,5 +1,6 @@
 //! [`SqliteProvider`]: the [`Provider`] over one SQLite database (sqlx).
 
+mod claim;
 mod error;
 mod migrate;
 mod ops;
@@ -297,6 +298,15 @@ impl SqliteProvider {
         F: WriteOp<T>,
     {
         let (job, rx) = writer::job(op, savepoint);
+        self.submit(job, rx).await
+    }
+
+    /// Queues a job for the next batch and waits for its result.
+    async fn submit<T>(
+        &self,
+        job: Box<dyn writer::Job>,
+        rx: tokio::sync::oneshot::Receiver<Result<T>>,
+    ) -> Result<T> {
         self.queue
             .send(job)
             .await
@@ -398,6 +408,14 @@ impl Provider for SqliteProvider {
     }
 
     async fn execute(&self, op: Op) -> StoreResult<Reply> {
+        let op = match claim::ClaimArgs::from_op(op) {
+            Ok(claim) => {
+                let (job, rx) = writer::claim_job(claim);
+                let placement = self.submit(job, rx).await;
+                return placement.map(Reply::Placement).map_err(Into::into);
+            }
+            Err(op) => op,
+        };
         let result = if op.is_write() {
             let savepoint = if ops::needs_savepoint(&op) {
                 Savepoint::Needed

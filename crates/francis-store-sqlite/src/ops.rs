@@ -8,18 +8,17 @@ use francis_core::{ActorRef, AlarmProperties};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
+use crate::claim::{ClaimArgs, claim_many};
 use crate::error::Result;
 use francis_store::StoreError;
 use francis_store::codec::{
-    AlarmRow, HostRow, actor_from_row, capacity_from_sql, capacity_to_sql, count_from_sql,
-    epoch_from_sql, epoch_to_sql, hosts_from_rows, page_from_rows, time_from_ms,
+    AlarmRow, HostRow, actor_from_row, capacity_to_sql, count_from_sql, epoch_from_sql,
+    epoch_to_sql, hosts_from_rows, page_from_rows, time_from_ms,
 };
-use francis_store::policy::{
-    self, CandidateView, add_millis, duration_millis, live_cutoff, millis,
-};
+use francis_store::policy::{self, add_millis, duration_millis, live_cutoff, millis};
 use francis_store::{
-    AlarmLease, AlarmOutcome, ClaimRefusal, Fence, HostRecord, HostRegistration, LeaseRequest,
-    LeasedAlarm, Placement, StateListPage, StateRecord,
+    AlarmLease, AlarmOutcome, Fence, HostRecord, HostRegistration, LeaseRequest, LeasedAlarm,
+    Placement, StateListPage, StateRecord,
 };
 use francis_store::{Op, Reply};
 
@@ -167,126 +166,6 @@ pub(crate) async fn live_hosts(
 
 // ---------------------------------------------------------------------------------------------
 // placement
-
-/// What a claim reads, in one statement: the actor's placement (with its host's address and
-/// heartbeat, if that host is still registered) and the candidate host (its address and
-/// heartbeat, whether it serves the type, its capacity for it and, only when it has one, how
-/// many actors of the type it holds).
-type ClaimView = (
-    Option<String>, // placed_host
-    Option<i64>,    // placed_epoch
-    Option<String>, // placed_address
-    Option<i64>,    // placed_heartbeat
-    Option<String>, // candidate_address
-    Option<i64>,    // candidate_heartbeat
-    bool,           // serves_type
-    Option<i64>,    // max_active
-    i64,            // placed_on_candidate
-);
-
-const CLAIM_VIEW: &str = "
-    SELECT p.host_id AS placed_host, p.epoch AS placed_epoch,
-           ph.address AS placed_address, ph.last_heartbeat_ms AS placed_heartbeat,
-           c.address AS candidate_address, c.last_heartbeat_ms AS candidate_heartbeat,
-           t.host_id IS NOT NULL AS serves_type, t.max_active AS max_active,
-           CASE WHEN t.max_active IS NULL THEN 0
-                ELSE (SELECT COUNT(*) FROM placements WHERE host_id = ?3 AND actor_type = ?1)
-           END AS placed_on_candidate
-    FROM (SELECT 1)
-    LEFT JOIN placements p ON p.actor_type = ?1 AND p.actor_id = ?2
-    LEFT JOIN hosts ph ON ph.host_id = p.host_id
-    LEFT JOIN hosts c ON c.host_id = ?3
-    LEFT JOIN host_types t ON t.host_id = ?3 AND t.actor_type = ?1";
-
-/// Claims `actor` for `candidate` (see [`Op::Claim`]): two statements (one read, one
-/// write of the placement with its new epoch), and nothing is written before every check that can refuse
-/// the claim, so it needs no savepoint inside a batch.
-pub(crate) async fn claim(
-    c: &mut SqliteConnection,
-    actor: ActorRef,
-    candidate: String,
-    now_ms: i64,
-    ttl_ms: i64,
-) -> Result<Placement> {
-    let (
-        placed_host,
-        placed_epoch,
-        placed_address,
-        placed_heartbeat,
-        candidate_address,
-        candidate_heartbeat,
-        serves_type,
-        max_active,
-        placed_on_candidate,
-    ): ClaimView = sqlx::query_as(CLAIM_VIEW)
-        .bind(actor.actor_type())
-        .bind(actor.actor_id())
-        .bind(&candidate)
-        .fetch_one(&mut *c)
-        .await?;
-    if let (Some(host_id), Some(epoch), Some(address), Some(hb)) =
-        (placed_host, placed_epoch, placed_address, placed_heartbeat)
-        && policy::is_live(hb, now_ms, ttl_ms)
-    {
-        return Ok(Placement {
-            actor,
-            host_id,
-            address,
-            epoch: epoch_from_sql(epoch)?,
-        });
-    }
-    let live = candidate_heartbeat.is_some_and(|hb| policy::is_live(hb, now_ms, ttl_ms));
-    let capacity = if live && serves_type {
-        Some(capacity_from_sql(max_active)?)
-    } else {
-        None
-    };
-    let placed = match capacity {
-        Some(Some(_)) => count_from_sql(placed_on_candidate),
-        _ => 0,
-    };
-    if let Err(reason) = policy::check_candidate(CandidateView {
-        live,
-        capacity,
-        placed,
-    }) {
-        return Err(StoreError::ClaimRefused {
-            actor,
-            candidate,
-            reason,
-        }
-        .into());
-    }
-    let Some(address) = candidate_address else {
-        // check_candidate refuses hosts that are not registered
-        return Err(StoreError::ClaimRefused {
-            actor,
-            candidate,
-            reason: ClaimRefusal::CandidateNotLive,
-        }
-        .into());
-    };
-    // One statement: the epoch is the counter plus one, and a trigger raises the counter to
-    // it (migration 2), so no epoch is ever handed out twice.
-    let epoch: i64 = sqlx::query_scalar(
-        "INSERT INTO placements (actor_type, actor_id, host_id, epoch)
-         SELECT ?1, ?2, ?3, value + 1 FROM counters WHERE name = 'epoch'
-         ON CONFLICT (actor_type, actor_id) DO UPDATE SET
-             host_id = excluded.host_id, epoch = excluded.epoch
-         RETURNING epoch",
-    )
-    .bind(actor.actor_type())
-    .bind(actor.actor_id())
-    .bind(&candidate)
-    .fetch_one(&mut *c)
-    .await?;
-    Ok(Placement {
-        actor,
-        host_id: candidate,
-        address,
-        epoch: epoch_from_sql(epoch)?,
-    })
-}
 
 pub(crate) async fn lookup(
     c: &mut SqliteConnection,
@@ -727,7 +606,11 @@ pub(crate) async fn run(c: &mut SqliteConnection, op: Op) -> Result<Reply> {
             candidate,
             now,
             ttl,
-        } => Reply::Placement(claim(c, actor, candidate, millis(now), duration_millis(ttl)).await?),
+        } => {
+            let args = ClaimArgs::new(actor, candidate, now, ttl);
+            let mut outcomes = claim_many(c, vec![args]).await?;
+            Reply::Placement(outcomes.pop().expect("one outcome per claim")?)
+        }
         Op::Lookup { actor, now, ttl } => {
             Reply::MaybePlacement(lookup(c, &actor, millis(now), duration_millis(ttl)).await?)
         }
@@ -827,7 +710,17 @@ pub(crate) async fn run_batch(
     ops: Vec<Op>,
 ) -> Result<Vec<Result<Reply>>> {
     let mut results = Vec::with_capacity(ops.len());
+    let mut claims = Vec::new();
     for op in ops {
+        // consecutive claims run together (see `claim`)
+        let op = match ClaimArgs::from_op(op) {
+            Ok(claim) => {
+                claims.push(claim);
+                continue;
+            }
+            Err(op) => op,
+        };
+        run_claims(c, std::mem::take(&mut claims), &mut results).await?;
         if !needs_savepoint(&op) {
             match run(c, op).await {
                 Err(e) if !e.is_refusal() => return Err(e),
@@ -847,5 +740,18 @@ pub(crate) async fn run_batch(
         sqlx::raw_sql(end).execute(&mut *c).await?;
         results.push(result);
     }
+    run_claims(c, claims, &mut results).await?;
     Ok(results)
+}
+
+async fn run_claims(
+    c: &mut SqliteConnection,
+    claims: Vec<ClaimArgs>,
+    results: &mut Vec<Result<Reply>>,
+) -> Result<()> {
+    if !claims.is_empty() {
+        let outcomes = claim_many(c, claims).await?;
+        results.extend(outcomes.into_iter().map(|o| o.map(Reply::Placement)));
+    }
+    Ok(())
 }

@@ -21,8 +21,9 @@ use futures::future::BoxFuture;
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::claim::{ClaimArgs, claim_many};
 use crate::error::Result;
-use francis_store::StoreError;
+use francis_store::{Placement, StoreError};
 
 /// A write operation: runs on the write connection inside the batch transaction.
 pub(crate) trait WriteOp<T>:
@@ -49,6 +50,87 @@ pub(crate) trait Job: Send {
     fn run<'a>(&'a mut self, conn: &'a mut SqliteConnection) -> BoxFuture<'a, bool>;
     /// Answers the caller once the batch's fate is known.
     fn finish(self: Box<Self>, end: BatchEnd<'_>);
+    /// Whether the job is a claim: the writer runs consecutive claims together
+    /// ([`claim_many`]) instead of calling [`Job::run`] on each.
+    fn is_claim(&self) -> bool {
+        false
+    }
+    /// Takes the claim of a claim job, to run it with its neighbours.
+    fn take_claim(&mut self) -> Option<ClaimArgs> {
+        None
+    }
+    /// Records the outcome of the claim taken.
+    fn claimed(&mut self, _outcome: Result<Placement>) {}
+}
+
+/// Answers a job's caller: its own error, or its value if the batch committed.
+fn answer<T>(outcome: Option<Result<T>>, end: BatchEnd<'_>, reply: oneshot::Sender<Result<T>>) {
+    let result = match (outcome, end) {
+        (Some(Err(e)), _) => Err(e),
+        (Some(Ok(value)), BatchEnd::Committed) => Ok(value),
+        (Some(Ok(_)) | None, BatchEnd::Failed(why)) => {
+            Err(StoreError::Unavailable(format!("write not applied: {why}")).into())
+        }
+        (None, BatchEnd::Committed) => {
+            Err(StoreError::Unavailable("write not applied: it was not run".into()).into())
+        }
+    };
+    // The caller may have gone away (cancelled); its write still happened or not as above.
+    let _ = reply.send(result);
+}
+
+/// A claim, run with the claims queued next to it.
+struct ClaimJob {
+    claim: Option<ClaimArgs>,
+    outcome: Option<Result<Placement>>,
+    reply: oneshot::Sender<Result<Placement>>,
+}
+
+impl Job for ClaimJob {
+    fn run<'a>(&'a mut self, conn: &'a mut SqliteConnection) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let Some(claim) = self.claim.take() else {
+                return true;
+            };
+            match claim_many(conn, vec![claim]).await {
+                Ok(mut outcomes) => {
+                    self.outcome = outcomes.pop();
+                    true
+                }
+                Err(e) => {
+                    self.outcome = Some(Err(e));
+                    false
+                }
+            }
+        })
+    }
+
+    fn finish(self: Box<Self>, end: BatchEnd<'_>) {
+        answer(self.outcome, end, self.reply);
+    }
+
+    fn is_claim(&self) -> bool {
+        self.claim.is_some()
+    }
+
+    fn take_claim(&mut self) -> Option<ClaimArgs> {
+        self.claim.take()
+    }
+
+    fn claimed(&mut self, outcome: Result<Placement>) {
+        self.outcome = Some(outcome);
+    }
+}
+
+/// Wraps a claim as a job; the receiver gets its placement after the batch ends.
+pub(crate) fn claim_job(claim: ClaimArgs) -> (Box<dyn Job>, oneshot::Receiver<Result<Placement>>) {
+    let (reply, rx) = oneshot::channel();
+    let job = ClaimJob {
+        claim: Some(claim),
+        outcome: None,
+        reply,
+    };
+    (Box::new(job), rx)
 }
 
 struct OpJob<T, F> {
@@ -106,18 +188,7 @@ where
     }
 
     fn finish(self: Box<Self>, end: BatchEnd<'_>) {
-        let result = match (self.outcome, end) {
-            (Some(Err(e)), _) => Err(e),
-            (Some(Ok(value)), BatchEnd::Committed) => Ok(value),
-            (Some(Ok(_)) | None, BatchEnd::Failed(why)) => {
-                Err(StoreError::Unavailable(format!("write not applied: {why}")).into())
-            }
-            (None, BatchEnd::Committed) => {
-                Err(StoreError::Unavailable("write not applied: it was not run".into()).into())
-            }
-        };
-        // The caller may have gone away (cancelled); its write still happened or not as above.
-        let _ = self.reply.send(result);
+        answer(self.outcome, end, self.reply);
     }
 }
 
@@ -178,11 +249,29 @@ pub(crate) async fn run_batch(
     }
     let mut jobs = jobs;
     let mut aborted = false;
-    for j in &mut jobs {
-        if !j.run(&mut *conn).await {
-            aborted = true;
-            break;
+    let mut i = 0;
+    while i < jobs.len() && !aborted {
+        let claims = jobs[i..].iter().take_while(|j| j.is_claim()).count();
+        if claims == 0 {
+            aborted = !jobs[i].run(&mut *conn).await;
+            i += 1;
+            continue;
         }
+        let group = &mut jobs[i..i + claims];
+        let args = group.iter_mut().filter_map(|j| j.take_claim()).collect();
+        match claim_many(&mut *conn, args).await {
+            Ok(outcomes) => {
+                for (j, outcome) in group.iter_mut().zip(outcomes) {
+                    j.claimed(outcome);
+                }
+            }
+            Err(e) => {
+                // the others of the group are answered "not applied" with the batch
+                group[0].claimed(Err(e));
+                aborted = true;
+            }
+        }
+        i += claims;
     }
     let failure = if aborted {
         let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;

@@ -220,6 +220,120 @@ async fn one_fenced_write_does_not_spoil_its_batch() {
     assert!(p.get_state(&owned, at(0)).await.unwrap().is_none());
 }
 
+/// Claims queued together run together (one read and one write for all of them) with the
+/// outcome each would have had alone: distinct epochs, one placement for an actor claimed
+/// several times, a capacity counted across the batch, refusals alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_queued_together_keep_their_one_by_one_outcomes() {
+    use francis_store::ClaimRefusal;
+    use francis_store::testing::registration;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("claims.db");
+    let p = Arc::new(open(&path).await);
+    let reg = registration("h1", "addr-h1", &[("t", None), ("capped", Some(5))]);
+    p.register_host(&reg, at(0), TTL).await.unwrap();
+    let earlier = p
+        .claim(&actor("t", "first"), "h1", at(0), TTL)
+        .await
+        .unwrap();
+    let before = p.writer_stats();
+
+    let mut blocker = raw(&path).await;
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    // 40 new actors, one actor 10 times, 12 claims on a type capped at 5, 4 on an unknown host
+    let mut wanted = Vec::new();
+    for i in 0..40 {
+        wanted.push((actor("t", &format!("a{i}")), "h1"));
+        if i % 4 == 0 {
+            wanted.push((actor("t", "dup"), "h1"));
+            wanted.push((actor("capped", &format!("c{i}")), "h1"));
+            wanted.push((actor("t", &format!("lost{i}")), "h9"));
+        }
+        if i % 4 == 1 {
+            wanted.push((actor("capped", &format!("c{i}")), "h1"));
+        }
+    }
+    let n = wanted.len() as u64;
+    let tasks: Vec<_> = wanted
+        .iter()
+        .cloned()
+        .map(|(a, host)| {
+            let p = p.clone();
+            tokio::spawn(async move { p.claim(&a, host, at(1), TTL).await })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while p.writer_stats().submitted < before.submitted + n {
+        assert!(Instant::now() < deadline, "claims were not queued in time");
+        tokio::task::yield_now().await;
+    }
+    sqlx::raw_sql("COMMIT").execute(&mut blocker).await.unwrap();
+
+    let mut epochs = std::collections::BTreeSet::new();
+    let (mut dup_epoch, mut capped, mut at_capacity, mut unknown) = (None, 0, 0, 0);
+    for ((a, host), t) in wanted.iter().zip(tasks) {
+        match (t.await.unwrap(), a.actor_type(), *host) {
+            (Ok(placed), "t", "h1") if a.actor_id() == "dup" => {
+                assert_eq!(*dup_epoch.get_or_insert(placed.epoch), placed.epoch);
+            }
+            (Ok(placed), "t" | "capped", "h1") => {
+                assert_eq!(placed.host_id, "h1");
+                assert!(placed.epoch > earlier.epoch);
+                assert!(epochs.insert(placed.epoch), "epoch {} twice", placed.epoch);
+                capped += usize::from(a.actor_type() == "capped");
+            }
+            (
+                Err(StoreError::ClaimRefused {
+                    reason: ClaimRefusal::AtCapacity,
+                    ..
+                }),
+                "capped",
+                _,
+            ) => at_capacity += 1,
+            (
+                Err(StoreError::ClaimRefused {
+                    reason: ClaimRefusal::CandidateNotLive,
+                    ..
+                }),
+                _,
+                "h9",
+            ) => unknown += 1,
+            (other, ty, host) => panic!("{a} on {host} ({ty}): {other:?}"),
+        }
+    }
+    let dup_epoch = dup_epoch.expect("dup was placed");
+    assert!(epochs.insert(dup_epoch), "dup shares an epoch");
+    assert_eq!((capped, at_capacity, unknown), (5, 15, 10));
+    assert_eq!(p.count_placements("h1", "capped").await.unwrap(), 5);
+    let after = p.writer_stats();
+    assert!(
+        after.batches - before.batches <= 2,
+        "{n} queued claims took {} transactions",
+        after.batches - before.batches
+    );
+    // what was written is what was answered, and the counter moved past every epoch
+    for (a, host) in wanted.iter().filter(|(_, h)| *h == "h1") {
+        if let Some(found) = p.lookup(a, at(1), TTL).await.unwrap() {
+            assert!(
+                epochs.contains(&found.epoch),
+                "{a} stored with epoch {}",
+                found.epoch
+            );
+        } else {
+            assert_eq!(a.actor_type(), "capped", "{a} on {host} not stored");
+        }
+    }
+    let highest = *epochs.last().unwrap();
+    let next = p
+        .claim(&actor("t", "after"), "h1", at(2), TTL)
+        .await
+        .unwrap();
+    assert_eq!(next.epoch, highest + 1);
+}
+
 /// Two providers on one file behave as two processes would: SQLite's locks serialise their
 /// writers, and a claim raced from both still has exactly one winner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
