@@ -1,6 +1,7 @@
 //! Actor references and the naming rules shared by types, ids, methods and alarm names.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -63,11 +64,16 @@ fn truncate_for_message(value: &str) -> String {
 ///
 /// A value of this type always satisfies the naming rules ([`validate_name`]); it may name a
 /// reserved type, which user-facing calls refuse with [`Error::ActorTypeReserved`].
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// Cheap to clone: both parts live in one shared string (`type/id`; neither part may contain
+/// `/`).
+#[derive(Clone, Deserialize)]
 #[serde(try_from = "RawRef")]
 pub struct ActorRef {
-    actor_type: String,
-    actor_id: String,
+    /// `type/id`
+    full: Arc<str>,
+    /// Where the `/` is.
+    split: usize,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +89,44 @@ impl TryFrom<RawRef> for ActorRef {
     }
 }
 
+impl Serialize for ActorRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("ActorRef", 2)?;
+        s.serialize_field("actor_type", self.actor_type())?;
+        s.serialize_field("actor_id", self.actor_id())?;
+        s.end()
+    }
+}
+
+// Neither part contains `/`, so equal strings are equal pairs.
+impl PartialEq for ActorRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.full == other.full
+    }
+}
+
+impl Eq for ActorRef {}
+
+impl std::hash::Hash for ActorRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.full.hash(state);
+    }
+}
+
+/// By type, then id.
+impl Ord for ActorRef {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.actor_type(), self.actor_id()).cmp(&(other.actor_type(), other.actor_id()))
+    }
+}
+
+impl PartialOrd for ActorRef {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl ActorRef {
     /// Builds a reference, checking both parts against the naming rules.
     pub fn new(actor_type: impl Into<String>, actor_id: impl Into<String>) -> Result<Self, Error> {
@@ -90,31 +134,35 @@ impl ActorRef {
         let actor_id = actor_id.into();
         validate_name("actor type", &actor_type)?;
         validate_name("actor id", &actor_id)?;
+        let split = actor_type.len();
+        let mut full = actor_type;
+        full.push('/');
+        full.push_str(&actor_id);
         Ok(Self {
-            actor_type,
-            actor_id,
+            full: Arc::from(full),
+            split,
         })
     }
 
     /// The actor's type.
     pub fn actor_type(&self) -> &str {
-        &self.actor_type
+        &self.full[..self.split]
     }
 
     /// The actor's id, unique within its type.
     pub fn actor_id(&self) -> &str {
-        &self.actor_id
+        &self.full[self.split + 1..]
     }
 
     /// Whether the type is in the framework's reserved namespace.
     pub fn is_reserved(&self) -> bool {
-        self.actor_type.starts_with(RESERVED_PREFIX)
+        self.actor_type().starts_with(RESERVED_PREFIX)
     }
 
     /// Refuses references to reserved types, as every user-facing call must.
     pub fn check_not_reserved(&self) -> Result<(), Error> {
         if self.is_reserved() {
-            return Err(Error::ActorTypeReserved(self.actor_type.clone()));
+            return Err(Error::ActorTypeReserved(self.actor_type().to_owned()));
         }
         Ok(())
     }
@@ -122,7 +170,7 @@ impl ActorRef {
 
 impl fmt::Display for ActorRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.actor_type, self.actor_id)
+        f.write_str(&self.full)
     }
 }
 
@@ -194,9 +242,25 @@ mod tests {
     }
 
     #[test]
+    fn order_is_by_type_then_id_and_equality_by_both() {
+        let r = |t: &str, i: &str| ActorRef::new(t, i).unwrap();
+        // '!' sorts before '/': the order is the pair's, not the joined string's
+        assert!(r("a", "z") < r("a!", "a"));
+        assert!(r("a", "b") < r("a", "c"));
+        assert_eq!(r("ab", "c"), r("ab", "c"));
+        assert_ne!(r("ab", "c"), r("a", "bc"));
+        assert_eq!(
+            (r("ab", "c").actor_type(), r("ab", "c").actor_id()),
+            ("ab", "c")
+        );
+        assert_eq!(r("ab", "c").to_string(), "ab/c");
+    }
+
+    #[test]
     fn serde_round_trip_validates() {
         let r = ActorRef::new("t", "i").unwrap();
         let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(json, r#"{"actor_type":"t","actor_id":"i"}"#);
         assert_eq!(serde_json::from_str::<ActorRef>(&json).unwrap(), r);
         let bad = r#"{"actor_type":"t","actor_id":"a/b"}"#;
         assert!(serde_json::from_str::<ActorRef>(bad).is_err());

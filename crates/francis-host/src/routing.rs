@@ -237,7 +237,8 @@ impl Router {
             Some(p) if p.host_id == me => Ok(Route::Local(None)),
             Some(p) => Ok(Route::Remote(p)),
             None => {
-                let claim = self.resolve(act, actor).await?;
+                // Boxed: a cache miss is the rare path, and its future is large.
+                let claim = Box::pin(self.resolve(act, actor)).await?;
                 if claim.places(actor, &me) {
                     Ok(Route::Local(Some(claim)))
                 } else {

@@ -718,8 +718,10 @@ impl Activations {
                 Some(act) => act,
                 None => {
                     let ty = self.type_entry(actor.actor_type())?;
+                    // Boxed: activating is the rare path, and its future is large; the
+                    // common path's future (every call's) stays small.
                     let activating = self.get_or_activate(actor, &ty, claimed.take());
-                    tokio::time::timeout_at(deadline, activating)
+                    Box::pin(tokio::time::timeout_at(deadline, activating))
                         .await
                         .map_err(|_| self.timed_out(actor))??
                 }
@@ -761,9 +763,12 @@ impl Activations {
                 }
             };
             // Deactivation won the race: wait until it is complete, then activate anew.
-            tokio::time::timeout_at(deadline, act.deactivated.cancelled())
-                .await
-                .map_err(|_| self.timed_out(actor))?;
+            Box::pin(tokio::time::timeout_at(
+                deadline,
+                act.deactivated.cancelled(),
+            ))
+            .await
+            .map_err(|_| self.timed_out(actor))?;
             letter = again;
         }
     }

@@ -28,6 +28,23 @@ pub struct Invoked {
     pub served_by: String,
 }
 
+/// A routed call's answer; `served_by` is `None` when this host ran it (its address is only
+/// copied out for callers who ask, [`HostService::invoke_traced`]).
+#[derive(Debug)]
+pub(crate) struct Routed {
+    pub output: Option<Envelope>,
+    pub served_by: Option<String>,
+}
+
+impl Routed {
+    fn invoked(self, here: &str) -> Invoked {
+        Invoked {
+            output: self.output,
+            served_by: self.served_by.unwrap_or_else(|| here.to_owned()),
+        }
+    }
+}
+
 /// One host: its activations, where it believes actors live, its link to the other hosts, and
 /// the replicated store it takes part in. What the public service and the lifecycle loops
 /// share; the layers below it each own their part.
@@ -98,11 +115,11 @@ impl HostService {
         op: Op,
         request_id: String,
         claimed: Option<crate::state::Claim>,
-    ) -> Result<Invoked, Error> {
+    ) -> Result<Routed, Error> {
         let output = self.inner.act.call(actor, op, request_id, claimed).await?;
-        Ok(Invoked {
+        Ok(Routed {
             output,
-            served_by: self.inner.act.address.clone(),
+            served_by: None,
         })
     }
 
@@ -116,7 +133,7 @@ impl HostService {
         actor: &ActorRef,
         op: Op,
         request_id: String,
-    ) -> Result<Invoked, Error> {
+    ) -> Result<Routed, Error> {
         let mut sent = 0u32;
         let mut same_owner: Option<Placement> = None;
         loop {
@@ -141,16 +158,20 @@ impl HostService {
                     {
                         return Err(e);
                     }
-                    let outcome = tokio::select! {
-                        outcome = self.send(&owner, actor, op.clone(), &request_id) => outcome,
-                        () = self.inner.router.lost(&self.inner.act, &owner.host_id) => {
-                            Err((Error::HostUnavailable(format!(
-                                "host {} at {} lost its lease while handling the call to {actor}; \
-                                 the call may or may not have run",
-                                owner.host_id, owner.address
-                            )), Delivery::Answered))
+                    // Boxed, so the future of every call (local ones too) stays small.
+                    let outcome = Box::pin(async {
+                        tokio::select! {
+                            outcome = self.send(&owner, actor, op.clone(), &request_id) => outcome,
+                            () = self.inner.router.lost(&self.inner.act, &owner.host_id) => {
+                                Err((Error::HostUnavailable(format!(
+                                    "host {} at {} lost its lease while handling the call to \
+                                     {actor}; the call may or may not have run",
+                                    owner.host_id, owner.address
+                                )), Delivery::Answered))
+                            }
                         }
-                    };
+                    })
+                    .await;
                     match outcome {
                         Ok(invoked) => return Ok(invoked),
                         Err((e, delivery)) => {
@@ -189,7 +210,7 @@ impl HostService {
         actor: &ActorRef,
         op: Op,
         request_id: &str,
-    ) -> Result<Invoked, (Error, Delivery)> {
+    ) -> Result<Routed, (Error, Delivery)> {
         let not_delivered = |e: Error| (e, Delivery::NotDelivered);
         let transport = self.inner.peer.transport().ok_or_else(|| {
             not_delivered(Error::HostUnavailable(format!(
@@ -203,12 +224,12 @@ impl HostService {
             .map_err(not_delivered)?;
         let invoke = crate::peer::to_wire(actor, op, request_id.to_owned());
         let output = crate::peer::invoke(&transport, peer, &owner.host_id, invoke).await?;
-        Ok(Invoked {
+        Ok(Routed {
             output: output
                 .map(Envelope::from_json)
                 .transpose()
                 .map_err(|e| (e, Delivery::Answered))?,
-            served_by: owner.address.clone(),
+            served_by: Some(owner.address.clone()),
         })
     }
 
@@ -221,7 +242,7 @@ impl HostService {
         read_only: bool,
         request_id: String,
         chain: CallChain,
-    ) -> Result<Invoked, Error> {
+    ) -> Result<Routed, Error> {
         self.check(actor)?;
         validate_method(method)?;
         crate::policy::check_payload_size(
@@ -261,6 +282,7 @@ impl HostService {
             CallChain::default(),
         )
         .await
+        .map(|r| r.invoked(&self.inner.act.address))
     }
 
     /// [`ActorService::peek`], also saying which host ran the actor.
@@ -279,6 +301,7 @@ impl HostService {
             CallChain::default(),
         )
         .await
+        .map(|r| r.invoked(&self.inner.act.address))
     }
 
     /// Sends an invocation (`read_only`: a peek) to the host `peer_host_id` at `peer` over the
@@ -371,9 +394,16 @@ impl ActorService for HostService {
         method: &str,
         data: Envelope,
     ) -> Result<Option<Envelope>, Error> {
-        self.invoke_traced(actor, method, data)
-            .await
-            .map(|i| i.output)
+        self.dispatch(
+            actor,
+            method,
+            data,
+            false,
+            new_request_id(),
+            CallChain::default(),
+        )
+        .await
+        .map(|r| r.output)
     }
 
     async fn peek(
@@ -382,9 +412,16 @@ impl ActorService for HostService {
         method: &str,
         data: Envelope,
     ) -> Result<Option<Envelope>, Error> {
-        self.peek_traced(actor, method, data)
-            .await
-            .map(|i| i.output)
+        self.dispatch(
+            actor,
+            method,
+            data,
+            true,
+            new_request_id(),
+            CallChain::default(),
+        )
+        .await
+        .map(|r| r.output)
     }
 
     async fn get_state(&self, actor: &ActorRef) -> Result<Envelope, Error> {
