@@ -22,7 +22,7 @@ use crate::config::{ReplicationConfig, initial_members, node_id_of};
 use crate::error::ReplicationError;
 use crate::log_store::LogStore;
 use crate::network::{CallError, Contacts, Network, call, kind, rpc_deadline};
-use crate::policy::max_command_size;
+use crate::policy::{self, max_command_size};
 use crate::proposer::{Proposed, Proposer};
 use crate::raft::{StateMachine, TypeConfig};
 
@@ -241,6 +241,7 @@ impl Node {
             .await
             .map_err(|e| ReplicationError::Raft(e.to_string()))?;
         if initialized {
+            self.watch_membership();
             return Ok(());
         }
         let members = initial_members(&self.address, &self.config.peers);
@@ -249,22 +250,7 @@ impl Node {
             .filter(|a| **a != self.address)
             .cloned()
             .collect();
-        let probe = self.config.rpc_timeout;
-        let probes = others.iter().map(|addr| {
-            let transport = self.transport.clone();
-            let addr = addr.clone();
-            async move {
-                call::<_, Status>(&transport, &addr, kind::FORWARD, &Forward::Status, probe)
-                    .await
-                    .ok()
-            }
-        });
-        let running: Vec<Status> = futures::future::join_all(probes)
-            .await
-            .into_iter()
-            .flatten()
-            .filter(|s| s.initialized)
-            .collect();
+        let running = self.running_peers(&others).await;
         if running.is_empty() {
             let nodes: BTreeMap<NodeId, BasicNode> = members
                 .into_iter()
@@ -283,38 +269,129 @@ impl Node {
         } else {
             // A running cluster that does not know this node: ask one of its members to add
             // us, in the background (the leader first brings this node up to date).
-            let contacts = join_contacts(running, &others);
-            let node = Arc::downgrade(self);
-            tokio::spawn(async move {
-                for via in contacts.iter().cycle() {
-                    let Some(node) = node.upgrade() else { return };
-                    if node.members().1.contains(&node.id) {
-                        tracing::info!(node = node.id, "a member of the cluster");
-                        return;
-                    }
-                    let request = Forward::AddMember(node.address.clone());
-                    let budget = node.budget(&request);
-                    match call::<_, Answer>(&node.transport, via, kind::FORWARD, &request, budget)
-                        .await
-                    {
-                        Ok(Ok(_)) => {
-                            tracing::info!(node = node.id, %via, "joined the cluster");
-                            return;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::warn!(node = node.id, %via, error = ?e, "cannot join the cluster yet; retrying");
-                        }
-                        Err(e) => {
-                            tracing::warn!(node = node.id, %via, error = %e, "cannot join the cluster yet; retrying");
-                        }
-                    }
-                    let pause = node.config.election_timeout.1;
-                    drop(node);
-                    tokio::time::sleep(pause).await;
-                }
-            });
+            self.rejoin_in_background(join_contacts(running, &others));
         }
         Ok(())
+    }
+
+    /// Asks `contacts` in turn, until one succeeds, to add this node as a voter (forwarded to
+    /// the leader, which first brings this node up to date). Stops once this node is a member
+    /// in its own view, when `trust_own_view` (a node that never belonged to the cluster
+    /// learns its membership only from the leader), or when the node stops.
+    fn rejoin_in_background(self: &Arc<Self>, contacts: Vec<String>) {
+        self.rejoin_with(contacts, true);
+    }
+
+    fn rejoin_with(self: &Arc<Self>, contacts: Vec<String>, trust_own_view: bool) {
+        let node = Arc::downgrade(self);
+        tokio::spawn(async move {
+            for via in contacts.iter().cycle() {
+                let Some(node) = node.upgrade() else { return };
+                if node.is_stopping() {
+                    return;
+                }
+                if trust_own_view && node.members().1.contains(&node.id) {
+                    tracing::info!(node = node.id, "a member of the cluster");
+                    return;
+                }
+                let request = Forward::AddMember(node.address.clone());
+                let budget = node.budget(&request);
+                match call::<_, Answer>(&node.transport, via, kind::FORWARD, &request, budget).await
+                {
+                    Ok(Ok(_)) => {
+                        tracing::info!(node = node.id, %via, "joined the cluster");
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(node = node.id, %via, error = ?e, "cannot join the cluster yet; retrying");
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = node.id, %via, error = %e, "cannot join the cluster yet; retrying");
+                    }
+                }
+                let pause = node.config.election_timeout.1;
+                drop(node);
+                tokio::time::sleep(pause).await;
+            }
+        });
+    }
+
+    /// Watches, for a node that already belongs to a cluster (restarted with its log), whether
+    /// the running cluster still counts it as a member: a node that left the voter set when
+    /// it stopped ([`Node::leave`]) is not, and asks to be added again as soon as it finds a
+    /// running member that does not list it. It looks every election timeout until it finds
+    /// a running member (either way), or the node stops.
+    pub(crate) fn watch_membership(self: &Arc<Self>) {
+        let node = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(me) = node.upgrade() else { return };
+                if me.is_stopping() {
+                    return;
+                }
+                let others: Vec<String> = initial_members(&me.address, &me.config.peers)
+                    .into_values()
+                    .chain(me.members().0.into_iter().map(|(_, a)| a))
+                    .filter(|a| *a != me.address)
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let running = me.running_peers(&others).await;
+                let views: Vec<Vec<String>> = running.into_iter().map(|s| s.members).collect();
+                match policy::membership_seen(&me.address, &views) {
+                    policy::MembershipSeen::Member => return,
+                    policy::MembershipSeen::Removed(contacts) => {
+                        tracing::info!(
+                            node = me.id,
+                            "the running cluster no longer lists this node (it left when it \
+                             stopped): asking to join again"
+                        );
+                        me.rejoin_with(contacts, false);
+                        return;
+                    }
+                    policy::MembershipSeen::NobodyRunning => {}
+                }
+                let pause = me.config.election_timeout.1;
+                drop(me);
+                tokio::time::sleep(pause).await;
+            }
+        });
+    }
+
+    /// The status of each of `peers` that answers and belongs to a cluster.
+    async fn running_peers(&self, peers: &[String]) -> Vec<Status> {
+        let probe = self.config.rpc_timeout;
+        let probes = peers.iter().map(|addr| {
+            let transport = self.transport.clone();
+            let addr = addr.clone();
+            async move {
+                call::<_, Status>(&transport, &addr, kind::FORWARD, &Forward::Status, probe)
+                    .await
+                    .ok()
+            }
+        });
+        futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .filter(|s| s.initialized)
+            .collect()
+    }
+
+    /// Leaves the voter set before a graceful stop, so the others keep a quorum without this
+    /// node (two workers: the other one goes on alone). Does nothing when this node is the
+    /// only voter or not a voter. Gives up after `budget` (the others may be unreachable: a
+    /// crash of one of two then stops the other's writes, as it must). Returns whether this
+    /// node left.
+    pub(crate) async fn leave(&self, budget: Duration) -> Result<bool, WireStoreError> {
+        let (_, voters) = self.members();
+        if !policy::should_leave(self.id, &voters) {
+            return Ok(false);
+        }
+        let request = Forward::RemoveMember(self.address.clone());
+        self.run_within(request, budget, None).await?;
+        tracing::info!(node = self.id, "left the voter set before stopping");
+        Ok(true)
     }
 
     /// Begins a graceful shutdown: from now on, requests forwarded to this node are sent on

@@ -39,6 +39,41 @@ pub(crate) fn joins_batch(batched: usize, size: usize, max: usize) -> bool {
     batched == 0 || batched.saturating_add(size) <= max
 }
 
+/// Whether a node stopping gracefully leaves the voter set first: when it is a voter and not
+/// the only one (the last voter cannot leave; the cluster is gone with it anyway).
+pub(crate) fn should_leave<Id: Ord>(me: Id, voters: &std::collections::BTreeSet<Id>) -> bool {
+    voters.contains(&me) && voters.len() > 1
+}
+
+/// What a node that already belongs to a cluster learns from the running members' views of
+/// the membership (see [`membership_seen`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MembershipSeen {
+    /// A running member lists this node.
+    Member,
+    /// Running members answered and none lists this node (it left the voter set when it
+    /// stopped): these members can add it again.
+    Removed(Vec<String>),
+    /// No running member answered with a membership yet.
+    NobodyRunning,
+}
+
+/// [`MembershipSeen`] from the memberships reported by the running members (an empty one,
+/// from a member that does not know its membership yet, says nothing).
+pub(crate) fn membership_seen(me: &str, views: &[Vec<String>]) -> MembershipSeen {
+    if views.iter().any(|v| v.iter().any(|m| m == me)) {
+        return MembershipSeen::Member;
+    }
+    let mut members: Vec<String> = views.iter().flatten().cloned().collect();
+    members.sort();
+    members.dedup();
+    if members.is_empty() {
+        MembershipSeen::NobodyRunning
+    } else {
+        MembershipSeen::Removed(members)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +108,34 @@ mod tests {
         assert!(!is_majority(1, 3));
         assert!(!is_majority(2, 4));
         assert!(!is_majority(0, 0));
+    }
+
+    #[test]
+    fn a_stopping_voter_leaves_unless_it_is_the_last() {
+        use std::collections::BTreeSet;
+        assert!(should_leave(1, &BTreeSet::from([1, 2])));
+        assert!(should_leave(1, &BTreeSet::from([1, 2, 3])));
+        assert!(!should_leave(1, &BTreeSet::from([1])), "the last voter");
+        assert!(!should_leave(3, &BTreeSet::from([1, 2])), "not a voter");
+    }
+
+    #[test]
+    fn a_restarted_node_rejoins_only_when_the_running_members_dropped_it() {
+        let v = |m: &[&str]| m.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(membership_seen("a", &[]), MembershipSeen::NobodyRunning);
+        assert_eq!(
+            membership_seen("a", &[v(&[])]),
+            MembershipSeen::NobodyRunning,
+            "an empty view says nothing"
+        );
+        assert_eq!(
+            membership_seen("a", &[v(&["b"]), v(&["a", "b"])]),
+            MembershipSeen::Member,
+            "one member that lists it is enough (the other's view may lag)"
+        );
+        assert_eq!(
+            membership_seen("a", &[v(&["c", "b"]), v(&["b"])]),
+            MembershipSeen::Removed(v(&["b", "c"]))
+        );
     }
 }

@@ -192,6 +192,18 @@ impl ReplicatedProvider {
             .map_err(Into::into)
     }
 
+    /// Leaves the voter set, before a graceful stop: the other members keep a quorum without
+    /// this node (the other of two workers goes on alone), and when this node starts again it
+    /// asks to be added back as soon as it finds a running member. Does nothing when this
+    /// node is the only voter or not a voter. Gives up after the quorum timeout when the
+    /// others cannot be reached (then nothing changed). Returns whether it left.
+    pub async fn leave(&self) -> StoreResult<bool> {
+        self.node
+            .leave(self.node.config.quorum_timeout)
+            .await
+            .map_err(Into::into)
+    }
+
     /// Stops gracefully: requests this node runs as leader finish (up to the quorum timeout)
     /// while new ones forwarded to it are sent on to the next leader, then it stops Raft,
     /// unbinds the handler and closes the Raft log. Calls on any clone fail

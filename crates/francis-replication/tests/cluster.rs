@@ -803,3 +803,89 @@ async fn concurrent_writes_share_log_entries_and_each_gets_its_own_answer() {
         assert_eq!(read.map(|s| s.data.len()), Some(big.len()));
     }
 }
+
+/// Two nodes, each stopped gracefully in turn (the leader first, then the other): a node that
+/// leaves the voter set before it stops leaves the other with a quorum of one, so writes go on
+/// through it; started again on its files, the node asks to be added back, catches up and
+/// votes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_each_leave_in_turn_the_other_serves_and_the_leaver_rejoins() {
+    let mut c = Cluster::start(2).await;
+    let first = c.leader().await;
+    let second = 1 - first;
+    let mut written = 0;
+    for leaving in [first, second] {
+        let stays = 1 - leaving;
+        assert!(
+            c.provider(leaving).leave().await.unwrap(),
+            "node {leaving} left"
+        );
+        c.stop(leaving).await;
+        let survivor = c.provider(stays);
+        assert_eq!(survivor.status().members, vec![c.addrs[stays].clone()]);
+        // writes through the survivor go on (after at most an election of one)
+        let start = written;
+        eventually(
+            "a write through the survivor",
+            Duration::from_secs(10),
+            || {
+                let survivor = survivor.clone();
+                async move {
+                    survivor
+                        .set_state(&key(start), b"w", None, Fence::Unfenced)
+                        .await
+                        .is_ok()
+                }
+            },
+        )
+        .await;
+        for i in start + 1..start + 20 {
+            survivor
+                .set_state(&key(i), b"w", None, Fence::Unfenced)
+                .await
+                .unwrap_or_else(|e| panic!("write {i} through the survivor: {e}"));
+        }
+        written = start + 20;
+        // the survivor is the only voter: it cannot leave
+        assert!(!survivor.leave().await.unwrap());
+        // the leaver comes back, is a voter again and has every write
+        c.restart(leaving).await;
+        let back = c.provider(leaving);
+        let both = {
+            let mut m = c.addrs.clone();
+            m.sort();
+            m
+        };
+        eventually(
+            "the restarted node is a voter again",
+            Duration::from_secs(20),
+            || {
+                let (survivor, both) = (survivor.clone(), both.clone());
+                async move {
+                    let mut m = survivor.status().members;
+                    m.sort();
+                    m == both
+                }
+            },
+        )
+        .await;
+        let last = written - 1;
+        eventually(
+            "the restarted node caught up",
+            Duration::from_secs(10),
+            || {
+                let back = back.clone();
+                async move { local_state(&back, last).await == Some(b"w".to_vec()) }
+            },
+        )
+        .await;
+        // a write through it needs both again, and commits
+        back.set_state(&key(written), b"w", None, Fence::Unfenced)
+            .await
+            .unwrap();
+        written += 1;
+    }
+    for i in 0..2 {
+        c.stop(i).await;
+    }
+}
