@@ -469,10 +469,25 @@ impl LocalHost {
         {
             warn!(host = %inner.act.address, "could not unregister host: {e}");
         }
+        leave_voters(inner).await;
         stop_peer(inner).await;
         inner.act.health.send_replace(Health::Stopped);
         info!(host = %inner.act.address, "host stopped");
         Ok(())
+    }
+}
+
+/// Before a graceful stop, leaves the replicated store's voter set (if any), so the other
+/// hosts keep a quorum without this one: the other of two goes on serving every actor.
+async fn leave_voters(inner: &HostInner) {
+    if let Some(replica) = &inner.replica {
+        match replica.leave().await {
+            Ok(true) => info!(host = %inner.act.address, "left the replicated store's voters"),
+            Ok(false) => {}
+            Err(e) => warn!(host = %inner.act.address,
+                "could not leave the replicated store's voters (the others keep needing this \
+                 host for a quorum until it is back): {e}"),
+        }
     }
 }
 

@@ -22,6 +22,10 @@ mod absent {
         pub(crate) async fn shutdown(&self) {
             match *self {}
         }
+
+        pub(crate) async fn leave(&self) -> francis_store::StoreResult<bool> {
+            match *self {}
+        }
     }
 
     /// No Raft request handler (the `replication` feature is off): has no values.
