@@ -46,6 +46,9 @@ Flags (one dash or two; `-flag value` or `-flag=value`):
                                  (default: the seed's 127.0.0.1:7571,127.0.0.1:7572 when
                                  -actor-host-address is one of them, else none; '' for none:
                                  a plain SQLite file, which other workers may share)
+  -store-only                    a replicated cluster's voter that hosts no actors: it keeps
+                                 a copy of the data and votes, and routes calls it receives
+                                 to the workers that host actors (needs -peers)
   -health-deadline DURATION      a host that cannot renew its lease for this long loses its
                                  actors to the other hosts (default 8s; e.g. 2s, PT5S)
   -runtime-psk KEY               shared cluster key, at least 32 bytes (default: the
@@ -82,6 +85,9 @@ pub struct Config {
     pub peers: Vec<String>,
     /// The host's health-check deadline (`None`: the host's default, 8 s).
     pub health_deadline: Option<std::time::Duration>,
+    /// `-store-only`: register no actor type (a voter of the replicated store that hosts no
+    /// actors).
+    pub store_only: bool,
     /// The runtime PSK (at least [`MIN_PSK_LEN`] bytes). Never logged.
     pub runtime_psk: String,
     /// Where [`Config::runtime_psk`] came from.
@@ -96,6 +102,7 @@ impl Default for Config {
             data: PathBuf::from(DEFAULT_DATA),
             peers: default_peers(DEFAULT_ACTOR_HOST_ADDRESS),
             health_deadline: None,
+            store_only: false,
             runtime_psk: EXAMPLE_RUNTIME_PSK.to_owned(),
             psk_source: PskSource::Example,
         }
@@ -108,6 +115,9 @@ impl std::fmt::Debug for Config {
             .field("worker_address", &self.worker_address)
             .field("actor_host_address", &self.actor_host_address)
             .field("data", &self.data_for_logs())
+            .field("peers", &self.peers)
+            .field("health_deadline", &self.health_deadline)
+            .field("store_only", &self.store_only)
             .field("runtime_psk", &"<redacted>")
             .field("psk_source", &self.psk_source)
             .finish()
@@ -130,6 +140,7 @@ enum Flag {
     Data,
     Peers,
     HealthDeadline,
+    StoreOnly,
     RuntimePsk,
 }
 
@@ -141,6 +152,7 @@ impl Flag {
             "data" => Flag::Data,
             "peers" => Flag::Peers,
             "health-deadline" => Flag::HealthDeadline,
+            "store-only" => Flag::StoreOnly,
             "runtime-psk" => Flag::RuntimePsk,
             _ => return None,
         })
@@ -153,6 +165,7 @@ impl Flag {
             Flag::Data => "data",
             Flag::Peers => "peers",
             Flag::HealthDeadline => "health-deadline",
+            Flag::StoreOnly => "store-only",
             Flag::RuntimePsk => "runtime-psk",
         }
     }
@@ -193,6 +206,20 @@ where
         let Some(flag) = Flag::from_name(name) else {
             return Err(WorkerError::UnknownFlag(arg));
         };
+        // A boolean flag, as in Go: `-store-only`, or `-store-only=true|false`.
+        if flag == Flag::StoreOnly {
+            config.store_only = match inline.as_deref() {
+                None | Some("true" | "1" | "t" | "T" | "TRUE" | "True") => true,
+                Some("false" | "0" | "f" | "F" | "FALSE" | "False") => false,
+                Some(other) => {
+                    return Err(invalid(
+                        flag,
+                        format!("expected true or false, got {other:?}"),
+                    ));
+                }
+            };
+            continue;
+        }
         let value = match inline {
             Some(v) => v,
             None => args.next().ok_or(WorkerError::MissingValue(flag.name()))?,
@@ -225,6 +252,7 @@ where
                 config.health_deadline = Some(d.as_duration());
             }
             Flag::RuntimePsk => flag_psk = Some(value),
+            Flag::StoreOnly => unreachable!("a boolean flag takes no value"),
         }
     }
     let (psk, source) = match (flag_psk, env_psk.filter(|v| !v.is_empty())) {
@@ -261,6 +289,13 @@ where
             peers.unwrap_or_else(|| default_peers(&config.actor_host_address))
         }
     };
+    if config.store_only && config.peers.is_empty() {
+        return Err(invalid(
+            Flag::StoreOnly,
+            "a store-only worker is a voter of a replicated cluster: give -peers (the \
+             actor-host addresses of every worker, this one included)",
+        ));
+    }
     Ok(Command::Run(config))
 }
 
@@ -422,6 +457,22 @@ mod tests {
         );
         let msg = fail(&["-peers", "a,nope"]).to_string();
         assert!(msg.contains("peers"), "{msg}");
+    }
+
+    #[test]
+    fn store_only_is_a_boolean_flag_and_needs_peers() {
+        assert!(!run(&[]).store_only);
+        assert!(run(&["-store-only"]).store_only);
+        assert!(run(&["--store-only=true", "-worker-address", "127.0.0.1:1"]).store_only);
+        assert!(!run(&["-store-only=false"]).store_only);
+        // it takes no value: the next argument is the next flag
+        let c = run(&["-store-only", "-actor-host-address", "127.0.0.1:7572"]);
+        assert!(c.store_only);
+        assert_eq!(c.actor_host_address, "127.0.0.1:7572");
+        let msg = fail(&["-store-only=maybe"]).to_string();
+        assert!(msg.contains("store-only") && msg.contains("maybe"), "{msg}");
+        let msg = fail(&["-store-only", "-peers", ""]).to_string();
+        assert!(msg.contains("-peers"), "{msg}");
     }
 
     #[test]

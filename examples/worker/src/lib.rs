@@ -61,7 +61,7 @@ pub struct Worker {
 
 impl Worker {
     /// Binds the control server's address, opens (or creates) the data file and registers
-    /// `myactor`. Fails with [`WorkerError::Bind`] when the address is taken, before the data
+    /// `myactor` (unless `-store-only`). Fails with [`WorkerError::Bind`] when the address is taken, before the data
     /// file is touched.
     pub async fn bind(config: Config) -> Result<Worker, WorkerError> {
         let listener = TcpListener::bind(&config.worker_address)
@@ -83,7 +83,9 @@ impl Worker {
             builder = builder.health_deadline(deadline);
         }
         let host = builder.build().await?;
-        register(&host)?;
+        if !config.store_only {
+            register(&host)?;
+        }
         Ok(Worker {
             host,
             listener,
@@ -113,8 +115,13 @@ impl Worker {
             listener,
             config,
         } = self;
+        let actor_types: &[&str] = if config.store_only {
+            &[]
+        } else {
+            &[ACTOR_TYPE]
+        };
         info!(worker_address = %worker_address, actor_host_address = %config.actor_host_address,
-              data = %config.data_for_logs(), actor_type = ACTOR_TYPE, "worker started");
+              data = %config.data_for_logs(), ?actor_types, "worker started");
         if config.psk_source == PskSource::Example {
             warn!("using the example runtime PSK; set -runtime-psk or {PSK_ENV} for anything real");
         }
