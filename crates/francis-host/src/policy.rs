@@ -318,6 +318,22 @@ pub fn check_reentry(
     Ok(())
 }
 
+/// Checks a replicated store member's address as an operator gives it: `host:port`, with a
+/// port number.
+#[cfg_attr(not(feature = "replication"), allow(dead_code))]
+pub fn check_member_address(address: &str) -> Result<(), francis_core::Error> {
+    let valid = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if valid {
+        return Ok(());
+    }
+    Err(francis_core::Error::InvalidArgument {
+        field: "address".into(),
+        message: format!("expected a member's peer address as host:port, got {address:?}"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -665,6 +681,25 @@ mod tests {
                     failures = 0;
                 }
             }
+        }
+    }
+
+    #[test]
+    fn member_addresses_are_host_and_port() {
+        for ok in ["127.0.0.1:7571", "worker-2.internal:7572", "[::1]:9000"] {
+            assert!(check_member_address(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "127.0.0.1",
+            ":7571",
+            "host:",
+            "host:0",
+            "host:99999",
+            "host:port",
+        ] {
+            let e = check_member_address(bad).unwrap_err();
+            assert_eq!(e.kind(), francis_core::ErrorKind::InvalidArgument, "{bad}");
         }
     }
 }

@@ -359,6 +359,53 @@ impl HostService {
         self.inner.replica.as_ref().map(|r| r.status())
     }
 
+    /// Adds the host whose peer address is `address` to the replicated store's voters (it must
+    /// be running with this cluster's PSK; the leader first brings it up to date). A host
+    /// started with the cluster in its peers does this by itself; this is for operators.
+    ///
+    /// Fails with [`Error::InvalidArgument`] when this host's store is not replicated.
+    #[cfg(feature = "replication")]
+    pub async fn add_member(&self, address: &str) -> Result<(), Error> {
+        let replica = self.replica("add a member")?;
+        crate::policy::check_member_address(address)?;
+        Ok(replica.add_member(address).await?)
+    }
+
+    /// Removes the host whose peer address is `address` from the replicated store's voters, for
+    /// good: for a host that died and will not come back, so the cluster no longer needs it for
+    /// a majority. A removed host that starts again with the cluster in its peers asks to be
+    /// added back.
+    ///
+    /// Fails with [`Error::InvalidArgument`] when this host's store is not replicated, or
+    /// `address` is not a member (the message lists the members); with a retryable error when
+    /// there is no quorum to agree on the change.
+    #[cfg(feature = "replication")]
+    pub async fn remove_member(&self, address: &str) -> Result<(), Error> {
+        let replica = self.replica("remove a member")?;
+        crate::policy::check_member_address(address)?;
+        let members = replica.status().members;
+        if !members.iter().any(|m| m == address) {
+            return Err(Error::InvalidArgument {
+                field: "address".into(),
+                message: format!(
+                    "{address} is not a member of the replicated store (members: {})",
+                    members.join(", ")
+                ),
+            });
+        }
+        Ok(replica.remove_member(address).await?)
+    }
+
+    #[cfg(feature = "replication")]
+    fn replica(&self, what: &str) -> Result<&crate::replica::Replica, Error> {
+        self.inner.replica.as_ref().ok_or_else(|| Error::InvalidArgument {
+            field: "store".into(),
+            message: format!(
+                "cannot {what}: this host's store is not replicated (it was started without peers)"
+            ),
+        })
+    }
+
     /// Whether this host serves calls now (see [`crate::LocalHost::health`]): never `Serving`
     /// once its lease has lapsed by its own monotonic clock.
     pub fn health(&self) -> crate::Health {

@@ -208,6 +208,10 @@ pub fn router(service: HostService) -> Router {
         .route("/state/{actor_type}/{actor_id}", get(get_state))
         .route("/halt/{actor_type}/{actor_id}", post(halt))
         .route("/halt-all", post(halt_all))
+        .route(
+            "/cluster/members/{address}",
+            post(add_member).delete(remove_member),
+        )
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -217,6 +221,7 @@ pub fn router(service: HostService) -> Router {
 
 type Path3 = Result<Path<(String, String, String)>, PathRejection>;
 type Path2 = Result<Path<(String, String)>, PathRejection>;
+type Path1 = Result<Path<String>, PathRejection>;
 type Body = Result<Bytes, BytesRejection>;
 
 #[derive(Clone, Copy)]
@@ -354,6 +359,33 @@ async fn halt(State(app): State<AppState>, path: Path2) -> Response {
         async {
             let actor = actor_target(path)?;
             app.service.halt(&actor).await?;
+            Ok(())
+        }
+        .await,
+    )
+}
+
+/// `POST /cluster/members/{address}`: adds the worker with that actor-host address to the
+/// replicated store's voters (it must be running). `204` when done.
+async fn add_member(State(app): State<AppState>, path: Path1) -> Response {
+    no_content(
+        async {
+            let Path(address) = path?;
+            app.service.add_member(&address).await?;
+            Ok(())
+        }
+        .await,
+    )
+}
+
+/// `DELETE /cluster/members/{address}`: removes the worker with that actor-host address from
+/// the replicated store's voters, for good (a dead worker that will not come back). `204`
+/// when done; `400` when it is not a member or the store is not replicated.
+async fn remove_member(State(app): State<AppState>, path: Path1) -> Response {
+    no_content(
+        async {
+            let Path(address) = path?;
+            app.service.remove_member(&address).await?;
             Ok(())
         }
         .await,
