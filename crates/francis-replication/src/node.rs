@@ -500,6 +500,10 @@ impl Node {
 
     fn majority_lost(&self, lost: impl Fn(&[NodeId]) -> Vec<NodeId>) -> bool {
         let (_, voters) = self.members();
+        if voters.is_empty() {
+            // No membership known yet (a node starting): nothing is lost, it is being formed.
+            return false;
+        }
         let others: Vec<NodeId> = voters.iter().copied().filter(|v| *v != self.id).collect();
         let unreachable = lost(&others).len();
         let reached = voters.len() - unreachable; // this node counts if it is a voter
@@ -685,6 +689,10 @@ impl Node {
                     Some(addr) => self.forward(l, &addr, &request, deadline).await,
                     None => Err(self.not_leader(None)),
                 },
+                // No leader, and a majority silent for a whole election timeout (this node's
+                // own election reaches nobody): no leader is coming soon, answer at once as a
+                // leader that lost its quorum does, instead of waiting out the budget.
+                (_, None) if self.lost_quorum_for_long() => return Err(self.no_quorum()),
                 (_, None) => Err(self.not_leader(None)),
             };
             match attempt {

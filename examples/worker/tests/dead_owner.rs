@@ -133,3 +133,61 @@ async fn a_call_routed_to_an_owner_killed_with_kill_9_answers_within_seconds() {
         assert!(w.wait_exit(Duration::from_secs(30)).await.success());
     }
 }
+
+/// The same in the two-worker local cluster's shape: the survivor has no quorum once the other
+/// is killed, so it cannot take the actor over, but a call routed to the dead owner still
+/// answers within seconds (a retryable error), and so does the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_a_call_routed_to_an_owner_killed_with_kill_9_answers_within_seconds() {
+    let root = tempfile::tempdir().unwrap();
+    let ports: Vec<(u16, u16)> = (0..2).map(|_| (free_port(), free_udp_port())).collect();
+    let peers = ports
+        .iter()
+        .map(|(_, udp)| format!("127.0.0.1:{udp}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut workers: Vec<Worker> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (http, udp))| {
+            let dir = root.path().join(format!("worker{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            Worker::start_on(&dir, *http, *udp, &["-peers", &peers])
+        })
+        .collect();
+    for w in &mut workers {
+        w.wait_ready().await;
+    }
+    let mut victim = None;
+    for i in 0..64 {
+        let path = format!("/invoke/myactor/t{i}/increment");
+        let r = workers[1].http.post(&path, r#"{"In": 1}"#).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        if r.header("x-francis-host").unwrap() == workers[0].host_address {
+            victim = Some(path);
+            break;
+        }
+    }
+    let victim = victim.expect("some actor lands on worker 0");
+    workers[0].kill();
+    for attempt in ["the first call", "the next call"] {
+        let started = Instant::now();
+        let r = workers[1].http.post(&victim, r#"{"In": 1}"#).await;
+        let took = started.elapsed();
+        println!(
+            "{attempt} after kill -9 of the owner: {} {} in {took:?}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(took < NOTICED_WITHIN, "{attempt} took {took:?}");
+        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+        assert!(r.header("retry-after").is_some(), "a retry can help");
+    }
+    workers[1].sigterm();
+    assert!(
+        workers[1]
+            .wait_exit(Duration::from_secs(30))
+            .await
+            .success()
+    );
+}
