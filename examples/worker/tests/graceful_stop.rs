@@ -181,7 +181,7 @@ async fn two_workers_stopped_with_sigterm_in_turn_the_other_serves_every_actor()
         }
     }
 
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     assert!(
         seen.unanswered.is_empty(),
         "calls not answered: {:#?}",
