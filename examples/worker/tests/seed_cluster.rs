@@ -322,8 +322,9 @@ async fn the_last_of_two_workers_stops_promptly_although_it_has_no_quorum() {
         w2.http.post("/alarm/myactor/stop0/a", alarm).await.status,
         204
     );
-    w1.sigterm();
-    assert!(w1.wait_exit(Duration::from_secs(30)).await.success());
+    // Killed, not stopped: a worker stopped gracefully leaves the store's voters and the other
+    // goes on alone (tests/graceful_stop.rs); a killed one leaves the other without a quorum.
+    w1.kill();
     // Worker 2 is alone now: nothing it writes can commit, and it fences itself once its
     // lease runs out. Its graceful stop must not wait on the gone peer for every write
     // (release, re-register, unregister): it once took 13–17 s here on an idle machine, and
