@@ -266,6 +266,19 @@ impl HostService {
         self.route_op(actor, op, request_id).await
     }
 
+    /// A call from outside any actor (a fresh request id, an empty call chain).
+    async fn call_from_outside(
+        &self,
+        actor: &ActorRef,
+        method: &str,
+        data: Envelope,
+        read_only: bool,
+    ) -> Result<Routed, Error> {
+        let chain = CallChain::default();
+        self.dispatch(actor, method, data, read_only, new_request_id(), chain)
+            .await
+    }
+
     /// [`ActorService::invoke`], also saying which host ran the actor.
     pub async fn invoke_traced(
         &self,
@@ -273,16 +286,9 @@ impl HostService {
         method: &str,
         data: Envelope,
     ) -> Result<Invoked, Error> {
-        self.dispatch(
-            actor,
-            method,
-            data,
-            false,
-            new_request_id(),
-            CallChain::default(),
-        )
-        .await
-        .map(|r| r.invoked(&self.inner.act.address))
+        self.call_from_outside(actor, method, data, false)
+            .await
+            .map(|r| r.invoked(&self.inner.act.address))
     }
 
     /// [`ActorService::peek`], also saying which host ran the actor.
@@ -292,16 +298,9 @@ impl HostService {
         method: &str,
         data: Envelope,
     ) -> Result<Invoked, Error> {
-        self.dispatch(
-            actor,
-            method,
-            data,
-            true,
-            new_request_id(),
-            CallChain::default(),
-        )
-        .await
-        .map(|r| r.invoked(&self.inner.act.address))
+        self.call_from_outside(actor, method, data, true)
+            .await
+            .map(|r| r.invoked(&self.inner.act.address))
     }
 
     /// Sends an invocation (`read_only`: a peek) to the host `peer_host_id` at `peer` over the
@@ -441,16 +440,9 @@ impl ActorService for HostService {
         method: &str,
         data: Envelope,
     ) -> Result<Option<Envelope>, Error> {
-        self.dispatch(
-            actor,
-            method,
-            data,
-            false,
-            new_request_id(),
-            CallChain::default(),
-        )
-        .await
-        .map(|r| r.output)
+        self.call_from_outside(actor, method, data, false)
+            .await
+            .map(|r| r.output)
     }
 
     async fn peek(
@@ -459,16 +451,9 @@ impl ActorService for HostService {
         method: &str,
         data: Envelope,
     ) -> Result<Option<Envelope>, Error> {
-        self.dispatch(
-            actor,
-            method,
-            data,
-            true,
-            new_request_id(),
-            CallChain::default(),
-        )
-        .await
-        .map(|r| r.output)
+        self.call_from_outside(actor, method, data, true)
+            .await
+            .map(|r| r.output)
     }
 
     async fn get_state(&self, actor: &ActorRef) -> Result<Envelope, Error> {

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Worker, eventually, free_port, free_udp_port};
+use support::{Cluster, eventually};
 
 /// The longest a call for a dead owner's actor may take.
 const NOTICED_WITHIN: Duration = Duration::from_secs(5);
@@ -19,24 +19,7 @@ const FAILED_OVER_WITHIN: Duration = Duration::from_secs(10);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_routed_to_an_owner_killed_with_kill_9_answers_within_seconds() {
     let root = tempfile::tempdir().unwrap();
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_udp_port())).collect();
-    let peers = ports
-        .iter()
-        .map(|(_, udp)| format!("127.0.0.1:{udp}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut workers: Vec<Worker> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (http, udp))| {
-            let dir = root.path().join(format!("worker{i}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            Worker::start_on(&dir, *http, *udp, &["-peers", &peers])
-        })
-        .collect();
-    for w in &mut workers {
-        w.wait_ready().await;
-    }
+    let mut workers = Cluster::new(root.path(), 3).start_all().await;
     // An actor owned by worker 0, called through worker 1 (which caches the route).
     let mut victim = None;
     for i in 0..64 {
@@ -140,24 +123,7 @@ async fn a_call_routed_to_an_owner_killed_with_kill_9_answers_within_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_a_call_routed_to_an_owner_killed_with_kill_9_answers_within_seconds() {
     let root = tempfile::tempdir().unwrap();
-    let ports: Vec<(u16, u16)> = (0..2).map(|_| (free_port(), free_udp_port())).collect();
-    let peers = ports
-        .iter()
-        .map(|(_, udp)| format!("127.0.0.1:{udp}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut workers: Vec<Worker> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (http, udp))| {
-            let dir = root.path().join(format!("worker{i}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            Worker::start_on(&dir, *http, *udp, &["-peers", &peers])
-        })
-        .collect();
-    for w in &mut workers {
-        w.wait_ready().await;
-    }
+    let mut workers = Cluster::new(root.path(), 2).start_all().await;
     let mut victim = None;
     for i in 0..64 {
         let path = format!("/invoke/myactor/t{i}/increment");

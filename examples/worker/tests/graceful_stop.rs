@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{Http, Worker, eventually, free_port, free_udp_port};
+use support::{Cluster, Http, eventually, store_members};
 
 const ACTORS: usize = 8;
 
@@ -70,45 +70,12 @@ fn load(http: Http, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) -> tokio::tas
     })
 }
 
-async fn members(http: &Http) -> Vec<String> {
-    match http.try_send(axum::http::Method::GET, "/healthz", "").await {
-        Ok(r) if r.status == 200 => {
-            let mut m: Vec<String> = r.json()["store"]["members"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            m.sort();
-            m
-        }
-        _ => Vec::new(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_stopped_with_sigterm_in_turn_the_other_serves_every_actor() {
     let root = tempfile::tempdir().unwrap();
-    let ports: Vec<(u16, u16)> = (0..2).map(|_| (free_port(), free_udp_port())).collect();
-    let peers = ports
-        .iter()
-        .map(|(_, udp)| format!("127.0.0.1:{udp}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let dirs: Vec<_> = (0..2)
-        .map(|i| {
-            let dir = root.path().join(format!("worker{i}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            dir
-        })
-        .collect();
-    let start = |i: usize| Worker::start_on(&dirs[i], ports[i].0, ports[i].1, &["-peers", &peers]);
-    let mut workers: Vec<Worker> = (0..2).map(start).collect();
-    for w in &mut workers {
-        w.wait_ready().await;
-    }
+    let cluster = Cluster::new(root.path(), 2);
+    let start = |i: usize| cluster.start(i, &[]);
+    let mut workers = cluster.start_all().await;
     let both = {
         let mut m: Vec<String> = workers.iter().map(|w| w.host_address.clone()).collect();
         m.sort();
@@ -158,7 +125,7 @@ async fn two_workers_stopped_with_sigterm_in_turn_the_other_serves_every_actor()
         )
         .await;
         assert_eq!(
-            members(&workers[via].http).await,
+            store_members(&workers[via].http).await,
             vec![workers[via].host_address.clone()]
         );
         stop.store(true, Ordering::Release);
@@ -174,7 +141,7 @@ async fn two_workers_stopped_with_sigterm_in_turn_the_other_serves_every_actor()
                 Duration::from_secs(30),
                 || {
                     let (http, both) = (http.clone(), both.clone());
-                    async move { (members(&http).await == both).then_some(()) }
+                    async move { (store_members(&http).await == both).then_some(()) }
                 },
             )
             .await;

@@ -7,28 +7,14 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Http, Worker, eventually, free_port, free_udp_port};
-
-async fn members(http: &Http) -> Vec<String> {
-    let r = http.get("/healthz").await;
-    let mut m: Vec<String> = r.json()["store"]["members"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    m.sort();
-    m
-}
+use support::{Cluster, Http, Worker, eventually, store_members};
 
 async fn wait_members(http: &Http, expected: &[String]) {
     let mut expected = expected.to_vec();
     expected.sort();
     eventually("the expected members", Duration::from_secs(30), || {
         let (http, expected) = (http.clone(), expected.clone());
-        async move { (members(&http).await == expected).then_some(()) }
+        async move { (store_members(&http).await == expected).then_some(()) }
     })
     .await;
 }
@@ -36,17 +22,11 @@ async fn wait_members(http: &Http, expected: &[String]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_joins_a_running_cluster_and_a_dead_one_is_removed_for_good() {
     let root = tempfile::tempdir().unwrap();
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_udp_port())).collect();
-    let addr = |i: usize| format!("127.0.0.1:{}", ports[i].1);
+    let cluster = Cluster::new(root.path(), 3);
+    let addr = |i: usize| cluster.address(i);
     let two = format!("{},{}", addr(0), addr(1));
-    let three = format!("{two},{}", addr(2));
-    let dir = |i: usize| {
-        let d = root.path().join(format!("worker{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    };
     let mut workers: Vec<Worker> = (0..2)
-        .map(|i| Worker::start_on(&dir(i), ports[i].0, ports[i].1, &["-peers", &two]))
+        .map(|i| cluster.start_with_peers(i, &two, &[]))
         .collect();
     for w in &mut workers {
         w.wait_ready().await;
@@ -59,7 +39,7 @@ async fn a_worker_joins_a_running_cluster_and_a_dead_one_is_removed_for_good() {
     assert_eq!(r.status, 200);
 
     // a third worker, started with all three addresses, joins the running cluster
-    let mut third = Worker::start_on(&dir(2), ports[2].0, ports[2].1, &["-peers", &three]);
+    let mut third = cluster.start(2, &[]);
     third.wait_ready().await;
     let all = [addr(0), addr(1), addr(2)];
     for http in [&workers[0].http, &workers[1].http, &third.http] {
@@ -71,7 +51,7 @@ async fn a_worker_joins_a_running_cluster_and_a_dead_one_is_removed_for_good() {
     r.assert_error(400, "invalid_argument", &["host:port"]);
     let r = workers[0].http.delete("/cluster/members/127.0.0.1:1").await;
     r.assert_error(400, "invalid_argument", &["not a member", &addr(2)]);
-    assert_eq!(members(&workers[0].http).await.len(), 3);
+    assert_eq!(store_members(&workers[0].http).await.len(), 3);
 
     // the third dies for good and is removed
     third.kill();

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Worker, eventually, free_port, free_udp_port};
+use support::{Cluster, eventually};
 
 const ACTORS: usize = 12;
 
@@ -16,25 +16,12 @@ const ACTORS: usize = 12;
 async fn a_store_only_voter_keeps_the_quorum_when_either_application_worker_dies() {
     for victim in [0, 1] {
         let root = tempfile::tempdir().unwrap();
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_udp_port())).collect();
-        let peers = ports
-            .iter()
-            .map(|(_, udp)| format!("127.0.0.1:{udp}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut workers: Vec<Worker> = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (http, udp))| {
-                let dir = root.path().join(format!("worker{i}"));
-                std::fs::create_dir_all(&dir).unwrap();
-                let mut flags = vec!["-peers", peers.as_str()];
-                if i == 2 {
-                    flags.push("-store-only");
-                }
-                Worker::start_on(&dir, *http, *udp, &flags)
-            })
-            .collect();
+        let cluster = Cluster::new(root.path(), 3);
+        let mut workers = vec![
+            cluster.start(0, &[]),
+            cluster.start(1, &[]),
+            cluster.start(2, &["-store-only"]),
+        ];
         for w in &mut workers {
             w.wait_ready().await;
         }

@@ -36,6 +36,84 @@ pub fn free_udp_port() -> u16 {
         .port()
 }
 
+/// A replicated cluster of workers on loopback: free ports and a directory each (under a root),
+/// all of them in `-peers`.
+pub struct Cluster {
+    /// `(http, actor host)` port of each worker.
+    pub ports: Vec<(u16, u16)>,
+    /// Every worker's actor-host address, comma-separated (the `-peers` value).
+    pub peers: String,
+    /// Each worker's working directory.
+    pub dirs: Vec<PathBuf>,
+}
+
+impl Cluster {
+    /// Plans `n` workers under `root` (nothing is started).
+    pub fn new(root: &Path, n: usize) -> Cluster {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_udp_port())).collect();
+        let peers = ports
+            .iter()
+            .map(|(_, udp)| format!("127.0.0.1:{udp}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let dirs = (0..n)
+            .map(|i| {
+                let dir = root.join(format!("worker{i}"));
+                std::fs::create_dir_all(&dir).expect("create a worker directory");
+                dir
+            })
+            .collect();
+        Cluster { ports, peers, dirs }
+    }
+
+    /// Worker `i`'s actor-host address.
+    pub fn address(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.ports[i].1)
+    }
+
+    /// Starts worker `i` (again) on its ports and directory, with every worker in `-peers`.
+    pub fn start(&self, i: usize, extra: &[&str]) -> Worker {
+        self.start_with_peers(i, &self.peers, extra)
+    }
+
+    /// Starts worker `i` with the given `-peers`.
+    pub fn start_with_peers(&self, i: usize, peers: &str, extra: &[&str]) -> Worker {
+        let mut flags = vec!["-peers", peers];
+        flags.extend_from_slice(extra);
+        let (http, host) = self.ports[i];
+        Worker::start_on(&self.dirs[i], http, host, &flags)
+    }
+
+    /// Starts every worker and waits until each serves.
+    pub async fn start_all(&self) -> Vec<Worker> {
+        let mut workers: Vec<Worker> = (0..self.ports.len()).map(|i| self.start(i, &[])).collect();
+        for w in &mut workers {
+            w.wait_ready().await;
+        }
+        workers
+    }
+}
+
+/// The replicated store's members as `/healthz` reports them, sorted (empty when it does not
+/// answer 200).
+pub async fn store_members(http: &Http) -> Vec<String> {
+    match http.try_send(Method::GET, "/healthz", Bytes::new()).await {
+        Ok(r) if r.status == StatusCode::OK => {
+            let mut m: Vec<String> = r.json()["store"]["members"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            m.sort();
+            m
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where
