@@ -156,9 +156,8 @@ pub(crate) async fn check_identity(
 /// reported, or, when none reported any yet (a peer that just initialized may not know its
 /// membership), those peers themselves, which pass the request on to their leader.
 fn join_contacts(running: Vec<Status>, peers: &[String]) -> Vec<String> {
-    let mut contacts: Vec<String> = running.into_iter().flat_map(|s| s.members).collect();
-    contacts.sort();
-    contacts.dedup();
+    let views: Vec<Vec<String>> = running.into_iter().map(|s| s.members).collect();
+    let mut contacts = policy::reported_members(&views);
     if contacts.is_empty() {
         contacts = peers.to_vec();
     }
@@ -269,19 +268,16 @@ impl Node {
         } else {
             // A running cluster that does not know this node: ask one of its members to add
             // us, in the background (the leader first brings this node up to date).
-            self.rejoin_in_background(join_contacts(running, &others));
+            self.rejoin_with(join_contacts(running, &others), true);
         }
         Ok(())
     }
 
-    /// Asks `contacts` in turn, until one succeeds, to add this node as a voter (forwarded to
-    /// the leader, which first brings this node up to date). Stops once this node is a member
-    /// in its own view, when `trust_own_view` (a node that never belonged to the cluster
-    /// learns its membership only from the leader), or when the node stops.
-    fn rejoin_in_background(self: &Arc<Self>, contacts: Vec<String>) {
-        self.rejoin_with(contacts, true);
-    }
-
+    /// Asks `contacts` in turn, in the background, until one succeeds, to add this node as a
+    /// voter (forwarded to the leader, which first brings this node up to date). Stops once
+    /// this node is a member in its own view, when `trust_own_view` (a node that never
+    /// belonged to the cluster learns its membership only from the leader), or when the node
+    /// stops.
     fn rejoin_with(self: &Arc<Self>, contacts: Vec<String>, trust_own_view: bool) {
         let node = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -390,7 +386,8 @@ impl Node {
         }
         let request = Forward::RemoveMember(self.address.clone());
         self.run_within(request, budget, None).await?;
-        tracing::info!(node = self.id, "left the voter set before stopping");
+        // the host says so, naming itself
+        tracing::debug!(node = self.id, "left the voter set before stopping");
         Ok(true)
     }
 

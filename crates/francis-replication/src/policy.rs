@@ -58,15 +58,21 @@ pub(crate) enum MembershipSeen {
     NobodyRunning,
 }
 
+/// Every member named in the running members' views of the membership, sorted, once each.
+pub(crate) fn reported_members(views: &[Vec<String>]) -> Vec<String> {
+    let mut members: Vec<String> = views.iter().flatten().cloned().collect();
+    members.sort();
+    members.dedup();
+    members
+}
+
 /// [`MembershipSeen`] from the memberships reported by the running members (an empty one,
 /// from a member that does not know its membership yet, says nothing).
 pub(crate) fn membership_seen(me: &str, views: &[Vec<String>]) -> MembershipSeen {
     if views.iter().any(|v| v.iter().any(|m| m == me)) {
         return MembershipSeen::Member;
     }
-    let mut members: Vec<String> = views.iter().flatten().cloned().collect();
-    members.sort();
-    members.dedup();
+    let members = reported_members(views);
     if members.is_empty() {
         MembershipSeen::NobodyRunning
     } else {

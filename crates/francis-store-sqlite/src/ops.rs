@@ -686,14 +686,14 @@ pub(crate) async fn run(c: &mut SqliteConnection, op: Op) -> Result<Reply> {
 
 /// Whether `op` needs a savepoint of its own inside a batch transaction, so that failing
 /// partway leaves nothing of it. The others write nothing before any check that can refuse
-/// them: a refusal has written nothing, and any failure after their first write is not a
-/// refusal and ends the whole batch (SQLite may have rolled the transaction back with it),
-/// so they need no savepoint, which saves two round trips on the commonest writes.
+/// them, then make at most one write statement: a refusal has written nothing, and any other
+/// failure ends the whole batch (SQLite may have rolled the transaction back with it), so
+/// they need no savepoint, which saves two round trips on the commonest writes. (Claims never
+/// come here: consecutive claims run together, see `claim`.)
 pub(crate) fn needs_savepoint(op: &Op) -> bool {
     !matches!(
         op,
-        Op::Claim { .. }
-            | Op::SetState { .. }
+        Op::SetState { .. }
             | Op::DeleteState { .. }
             | Op::SetAlarm { .. }
             | Op::DeleteAlarm { .. }

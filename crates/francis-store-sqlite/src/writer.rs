@@ -10,8 +10,9 @@
 //! back to its savepoint and does not affect the others in its batch. An operation that
 //! needs no savepoint (it writes nothing before any check that can refuse it) saves its two
 //! round trips; a refusal fails it alone, and any other failure of it fails the whole batch.
-//! If the transaction itself cannot go on (BEGIN or COMMIT fails, or a savepoint cannot be rolled back because
-//! SQLite aborted the transaction), nothing of the batch is applied and every caller gets
+//! Consecutive claims in a batch run together (`claim::claim_many`). If the transaction itself
+//! cannot go on (BEGIN or COMMIT fails, or a savepoint cannot be rolled back because SQLite
+//! aborted the transaction), nothing of the batch is applied and every caller gets
 //! [`StoreError::Unavailable`] (or its own error) saying so.
 
 use std::sync::Arc;
