@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use francis_store::{Op, Provider, Reply, StoreError};
-use francis_store_sqlite::{SqliteOptions, SqliteProvider};
+use francis_store_sqlite::{Durability, SqliteOptions, SqliteProvider};
 use francis_transport::Transport;
 use francis_transport::proto::{RaftReply, RaftRequest, Response, WireError, raft_reply, response};
 use openraft::error::{
@@ -175,8 +175,11 @@ impl Node {
     ) -> Result<Arc<Node>, ReplicationError> {
         config.validate()?;
         let id = node_id_of(&config.address);
-        let store =
-            Arc::new(SqliteProvider::open(&config.data_path, SqliteOptions::default()).await?);
+        // Applied without a sync of its own: the log is durable before an entry commits, a
+        // crash replays it from the apply marker, and a snapshot syncs before the log behind
+        // it may be purged.
+        let options = SqliteOptions::default().durability(Durability::Normal);
+        let store = Arc::new(SqliteProvider::open(&config.data_path, options).await?);
         if let Err(e) = check_identity(&store, id, &config.address).await {
             if let Ok(store) = Arc::try_unwrap(store) {
                 store.close().await;

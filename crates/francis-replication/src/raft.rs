@@ -70,6 +70,12 @@ impl StateMachine {
             .export_snapshot()
             .await
             .map_err(|e| StorageIOError::read_state_machine(any(e)))?;
+        // The log is applied without a sync; what a snapshot covers is synced now, because
+        // openraft may purge the log entries behind it from here on.
+        self.store
+            .make_durable()
+            .await
+            .map_err(|e| StorageIOError::read_state_machine(any(e)))?;
         let last_log_id: Option<LogId<NodeId>> =
             decode(meta.get(APPLIED_KEY)).map_err(StorageIOError::read_state_machine)?;
         let last_membership: StoredMembership<NodeId, BasicNode> = decode(meta.get(MEMBERSHIP_KEY))
@@ -214,6 +220,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     StorageIOError::write_snapshot(Some(meta.signature()), any(e))
                 })?;
         }
+        // The log behind the snapshot may be purged from here on: sync what it put in place.
+        self.store
+            .make_durable()
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), any(e)))?;
         tracing::info!(snapshot = %meta.snapshot_id, "installed a snapshot");
         Ok(())
     }

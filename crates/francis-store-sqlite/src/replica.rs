@@ -197,6 +197,41 @@ impl SqliteProvider {
         Ok(applied.into_iter().map(|r| r.map_err(Into::into)).collect())
     }
 
+    /// Makes every write committed so far durable, whatever the provider's [`Durability`]:
+    /// a full WAL checkpoint, which syncs the WAL, copies it into the database file and syncs
+    /// that. A replicated store that applies its (durable) log with [`Durability::Normal`]
+    /// calls this before log entries it applied may be discarded, so that a power loss can
+    /// roll the database back only to a point the log can still replay from.
+    ///
+    /// Waits for a running write transaction (the busy timeout, a few times over); fails
+    /// with [`StoreError::Unavailable`] if the checkpoint still cannot complete, which a
+    /// retry can help.
+    ///
+    /// [`Durability`]: crate::Durability
+    /// [`Durability::Normal`]: crate::Durability::Normal
+    pub async fn make_durable(&self) -> StoreResult<()> {
+        const ATTEMPTS: usize = 5;
+        let inner = async move {
+            for _ in 0..ATTEMPTS {
+                // (busy, frames in the WAL, frames checkpointed); -1 frames for a database
+                // that is not in WAL mode (in memory), where there is nothing to do.
+                let (busy, log, done): (i64, i64, i64) =
+                    sqlx::query_as("PRAGMA wal_checkpoint(FULL)")
+                        .fetch_one(&self.read_pool)
+                        .await?;
+                if busy == 0 && log == done {
+                    return Ok(());
+                }
+            }
+            Err(StoreError::Unavailable(
+                "the database's write-ahead log could not be checkpointed; try again".into(),
+            )
+            .into())
+        };
+        let result: Result<()> = inner.await;
+        result.map_err(Into::into)
+    }
+
     /// Reads a metadata value.
     pub async fn meta(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
         let inner = async move {
@@ -410,5 +445,34 @@ mod tests {
         assert_eq!(dst.meta("applied").await.unwrap(), Some(b"9".to_vec()));
         src.close().await;
         dst.close().await;
+    }
+
+    #[tokio::test]
+    async fn make_durable_puts_every_commit_in_the_database_file_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("normal.db");
+        let options = crate::SqliteOptions::default().durability(crate::Durability::Normal);
+        let p = SqliteProvider::open(&path, options).await.unwrap();
+        let a = francis_core::ActorRef::new("t", "a").unwrap();
+        let set = Op::SetState {
+            actor: a.clone(),
+            data: b"kept".to_vec(),
+            expires_at: None,
+            fence: Fence::Unfenced,
+        };
+        let results = p.apply_batch(vec![set], vec![marker("1")]).await.unwrap();
+        assert!(results[0].is_ok(), "{results:?}");
+        p.make_durable().await.unwrap();
+        // The database file alone, without its write-ahead log, as a power loss could leave
+        // it if the log had not been synced: the write is in it.
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&path, &copy).unwrap();
+        let c = SqliteProvider::open(&copy, Default::default())
+            .await
+            .unwrap();
+        assert_eq!(c.get_state(&a, at(0)).await.unwrap().unwrap().data, b"kept");
+        assert_eq!(c.meta("applied").await.unwrap(), Some(b"1".to_vec()));
+        c.close().await;
+        p.close().await;
     }
 }
