@@ -1,5 +1,5 @@
-//! `cargo xtask demo`: the seed's two-worker cluster (`seed/local-cluster.txt`), end to end, on
-//! the real binaries, checking as it goes that everything the seed promises holds.
+//! `cargo xtask demo`: the two-worker local cluster, end to end, on
+//! the real binaries, checking as it goes that everything the local-cluster guide promises holds.
 //!
 //! Standard library only: a tiny HTTP/1.1 client, a few JSON look-ups by key, and `kill` for
 //! SIGTERM. Every worker process is killed if the demo fails or panics; Ctrl-C reaches the
@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The seed's idle timeout of `myactor`.
+/// The idle timeout of `myactor`.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The demo's alarm interval (the seed says 60s; the demo uses 2s to stay quick).
+/// The demo's alarm interval (the local-cluster guide says 60s; the demo uses 2s to stay quick).
 const ALARM_INTERVAL: &str = "2s";
 /// How long a worker may take to become healthy.
 const READY_DEADLINE: Duration = Duration::from_secs(60);
@@ -22,17 +22,17 @@ const READY_DEADLINE: Duration = Duration::from_secs(60);
 /// What `cargo xtask demo` was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DemoOptions {
-    /// Leave the workers running at the end and print the seed's curl commands.
+    /// Leave the workers running at the end and print the local-cluster guide's curl commands.
     pub keep: bool,
     /// The demo directory (default `target/demo`), emptied first.
     pub dir: Option<PathBuf>,
-    /// `[worker1 http, worker2 http, worker1 host, worker2 host]`; the seed's by default.
+    /// `[worker1 http, worker2 http, worker1 host, worker2 host]`; the local cluster's by default.
     pub ports: [u16; 4],
     /// A worker binary to use instead of building one.
     pub worker_bin: Option<PathBuf>,
 }
 
-/// The seed's ports: control servers 8081/8082, actor hosts 7571/7572.
+/// The local cluster's ports: control servers 8081/8082, actor hosts 7571/7572.
 pub const SEED_PORTS: [u16; 4] = [8081, 8082, 7571, 7572];
 
 impl Default for DemoOptions {
@@ -102,7 +102,7 @@ pub fn run(root: &Path, opts: &DemoOptions) -> Result<bool, String> {
     }
     let mut cluster = Cluster::new(bin, &dir, opts.ports)?;
     println!(
-        "\n== Starting the seed's two workers in {} ==",
+        "\n== Starting the two workers of the local cluster in {} ==",
         dir.display()
     );
     let steps: [(&str, Step); 6] = [
@@ -164,7 +164,7 @@ pub fn run(root: &Path, opts: &DemoOptions) -> Result<bool, String> {
     println!(
         "  {}",
         if ok {
-            "everything the seed describes held"
+            "everything the local-cluster guide describes held"
         } else {
             "the demo failed; see the log lines above"
         }
@@ -223,7 +223,7 @@ impl Cluster {
                 child: None,
             })
         };
-        // On the seed's addresses the workers need no -peers: it is their default.
+        // On the default addresses the workers need no -peers: it is their default.
         let peers =
             (ports != SEED_PORTS).then(|| format!("127.0.0.1:{},127.0.0.1:{}", ports[2], ports[3]));
         Ok(Cluster {
@@ -436,7 +436,7 @@ fn invoke_everywhere(c: &mut Cluster) -> Result<(), String> {
     }
     print!("{table}");
     let mut distinct: std::collections::HashSet<String> = owners.iter().cloned().collect();
-    // On the seed's addresses id1..id4 split 3/1; on other ports they may all land on one host,
+    // On the default addresses id1..id4 split 3/1; on other ports they may all land on one host,
     // so a few more actors show the spread.
     for i in 0..32 {
         if distinct.len() >= 2 {
@@ -461,7 +461,9 @@ fn alarm_fires_once(c: &mut Cluster) -> Result<(), String> {
     let body = format!(
         "{{\"dueTime\":\"{due}\",\"interval\":\"{ALARM_INTERVAL}\",\"ttl\":\"2028-10-08T10:00:02Z\",\"data\":{{\"Hello\":\"World\"}}}}"
     );
-    println!("  (the seed repeats every 60s; the demo uses {ALARM_INTERVAL} to stay quick)");
+    println!(
+        "  (the local-cluster guide repeats every 60s; the demo uses {ALARM_INTERVAL} to stay quick)"
+    );
     println!(
         "  POST http://{}/alarm/myactor/actor1/alarm1 {body}",
         c.workers[0].http
@@ -581,7 +583,7 @@ fn restart_worker2(c: &mut Cluster) -> Result<(), String> {
 
 fn print_keep_instructions(c: &Cluster) {
     let (w1, w2) = (&c.workers[0].http, &c.workers[1].http);
-    println!("\n== The workers keep running; try the seed's commands ==");
+    println!("\n== The workers keep running; try the local-cluster guide's commands ==");
     println!("  curl -X POST http://{w1}/invoke/myactor/id1/increment --data '{{\"In\": 42}}'");
     println!("  curl -X POST http://{w2}/invoke/myactor/id1/increment --data '{{\"In\": 42}}'");
     println!(

@@ -28,7 +28,7 @@ commands:
           [--schedules K] [--schedule I] [--quick] [--keep] [--no-malformed]; results in
           target/chaos/; a failing seed reproduces with the same options
   ci      run the CI gate (the same steps as .ci/run): fmt, clippy, tests, cargo-deny
-  demo    run the seed's two-worker cluster end to end and check it (--keep: leave it
+  demo    run the two-worker local cluster end to end and check it (--keep: leave it
           running; --dir PATH: where the workers' directories and logs go)
   help    print this message
 ";

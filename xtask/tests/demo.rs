@@ -1,5 +1,5 @@
 //! Runs `cargo xtask demo`'s checks on the real worker binary, on free ports, so CI catches a
-//! broken demo. (The demo itself runs on the seed's fixed ports.)
+//! broken demo. (The demo itself runs on the default fixed ports.)
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;

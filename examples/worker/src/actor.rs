@@ -1,4 +1,4 @@
-//! `myactor`, the seed's actor: a durable counter.
+//! `myactor`, the two-worker local cluster's actor: a durable counter.
 
 use std::time::Duration;
 
@@ -63,7 +63,7 @@ fn parse_method(method: &str) -> Option<(Op, bool)> {
     Some((op, wait))
 }
 
-/// The seed's actor.
+/// The local cluster's actor: a durable counter.
 ///
 /// Methods (for `invoke` and `peek` alike):
 /// - `increment` with `{"In": n}` adds `n` to the counter and answers `{"Out": counter}`;
@@ -185,7 +185,7 @@ impl Actor for MyActor {
     }
 }
 
-/// Registers `myactor` on `host` with the seed's options (idle timeout 10 s).
+/// Registers `myactor` on `host` with the local cluster's options (idle timeout 10 s).
 pub fn register(host: &LocalHost) -> Result<(), HostError> {
     let address = host.address().to_owned();
     host.register_actor(

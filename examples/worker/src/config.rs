@@ -1,6 +1,6 @@
-//! The worker's command line, as the seed writes it.
+//! The worker's command line, as the local-cluster guide writes it.
 //!
-//! Flags follow Go's `flag` package, which the seed's commands were written for: one dash or
+//! Flags follow Go's `flag` package, which the local-cluster guide's commands were written for: one dash or
 //! two (`-worker-address` = `--worker-address`), the value either as the next argument or after
 //! `=`. A flag given twice keeps its last value. There are no positional arguments.
 
@@ -14,7 +14,7 @@ pub const DEFAULT_WORKER_ADDRESS: &str = "127.0.0.1:8081";
 pub const DEFAULT_ACTOR_HOST_ADDRESS: &str = "127.0.0.1:7571";
 /// Default `-data`: the SQLite file, relative to the working directory.
 pub const DEFAULT_DATA: &str = "data.db";
-/// The seed's shared cluster key, used when neither `-runtime-psk` nor the environment sets one.
+/// The example's shared cluster key, used when neither `-runtime-psk` nor the environment sets one.
 /// Fine for trying things out on one machine; anything real must set its own.
 pub const EXAMPLE_RUNTIME_PSK: &str = "example-runtime-psk-change-me-please";
 /// Environment variable read for the runtime PSK when `-runtime-psk` is not given.
@@ -43,7 +43,7 @@ Flags (one dash or two; `-flag value` or `-flag=value`):
                                  prefixed francis_, created if missing; no -peers)
   -peers ADDR,ADDR,...            the actor-host addresses of every worker of the cluster: each
                                  keeps its own data file and they replicate it with Raft
-                                 (default: the seed's 127.0.0.1:7571,127.0.0.1:7572 when
+                                 (default: 127.0.0.1:7571,127.0.0.1:7572 when
                                  -actor-host-address is one of them, else none; '' for none:
                                  a plain SQLite file, which other workers may share)
   -store-only                    a replicated cluster's voter that hosts no actors: it keeps
@@ -67,7 +67,7 @@ pub enum PskSource {
     Flag,
     /// The `FRANCIS_RUNTIME_PSK` environment variable.
     Environment,
-    /// Neither: the seed's example key.
+    /// Neither: the example's key.
     Example,
 }
 
@@ -363,10 +363,10 @@ impl Config {
     }
 }
 
-/// The seed's two actor-host addresses: its workers form one cluster with no flag at all.
+/// The two default actor-host addresses: its workers form one cluster with no flag at all.
 pub const SEED_PEERS: [&str; 2] = ["127.0.0.1:7571", "127.0.0.1:7572"];
 
-/// Without `-peers`: the seed's cluster for a worker on one of the seed's addresses, otherwise
+/// Without `-peers`: the two-worker local cluster for a worker on one of the default addresses, otherwise
 /// a plain (unreplicated) SQLite file.
 pub fn default_peers(actor_host_address: &str) -> Vec<String> {
     if SEED_PEERS.contains(&actor_host_address) {
@@ -651,7 +651,7 @@ mod tests {
                 "{url}: a shared database needs no peers"
             );
         }
-        // even on the seed's address (whose default is the seed's Raft cluster)
+        // even on the default address (whose default is the local cluster's Raft group)
         let c = run(&[
             "-actor-host-address",
             "127.0.0.1:7571",

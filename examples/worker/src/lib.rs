@@ -1,4 +1,4 @@
-//! The seed's example worker: one Francis actor host, on its own SQLite file, serving the actor
+//! The example worker: one Francis actor host, on its own SQLite file, serving the actor
 //! type `myactor`, with a small HTTP control server to invoke actors and schedule alarms.
 //!
 //! The binary is a thin wrapper: parse the flags ([`parse_args`]), then [`Worker::bind`] and

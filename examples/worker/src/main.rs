@@ -1,4 +1,4 @@
-//! `worker`: runs the seed's example worker until SIGINT or SIGTERM. See `worker -h`.
+//! `worker`: runs the example worker until SIGINT or SIGTERM. See `worker -h`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -1,5 +1,5 @@
 //! End-to-end: the cargo-built `worker` binary, started on free ports in a temporary directory,
-//! driven over HTTP the way the seed drives it with curl.
+//! driven over HTTP the way the local-cluster guide drives it with curl.
 
 mod support;
 
@@ -31,7 +31,7 @@ async fn seed_flow_survives_halt_and_restart() {
     w.wait_ready().await;
     let http = w.http.clone();
 
-    // The seed's curl commands.
+    // The local-cluster guide's curl commands.
     let r = http
         .post("/invoke/myactor/id1/increment", r#"{"In": 42}"#)
         .await;
@@ -312,7 +312,7 @@ async fn alarms_fire_repeat_and_are_deleted() {
     w.wait_ready().await;
     let http = w.http.clone();
 
-    // The seed's body: due now, repeating (every second here), a TTL, data.
+    // The local-cluster guide's alarm body: due now, repeating (every second here), a TTL, data.
     let now = Utc::now();
     let body = json!({
         "dueTime": rfc3339(now),

@@ -1,7 +1,7 @@
-//! The seed's cluster: two worker processes, each in its own directory with its own `data.db`,
+//! The two-worker local cluster: two worker processes, each in its own directory with its own `data.db`,
 //! coordinating peer-to-peer through the replicated store (no shared file, no control plane).
-//! The seed's fixed ports are replaced by free ones, given to both workers with `-peers`, which
-//! is exactly what the default does on the seed's own addresses.
+//! The default fixed ports are replaced by free ones, given to both workers with `-peers`, which
+//! is exactly what the default does on the default addresses.
 
 mod support;
 
@@ -81,7 +81,7 @@ async fn the_seeds_two_workers_form_one_cluster() {
             "id{i}"
         );
     }
-    // Placement spreads actors over both workers (on the seed's fixed addresses id1..id4 split
+    // Placement spreads actors over both workers (on the default fixed addresses id1..id4 split
     // 3/1; on these random ports a few more ids may be needed to see both).
     let mut hosts: HashSet<String> = served_by.iter().cloned().collect();
     for i in 0..32 {
@@ -103,7 +103,7 @@ async fn the_seeds_two_workers_form_one_cluster() {
         "placement never used both workers: {hosts:?}"
     );
 
-    // The seed's alarm (with a 1 s interval), set through worker 1: it fires, on one host only.
+    // The local-cluster guide's alarm (with a 1 s interval), set through worker 1: it fires, on one host only.
     let body = format!(
         r#"{{"dueTime":"{}","interval":"1s","ttl":"2028-10-08T10:00:02Z","data":{{"Hello":"World"}}}}"#,
         Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)

@@ -161,7 +161,7 @@ impl Worker {
         let log = dir.join(format!("worker-{http_port}.log"));
         let out = std::fs::File::create(&log).expect("create log file");
         let err = out.try_clone().expect("clone log file");
-        // The seed's spelling, single dash.
+        // The local-cluster guide's spelling, single dash.
         let child = Command::new(env!("CARGO_BIN_EXE_worker"))
             .args(["-worker-address", &worker_address])
             .args(["-actor-host-address", &host_address])
