@@ -39,6 +39,9 @@ pub enum HostError {
     #[error("replicated store: {0}")]
     #[cfg(feature = "replication")]
     Replication(#[from] francis_replication::ReplicationError),
+    /// The host does not serve: its `run` failed (the message says why) or it stopped first.
+    #[error("the host is not serving: {0}")]
+    NotServing(String),
     /// The store did not answer in time during start-up or shutdown.
     #[error("store did not answer within {0:?}")]
     StoreTimeout(std::time::Duration),

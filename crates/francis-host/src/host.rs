@@ -258,6 +258,11 @@ fn new_host_id() -> String {
 ///
 /// Register actor types, take the [`HostService`] with [`LocalHost::service`], then call
 /// [`LocalHost::run`] until shutdown.
+///
+/// Cheap to clone: clones are handles to the same host, so one can be moved into the task
+/// that runs it while another keeps [`LocalHost::events`], [`LocalHost::health`] and
+/// [`LocalHost::active_actors`] at hand.
+#[derive(Clone)]
 pub struct LocalHost {
     inner: Arc<HostInner>,
 }
@@ -373,10 +378,45 @@ impl LocalHost {
     /// Registers the host, serves until `shutdown` fires, then shuts down gracefully: new calls
     /// are refused, running turns get the grace period to finish (then are cancelled), every
     /// actor is deactivated and its placement released, and the registration is removed.
+    ///
+    /// An error ends `run` and is also shown on the health watch as [`Health::Failed`], so a
+    /// task waiting for the host to serve ([`LocalHost::serving`]) learns of it even when
+    /// `run` was spawned and nobody reads its result yet.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), HostError> {
         if self.inner.act.running.swap(true, Ordering::AcqRel) {
             return Err(HostError::AlreadyRunning);
         }
+        let result = self.serve(shutdown).await;
+        if let Err(e) = &result {
+            error!(host = %self.inner.act.address, "host stopped with an error: {e}");
+            self.inner
+                .act
+                .health
+                .send_replace(Health::Failed(e.to_string()));
+        }
+        result
+    }
+
+    /// Waits until the host serves calls (its [`LocalHost::run`] registered it); fails with
+    /// [`HostError::NotServing`] if `run` fails or the host stops first. A host that is fenced
+    /// meanwhile re-registers by itself, so that is waited out. Waits forever if `run` is
+    /// never called.
+    pub async fn serving(&self) -> Result<(), HostError> {
+        let mut health = self.health_watch();
+        let seen = health
+            .wait_for(|h| matches!(h, Health::Serving | Health::Stopped | Health::Failed(_)))
+            .await
+            .map_err(|_| HostError::NotServing("the host is gone".into()))?;
+        match &*seen {
+            Health::Serving => Ok(()),
+            Health::Failed(why) => Err(HostError::NotServing(why.clone())),
+            _ => Err(HostError::NotServing(
+                "the host stopped before it served".into(),
+            )),
+        }
+    }
+
+    async fn serve(&self, shutdown: CancellationToken) -> Result<(), HostError> {
         let inner = &self.inner;
         // Bind the peer port first: a second process on the same address fails here, clearly.
         inner.peer.start(&inner.act.host_id())?;

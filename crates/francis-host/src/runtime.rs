@@ -42,6 +42,9 @@ pub enum Health {
     Fenced(String),
     /// Shut down.
     Stopped,
+    /// [`LocalHost::run`](crate::LocalHost::run) ended with this error (the peer port was in
+    /// use, the store refused the registration...): the host does not serve.
+    Failed(String),
 }
 
 /// A registered actor type.
@@ -617,6 +620,11 @@ impl Activations {
             Health::Fenced(why) => {
                 return Err(Error::HostUnavailable(format!(
                     "host fenced itself ({why}) and is re-registering"
+                )));
+            }
+            Health::Failed(why) => {
+                return Err(Error::HostUnavailable(format!(
+                    "host is not running: it failed ({why})"
                 )));
             }
         }

@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::Utc;
+use francis_core::CancellationToken;
 use francis_core::{ActorService, Envelope, ErrorKind, ListStatesOptions, SetStateOptions};
-use francis_host::{DeactivationReason, Health, HostEvent};
+use francis_host::{DeactivationReason, Health, HostError, HostEvent, LocalHost};
 use francis_store::{MemoryProvider, Provider};
 use support::*;
 use tokio::time::Instant;
@@ -544,4 +545,59 @@ async fn a_host_never_says_a_type_it_serves_is_unsupported() {
     let err = svc.invoke(&other, "m", Envelope::null()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ActorTypeUnsupported);
     h.stop().await;
+}
+
+#[tokio::test]
+async fn a_host_that_cannot_start_says_so_on_its_health_watch_and_to_whoever_waits_for_it() {
+    // Another socket holds the peer port: `run` fails, and a caller waiting for the host to
+    // serve (with `run` spawned on a clone, its result unread) is told why instead of hanging.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let host = LocalHost::builder()
+        .address(addr.to_string())
+        .runtime_psks([CLUSTER_PSK])
+        .provider(Arc::new(MemoryProvider::new()))
+        .build()
+        .await
+        .unwrap();
+    let runner = host.clone();
+    let task = tokio::spawn(async move { runner.run(CancellationToken::new()).await });
+    let err = tokio::time::timeout(Duration::from_secs(30), host.serving())
+        .await
+        .expect("serving answers")
+        .unwrap_err();
+    assert!(matches!(err, HostError::NotServing(_)), "{err}");
+    assert!(err.to_string().contains("peer transport"), "{err}");
+    assert!(
+        matches!(host.health(), Health::Failed(_)),
+        "{:?}",
+        host.health()
+    );
+    let ran = task.await.unwrap();
+    assert!(matches!(ran, Err(HostError::Transport(_))), "{ran:?}");
+    // Nothing holds the port any more: a new host on it serves.
+    drop(taken);
+    let again = LocalHost::builder()
+        .address(addr.to_string())
+        .runtime_psks([CLUSTER_PSK])
+        .provider(Arc::new(MemoryProvider::new()))
+        .build()
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (host, shutdown) = (again.clone(), shutdown.clone());
+        async move { host.run(shutdown).await }
+    });
+    tokio::time::timeout(Duration::from_secs(30), again.serving())
+        .await
+        .expect("serving answers")
+        .unwrap();
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    // Once stopped, waiting to serve fails at once.
+    assert!(matches!(
+        again.serving().await,
+        Err(HostError::NotServing(_))
+    ));
 }

@@ -94,6 +94,7 @@ pub fn health_status(health: &Health) -> (StatusCode, &'static str) {
         Health::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
         Health::Fenced(_) => (StatusCode::SERVICE_UNAVAILABLE, "fenced"),
         Health::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
+        Health::Failed(_) => (StatusCode::SERVICE_UNAVAILABLE, "failed"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "unknown"),
     }
 }

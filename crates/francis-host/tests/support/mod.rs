@@ -9,7 +9,7 @@ use chrono::Utc;
 use francis_core::{
     Actor, ActorContext, ActorInit, ActorRef, Client, Envelope, Error, async_trait,
 };
-use francis_host::{ActorOptions, Health, HostEvent, LocalHost, TokioClock};
+use francis_host::{ActorOptions, HostEvent, LocalHost, TokioClock};
 use francis_store::{HostRecord, MemoryProvider, Op, Provider, Reply, StoreResult};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Barrier, Notify, broadcast};
@@ -418,14 +418,10 @@ pub async fn start_configured(
         let shutdown = shutdown.clone();
         async move { host.run(shutdown).await }
     });
-    let mut health = host.health_watch();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        health.wait_for(|h| *h == Health::Serving),
-    )
-    .await
-    .expect("host serves")
-    .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), host.serving())
+        .await
+        .expect("host serves")
+        .unwrap();
     TestHost {
         host,
         probe,
