@@ -55,9 +55,7 @@ impl TryFrom<RawAlarm> for AlarmProperties {
         };
         let interval = match raw.interval {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => {
-                Some(parse_interval(&s).map_err(|m| Error::invalid_argument("interval", m))?)
-            }
+            Some(Value::String(s)) => Some(parse_interval(&s)?),
             Some(Value::Number(n)) => {
                 let ms = n.as_u64().filter(|ms| *ms > 0).ok_or_else(|| {
                     Error::invalid_argument(
@@ -91,6 +89,14 @@ impl TryFrom<RawAlarm> for AlarmProperties {
         props.validate()?;
         Ok(props)
     }
+}
+
+/// Now plus `delay`, saturating at the latest time chrono represents.
+fn from_now(delay: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(delay)
+        .ok()
+        .and_then(|d| Utc::now().checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 fn parse_time(field: &str, v: &Value) -> Result<DateTime<Utc>, Error> {
@@ -129,6 +135,47 @@ impl AlarmProperties {
             ttl: None,
             data: None,
         }
+    }
+
+    /// A one-shot alarm due at `when`: a `std::time::SystemTime` or a `chrono::DateTime<Utc>`
+    /// (chrono is re-exported as `francis_core::chrono`).
+    pub fn at(when: impl Into<DateTime<Utc>>) -> Self {
+        Self::once(when.into())
+    }
+
+    /// A one-shot alarm due `delay` from now.
+    pub fn after(delay: std::time::Duration) -> Self {
+        Self::once(from_now(delay))
+    }
+
+    /// An alarm due `interval` from now that repeats every `interval` (until
+    /// [`AlarmProperties::until`], if set). A zero interval is refused with
+    /// [`Error::InvalidArgument`].
+    pub fn every(interval: std::time::Duration) -> Result<Self, Error> {
+        let interval = Interval::new(interval)?;
+        Ok(AlarmProperties {
+            interval: Some(interval),
+            ..Self::once(from_now(interval.as_duration()))
+        })
+    }
+
+    /// The same alarm, first due at `when` instead.
+    pub fn starting_at(mut self, when: impl Into<DateTime<Utc>>) -> Self {
+        self.due_time = when.into();
+        self
+    }
+
+    /// The same alarm, repeating no later than `ttl` (checked against the due time when the
+    /// alarm is set).
+    pub fn until(mut self, ttl: impl Into<DateTime<Utc>>) -> Self {
+        self.ttl = Some(ttl.into());
+        self
+    }
+
+    /// The same alarm, carrying `data` (JSON-encoded) to the actor's `alarm` method.
+    pub fn with_data<T: Serialize>(mut self, data: &T) -> Result<Self, Error> {
+        self.data = Some(Envelope::encode(data)?);
+        Ok(self)
     }
 
     /// Parses the JSON form; malformed JSON is [`Error::Decode`], a bad field is
@@ -225,7 +272,64 @@ mod tests {
     }
 
     #[test]
-    fn parses_the_seed_body() {
+    fn alarms_read_as_after_every_and_at() {
+        let before = Utc::now();
+        let a = AlarmProperties::after(Duration::from_secs(30));
+        assert!(a.interval.is_none());
+        let delay = a.due_time - before;
+        assert!(
+            delay >= chrono::Duration::seconds(30) && delay < chrono::Duration::seconds(31),
+            "{delay:?}"
+        );
+        let e = AlarmProperties::every(Duration::from_secs(5)).unwrap();
+        assert_eq!(e.interval.unwrap().as_duration(), Duration::from_secs(5));
+        assert!(e.due_time - before >= chrono::Duration::seconds(5));
+        // a plain std time works, with data and an end
+        let when = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = AlarmProperties::at(when)
+            .until(t("2030-01-01T00:00:00Z"))
+            .with_data(&serde_json::json!({"k": 1}))
+            .unwrap();
+        assert_eq!(at.due_time.timestamp(), 1_800_000_000);
+        assert_eq!(at.ttl, Some(t("2030-01-01T00:00:00Z")));
+        assert_eq!(at.data.unwrap().as_bytes(), br#"{"k":1}"#);
+        let from = AlarmProperties::every(Duration::from_secs(60))
+            .unwrap()
+            .starting_at(t("2031-01-01T00:00:00Z"));
+        assert_eq!(from.due_time, t("2031-01-01T00:00:00Z"));
+        // errors are the crate's own, so `?` converts them
+        let zero = AlarmProperties::every(Duration::ZERO).unwrap_err();
+        assert_eq!(zero.kind(), ErrorKind::InvalidArgument, "{zero}");
+        assert!(Interval::new(Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn a_duration_setting_must_name_its_unit() {
+        assert_eq!(crate::parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(
+            crate::parse_duration("PT1M").unwrap(),
+            Duration::from_secs(60)
+        );
+        for bare in ["5", "1.5", " 250 "] {
+            let e = crate::parse_duration(bare).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+            assert!(e.to_string().contains("has no unit"), "{bare}: {e}");
+        }
+        // the alarm body's documented forms keep working, milliseconds included
+        let p = AlarmProperties::from_json(br#"{"interval": 1500}"#).unwrap();
+        assert_eq!(
+            p.interval.unwrap().as_duration(),
+            Duration::from_millis(1500)
+        );
+        let p = AlarmProperties::from_json(br#"{"interval": "1500"}"#).unwrap();
+        assert_eq!(
+            p.interval.unwrap().as_duration(),
+            Duration::from_millis(1500)
+        );
+    }
+
+    #[test]
+    fn parses_the_local_cluster_guide_s_body() {
         let body = br#"{"dueTime":"2026-11-27T10:00:00Z","interval":"60s","ttl":"2028-10-08T10:00:02Z","data":{"Hello":"World"}}"#;
         let p = AlarmProperties::from_json(body).unwrap();
         assert_eq!(p.due_time, t("2026-11-27T10:00:00Z"));

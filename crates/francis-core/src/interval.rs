@@ -3,13 +3,20 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::error::Error;
+
 /// A strictly positive repeat interval, at millisecond resolution or finer.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Interval(Duration);
 
 impl Interval {
-    /// Wraps a duration; zero is refused.
-    pub fn new(d: Duration) -> Result<Self, String> {
+    /// Wraps a duration; zero (and more than about 292 years) is refused with
+    /// [`Error::InvalidArgument`].
+    pub fn new(d: Duration) -> Result<Self, Error> {
+        Self::checked(d).map_err(|m| Error::invalid_argument("interval", m))
+    }
+
+    fn checked(d: Duration) -> Result<Self, String> {
         if d.is_zero() {
             return Err("must be greater than zero".into());
         }
@@ -45,8 +52,8 @@ impl fmt::Display for Interval {
 }
 
 impl std::str::FromStr for Interval {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
         parse_interval(s)
     }
 }
@@ -54,7 +61,28 @@ impl std::str::FromStr for Interval {
 /// Parses an interval written as a Go duration (`"60s"`, `"1h30m"`, `"250ms"`, `"1.5h"`), an
 /// ISO-8601 duration (`"PT1M"`, `"P1DT2H"`, `"PT0.5S"`, `"P2W"`) or a string of ASCII digits
 /// meaning milliseconds. Zero, negative and unparseable values are errors that say why.
-pub fn parse_interval(input: &str) -> Result<Interval, String> {
+pub fn parse_interval(input: &str) -> Result<Interval, Error> {
+    interval_from_str(input).map_err(|m| Error::invalid_argument("interval", m))
+}
+
+/// Parses a positive duration that names its unit: a Go duration (`"5s"`, `"250ms"`,
+/// `"1h30m"`) or an ISO-8601 one (`"PT5S"`). A bare number is refused with an error that says
+/// to add a unit, since `5` could mean seconds as well as milliseconds. For settings such as
+/// the worker's `-health-deadline`.
+pub fn parse_duration(input: &str) -> Result<Duration, Error> {
+    let s = input.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(Error::invalid_argument(
+            "duration",
+            format!("{input:?} has no unit: write it as {s}s, {s}ms or PT{s}S"),
+        ));
+    }
+    interval_from_str(input)
+        .map(Interval::as_duration)
+        .map_err(|m| Error::invalid_argument("duration", m))
+}
+
+fn interval_from_str(input: &str) -> Result<Interval, String> {
     let s = input.trim();
     if s.is_empty() {
         return Err("empty interval".into());
@@ -69,7 +97,7 @@ pub fn parse_interval(input: &str) -> Result<Interval, String> {
     } else {
         parse_go(s).map_err(|e| format!("{input:?} is not a valid duration: {e}"))?
     };
-    Interval::new(d).map_err(|e| format!("{input:?} {e}"))
+    Interval::checked(d).map_err(|e| format!("{input:?} {e}"))
 }
 
 /// A number with an optional fraction, as written in a duration (`"1"`, `"1.5"`, `".5"`).
@@ -265,7 +293,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn ok(s: &str) -> Duration {
-        parse_interval(s)
+        interval_from_str(s)
             .unwrap_or_else(|e| panic!("{s}: {e}"))
             .as_duration()
     }
@@ -273,7 +301,7 @@ mod tests {
     #[test]
     fn intervals_longer_than_a_store_can_hold_are_refused() {
         // Once answered by the store as an internal error; it is bad input.
-        let err = parse_interval("1000000000000h").unwrap_err();
+        let err = interval_from_str("1000000000000h").unwrap_err();
         assert!(err.contains("292 years"), "{err}");
         assert!(Interval::new(Duration::from_nanos(i64::MAX as u64)).is_ok());
         assert!(Interval::new(Duration::from_nanos(i64::MAX as u64 + 1)).is_err());
@@ -334,7 +362,7 @@ mod tests {
             ("99999999999999999999999ms", "too large"),
             ("PT5Q", "unknown designator"),
         ] {
-            let err = parse_interval(s).expect_err(s);
+            let err = interval_from_str(s).expect_err(s);
             assert!(err.contains(why), "{s}: {err}");
         }
         assert_eq!(ok("5"), Duration::from_millis(5));
@@ -353,13 +381,13 @@ mod tests {
         #[test]
         fn format_then_parse_is_identity(nanos in 1u64..10_000_000_000_000) {
             let d = Duration::from_nanos(nanos);
-            let back = parse_interval(&format_interval(d)).unwrap().as_duration();
+            let back = interval_from_str(&format_interval(d)).unwrap().as_duration();
             prop_assert_eq!(back, d);
         }
 
         #[test]
         fn arbitrary_strings_never_panic(s in ".{0,40}") {
-            let _ = parse_interval(&s);
+            let _ = interval_from_str(&s);
         }
 
         #[test]

@@ -48,10 +48,13 @@ mod service;
 pub use actor::{ActivationState, Actor, ActorContext, ActorFactory, ActorInit, ContextParts};
 pub use alarm::{AlarmProperties, next_due_after};
 pub use async_trait::async_trait;
+/// The time types alarms take ([`chrono::DateTime`], [`chrono::Utc`]), so an application
+/// needs no chrono dependency of its own.
+pub use chrono;
 pub use client::Client;
 pub use envelope::Envelope;
 pub use error::{Error, ErrorKind, Result};
-pub use interval::{Interval, format_interval, parse_interval};
+pub use interval::{Interval, format_interval, parse_duration, parse_interval};
 pub use reference::{
     ActorRef, MAX_NAME_LEN, RESERVED_PREFIX, validate_alarm_name, validate_method, validate_name,
 };

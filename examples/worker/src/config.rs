@@ -248,8 +248,11 @@ where
                 flag_peers = Some(peers);
             }
             Flag::HealthDeadline => {
-                let d = francis_core::parse_interval(&value).map_err(|e| invalid(flag, e))?;
-                config.health_deadline = Some(d.as_duration());
+                let d = francis_core::parse_duration(&value).map_err(|e| match e {
+                    francis_core::Error::InvalidArgument { message, .. } => invalid(flag, message),
+                    other => invalid(flag, other.to_string()),
+                })?;
+                config.health_deadline = Some(d);
             }
             Flag::RuntimePsk => flag_psk = Some(value),
             Flag::StoreOnly => unreachable!("a boolean flag takes no value"),
@@ -482,10 +485,14 @@ mod tests {
         assert_eq!(c.health_deadline, Some(std::time::Duration::from_secs(2)));
         let c = run(&["--health-deadline=PT1M"]);
         assert_eq!(c.health_deadline, Some(std::time::Duration::from_secs(60)));
-        for bad in ["0s", "soon", "-5s"] {
+        for bad in ["0s", "soon", "-5s", "5"] {
             let msg = fail(&["-health-deadline", bad]).to_string();
             assert!(msg.contains("health-deadline"), "{bad}: {msg}");
         }
+        // A bare number once meant milliseconds (5 = 5 ms, a host fencing itself all the
+        // time): now it is refused, saying how to write it.
+        let msg = fail(&["-health-deadline", "5"]).to_string();
+        assert!(msg.contains("has no unit") && msg.contains("5s"), "{msg}");
     }
 
     #[test]
