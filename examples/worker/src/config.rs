@@ -22,10 +22,24 @@ pub const PSK_ENV: &str = "FRANCIS_RUNTIME_PSK";
 /// Runtime PSKs shorter than this many bytes are refused (DESIGN.md section 6).
 pub const MIN_PSK_LEN: usize = 32;
 
-/// The log filter when `RUST_LOG` is not set: Francis's lifecycle lines at `info`; the Raft
-/// library's internals (which log every failed message to a stopped peer as an error) off,
-/// since the replicated store logs what matters to an operator itself.
-pub const DEFAULT_LOG_FILTER: &str = "info,openraft=off";
+/// The log filter when `RUST_LOG` is not set: Francis's own lines (the worker's and every
+/// `francis_*` crate's) at `info`, other crates at `warn`, and the Raft library's internals
+/// (which log every failed message to a stopped peer as an error) off, since the replicated
+/// store logs what matters to an operator itself.
+pub const DEFAULT_LOG_FILTER: &str = "warn,worker=info,francis=info,francis_core=info,\
+francis_host=info,francis_store=info,francis_store_sqlite=info,francis_store_postgres=info,\
+francis_replication=info,francis_transport=info,francis_placement=info,openraft=off";
+
+/// How log lines are written (`-log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event (the default).
+    #[default]
+    Text,
+    /// One JSON object per line: time, level, target, message and fields, and the spans the
+    /// event happened in.
+    Json,
+}
 
 /// What `-h` prints.
 pub const USAGE: &str = "\
@@ -54,10 +68,12 @@ Flags (one dash or two; `-flag value` or `-flag=value`):
   -runtime-psk KEY               shared cluster key, at least 32 bytes (default: the
                                  FRANCIS_RUNTIME_PSK environment variable, else the
                                  example key; change it for anything real)
+  -log-format text|json          log lines as text (default) or one JSON object per line
   -h, -help                      print this help
 
-Logs go to standard output; RUST_LOG filters them (default: info, with the Raft library's
-own logs off: RUST_LOG=info,openraft=info shows them).
+Logs go to standard output; RUST_LOG filters them (default: Francis's own lines at info,
+other libraries at warn, the Raft library's own logs off: RUST_LOG=info,openraft=info shows
+them).
 ";
 
 /// Where the runtime PSK came from.
@@ -92,6 +108,8 @@ pub struct Config {
     pub runtime_psk: String,
     /// Where [`Config::runtime_psk`] came from.
     pub psk_source: PskSource,
+    /// `-log-format`: text (default) or JSON lines.
+    pub log_format: LogFormat,
 }
 
 impl Default for Config {
@@ -105,6 +123,7 @@ impl Default for Config {
             store_only: false,
             runtime_psk: EXAMPLE_RUNTIME_PSK.to_owned(),
             psk_source: PskSource::Example,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -120,6 +139,7 @@ impl std::fmt::Debug for Config {
             .field("store_only", &self.store_only)
             .field("runtime_psk", &"<redacted>")
             .field("psk_source", &self.psk_source)
+            .field("log_format", &self.log_format)
             .finish()
     }
 }
@@ -142,6 +162,7 @@ enum Flag {
     HealthDeadline,
     StoreOnly,
     RuntimePsk,
+    LogFormat,
 }
 
 impl Flag {
@@ -154,6 +175,7 @@ impl Flag {
             "health-deadline" => Flag::HealthDeadline,
             "store-only" => Flag::StoreOnly,
             "runtime-psk" => Flag::RuntimePsk,
+            "log-format" => Flag::LogFormat,
             _ => return None,
         })
     }
@@ -167,6 +189,7 @@ impl Flag {
             Flag::HealthDeadline => "health-deadline",
             Flag::StoreOnly => "store-only",
             Flag::RuntimePsk => "runtime-psk",
+            Flag::LogFormat => "log-format",
         }
     }
 }
@@ -255,6 +278,18 @@ where
                 config.health_deadline = Some(d);
             }
             Flag::RuntimePsk => flag_psk = Some(value),
+            Flag::LogFormat => {
+                config.log_format = match value.trim() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    other => {
+                        return Err(invalid(
+                            flag,
+                            format!("expected text or json, got {other:?}"),
+                        ));
+                    }
+                }
+            }
             Flag::StoreOnly => unreachable!("a boolean flag takes no value"),
         }
     }
@@ -367,13 +402,13 @@ impl Config {
 }
 
 /// The two default actor-host addresses: its workers form one cluster with no flag at all.
-pub const SEED_PEERS: [&str; 2] = ["127.0.0.1:7571", "127.0.0.1:7572"];
+pub const DEFAULT_PEERS: [&str; 2] = ["127.0.0.1:7571", "127.0.0.1:7572"];
 
 /// Without `-peers`: the two-worker local cluster for a worker on one of the default addresses, otherwise
 /// a plain (unreplicated) SQLite file.
 pub fn default_peers(actor_host_address: &str) -> Vec<String> {
-    if SEED_PEERS.contains(&actor_host_address) {
-        SEED_PEERS.iter().map(|p| (*p).to_owned()).collect()
+    if DEFAULT_PEERS.contains(&actor_host_address) {
+        DEFAULT_PEERS.iter().map(|p| (*p).to_owned()).collect()
     } else {
         Vec::new()
     }
@@ -437,10 +472,10 @@ mod tests {
 
     #[test]
     fn peers_default_to_the_seeds_cluster_on_the_seeds_addresses() {
-        assert_eq!(run(&[]).peers, SEED_PEERS);
+        assert_eq!(run(&[]).peers, DEFAULT_PEERS);
         assert_eq!(
             run(&["-actor-host-address", "127.0.0.1:7572"]).peers,
-            SEED_PEERS
+            DEFAULT_PEERS
         );
         assert!(
             run(&["-actor-host-address", "127.0.0.1:9999"])
@@ -476,6 +511,18 @@ mod tests {
         assert!(msg.contains("store-only") && msg.contains("maybe"), "{msg}");
         let msg = fail(&["-store-only", "-peers", ""]).to_string();
         assert!(msg.contains("-peers"), "{msg}");
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        assert_eq!(run(&[]).log_format, LogFormat::Text);
+        assert_eq!(run(&["-log-format", "json"]).log_format, LogFormat::Json);
+        assert_eq!(run(&["--log-format=text"]).log_format, LogFormat::Text);
+        let msg = fail(&["-log-format", "xml"]).to_string();
+        assert!(
+            msg.contains("log-format") && msg.contains("text or json"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -34,9 +34,9 @@ use tracing::{error, info, warn};
 
 pub use actor::{ACTOR_TYPE, IDLE_TIMEOUT, MyActor, MyState, WAIT, WAIT_SUFFIX, register};
 pub use config::{
-    Command, Config, DEFAULT_ACTOR_HOST_ADDRESS, DEFAULT_DATA, DEFAULT_LOG_FILTER,
-    DEFAULT_WORKER_ADDRESS, DataStore, EXAMPLE_RUNTIME_PSK, MIN_PSK_LEN, PSK_ENV, PskSource,
-    SEED_PEERS, USAGE, default_peers, is_postgres_url, parse_args,
+    Command, Config, DEFAULT_ACTOR_HOST_ADDRESS, DEFAULT_DATA, DEFAULT_LOG_FILTER, DEFAULT_PEERS,
+    DEFAULT_WORKER_ADDRESS, DataStore, EXAMPLE_RUNTIME_PSK, LogFormat, MIN_PSK_LEN, PSK_ENV,
+    PskSource, USAGE, default_peers, is_postgres_url, parse_args,
 };
 pub use error::WorkerError;
 pub use http::{

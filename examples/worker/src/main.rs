@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
-use worker::{Command, PSK_ENV, USAGE, Worker, WorkerError, parse_args};
+use worker::{Command, LogFormat, PSK_ENV, USAGE, Worker, WorkerError, parse_args};
 
 fn main() -> ExitCode {
     let command = match read_command_line() {
@@ -24,13 +24,20 @@ fn main() -> ExitCode {
         Command::Run(config) => config,
     };
 
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new(worker::DEFAULT_LOG_FILTER)),
-        )
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(worker::DEFAULT_LOG_FILTER));
+    match config.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stdout().is_terminal())
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_env_filter(filter)
+            .init(),
+    }
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

@@ -154,20 +154,41 @@ impl Worker {
         Self::start_on(dir, free_port(), free_udp_port(), extra)
     }
 
+    /// Starts the worker in `dir` on a free HTTP port and the actor-host port `host_port`,
+    /// with `extra` flags appended and without `RUST_LOG`, so it logs with its default filter.
+    pub fn start_with_default_logs(dir: &Path, host_port: u16, extra: &[&str]) -> Worker {
+        Self::start_logging(dir, free_port(), host_port, extra, None)
+    }
+
     /// Starts the worker in `dir` with the given ports.
     pub fn start_on(dir: &Path, http_port: u16, host_port: u16, extra: &[&str]) -> Worker {
+        Self::start_logging(dir, http_port, host_port, extra, Some("info"))
+    }
+
+    fn start_logging(
+        dir: &Path,
+        http_port: u16,
+        host_port: u16,
+        extra: &[&str],
+        rust_log: Option<&str>,
+    ) -> Worker {
         let worker_address = format!("127.0.0.1:{http_port}");
         let host_address = format!("127.0.0.1:{host_port}");
         let log = dir.join(format!("worker-{http_port}.log"));
         let out = std::fs::File::create(&log).expect("create log file");
         let err = out.try_clone().expect("clone log file");
         // The local-cluster guide's spelling, single dash.
-        let child = Command::new(env!("CARGO_BIN_EXE_worker"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
+        command
             .args(["-worker-address", &worker_address])
             .args(["-actor-host-address", &host_address])
             .args(extra)
             .current_dir(dir)
-            .env("RUST_LOG", "info")
+            .env_remove("RUST_LOG");
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let child = command
             .env_remove(worker::PSK_ENV)
             .stdin(Stdio::null())
             .stdout(out)
