@@ -36,6 +36,7 @@ mod config;
 mod error;
 mod events;
 mod host;
+mod metrics;
 mod outbound;
 mod peer;
 mod policy;

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use crate::chain::CallChain;
 use crate::config::{ActorOptions, HostTimings};
 use crate::events::{DeactivationReason, HostEvent};
+use crate::metrics::TurnMetrics;
 use crate::policy::{RequestMemory, fence_after, must_fence, remembers_request};
 use crate::requests::{Begin, RecentRequests, Ticket, outcome_of};
 use crate::state::{ActivationStore, Claim, Durability, StoreAccess};
@@ -146,6 +147,9 @@ struct Running {
 
 /// How a turn ended: its result, or the panic that ended it.
 type TurnOutcome = std::thread::Result<Result<Option<Envelope>, Error>>;
+
+/// What [`run_op`] gives back: for a call, its method and when it started; and the result.
+type RanOp = (Option<(String, Instant)>, Result<Option<Envelope>, Error>);
 
 /// What happened while a drain waited on a running turn.
 #[allow(clippy::large_enum_variant)]
@@ -607,6 +611,7 @@ impl Activations {
     }
 
     pub fn emit(&self, event: HostEvent) {
+        crate::metrics::lifecycle(&event);
         // Nobody listening is fine.
         let _ = self.events.send(event);
     }
@@ -823,6 +828,7 @@ impl Activations {
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
         };
         let mut gate = Gate::new();
+        let mut metrics = TurnMetrics::new(act.actor.actor_type());
         loop {
             if act.halting.load(Ordering::Acquire) {
                 break;
@@ -869,6 +875,7 @@ impl Activations {
                     .await;
                 drop(contexts);
                 for (turn, outcome) in running.into_iter().zip(outcomes) {
+                    let outcome = measured(&mut metrics, outcome);
                     self.settle(&act, &mut gate, turn, outcome);
                 }
             } else {
@@ -886,6 +893,7 @@ impl Activations {
                     )
                     .await;
                 drop(ctx);
+                let outcome = measured(&mut metrics, outcome);
                 self.settle(&act, &mut gate, turn, outcome);
             }
         }
@@ -1183,34 +1191,54 @@ enum Instance<'a> {
     Shared(&'a dyn Actor),
 }
 
+/// Counts a finished call in the activation's metrics; the turn's outcome, as settled.
+fn measured(
+    metrics: &mut TurnMetrics,
+    outcome: std::thread::Result<RanOp>,
+) -> TurnOutcome {
+    outcome.map(|(call, result)| {
+        if let Some((method, started)) = call {
+            let label = match &result {
+                Ok(_) => "ok",
+                Err(e) => e.code(),
+            };
+            metrics.turn(&method, label, started.elapsed());
+        }
+        result
+    })
+}
+
+/// Runs one op on the instance; for an invocation or a peek, also gives back its method and
+/// when it started (for the turn's metrics).
 async fn run_op(
     instance: Instance<'_>,
     ctx: &ActorContext,
     act: &Activation,
     op: Op,
-) -> Result<Option<Envelope>, Error> {
+) -> RanOp {
+    use francis_core::ActivationState;
+    let started = Instant::now();
     match (instance, op) {
         (Instance::Shared(actor), Op::Peek { method, data, .. }) => {
-            actor.peek(ctx, &method, data).await
-        }
-        (Instance::Shared(_), _) => Err(Error::ActorNotActive(act.actor.clone())),
-        (Instance::Exclusive(actor), Op::Invoke { method, data, .. }) => {
-            actor.invoke(ctx, &method, data).await
-        }
-        (Instance::Exclusive(actor), Op::Alarm { name, data }) => {
-            actor.alarm(ctx, &name, data).await.map(|()| None)
-        }
-        (Instance::Exclusive(_), Op::SetState { value, options }) => {
-            use francis_core::ActivationState;
-            act.store.store(value, options).await.map(|()| None)
-        }
-        (Instance::Exclusive(_), Op::DeleteState) => {
-            use francis_core::ActivationState;
-            act.store.clear().await.map(|()| None)
+            let result = actor.peek(ctx, &method, data).await;
+            (Some((method, started)), result)
         }
         (Instance::Exclusive(actor), Op::Peek { method, data, .. }) => {
-            actor.peek(ctx, &method, data).await
+            let result = actor.peek(ctx, &method, data).await;
+            (Some((method, started)), result)
         }
+        (Instance::Exclusive(actor), Op::Invoke { method, data, .. }) => {
+            let result = actor.invoke(ctx, &method, data).await;
+            (Some((method, started)), result)
+        }
+        (Instance::Shared(_), _) => (None, Err(Error::ActorNotActive(act.actor.clone()))),
+        (Instance::Exclusive(actor), Op::Alarm { name, data }) => {
+            (None, actor.alarm(ctx, &name, data).await.map(|()| None))
+        }
+        (Instance::Exclusive(_), Op::SetState { value, options }) => {
+            (None, act.store.store(value, options).await.map(|()| None))
+        }
+        (Instance::Exclusive(_), Op::DeleteState) => (None, act.store.clear().await.map(|()| None)),
     }
 }
 

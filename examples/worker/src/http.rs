@@ -214,6 +214,7 @@ pub fn router(service: HostService) -> Router {
             post(add_member).delete(remove_member),
         )
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -395,6 +396,19 @@ async fn remove_member(State(app): State<AppState>, path: Path1) -> Response {
 
 async fn halt_all(State(app): State<AppState>) -> Response {
     no_content(app.service.halt_all().await.map_err(ApiError::from))
+}
+
+/// `GET /metrics`: every metric of this process (the host's and anything else recorded through
+/// the `metrics` facade) in the Prometheus text format.
+async fn metrics() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::prometheus::handle().render(),
+    )
+        .into_response()
 }
 
 async fn healthz(State(app): State<AppState>) -> Response {

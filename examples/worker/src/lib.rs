@@ -23,6 +23,7 @@ mod actor;
 mod config;
 mod error;
 mod http;
+mod prometheus;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -64,6 +65,8 @@ impl Worker {
     /// `myactor` (unless `-store-only`). Fails with [`WorkerError::Bind`] when the address is taken, before the data
     /// file is touched.
     pub async fn bind(config: Config) -> Result<Worker, WorkerError> {
+        // Before the host exists, so every metric it registers reaches `GET /metrics`.
+        prometheus::handle();
         let listener = TcpListener::bind(&config.worker_address)
             .await
             .map_err(|source| WorkerError::Bind {
