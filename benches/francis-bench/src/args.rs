@@ -60,6 +60,9 @@ Runs each scenario beside its baseline and prints a table; writes JSON (default
 target/bench/results.json). No scenario named: all of them.
 
 scenarios: invoke-local invoke-remote state-write state-write-hot activate alarms replicated-write memory
+
+FRANCIS_BENCH_METRICS=1 records the hosts' metrics into a Prometheus recorder (as the worker
+does), to compare with a run without one.
 ";
 
 /// Parses the arguments after the program name.

@@ -17,6 +17,10 @@ use args::Command;
 use report::{Row, RunReport};
 use scenarios::Sizes;
 
+/// With this set to `1`, the run (and the processes it spawns, which inherit it) records the
+/// hosts' metrics into a Prometheus recorder, to compare against a run without one.
+const METRICS_ENV: &str = "FRANCIS_BENCH_METRICS";
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let command = match args::parse(&argv) {
@@ -36,6 +40,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if std::env::var_os(METRICS_ENV).is_some_and(|v| v == "1") {
+        // As the worker does: a Prometheus recorder receives every metric of the hosts.
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        if metrics::set_global_recorder(recorder).is_err() {
+            eprintln!("error: a metrics recorder is already installed");
+            return ExitCode::FAILURE;
+        }
+    }
     let outcome = match command {
         Command::Help => {
             print!("{}", args::USAGE);
