@@ -1192,10 +1192,7 @@ enum Instance<'a> {
 }
 
 /// Counts a finished call in the activation's metrics; the turn's outcome, as settled.
-fn measured(
-    metrics: &mut TurnMetrics,
-    outcome: std::thread::Result<RanOp>,
-) -> TurnOutcome {
+fn measured(metrics: &mut TurnMetrics, outcome: std::thread::Result<RanOp>) -> TurnOutcome {
     outcome.map(|(call, result)| {
         if let Some((method, started)) = call {
             let label = match &result {
@@ -1210,12 +1207,7 @@ fn measured(
 
 /// Runs one op on the instance; for an invocation or a peek, also gives back its method and
 /// when it started (for the turn's metrics).
-async fn run_op(
-    instance: Instance<'_>,
-    ctx: &ActorContext,
-    act: &Activation,
-    op: Op,
-) -> RanOp {
+async fn run_op(instance: Instance<'_>, ctx: &ActorContext, act: &Activation, op: Op) -> RanOp {
     use francis_core::ActivationState;
     let started = Instant::now();
     match (instance, op) {

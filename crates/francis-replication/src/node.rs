@@ -237,6 +237,7 @@ impl Node {
 
     /// Forms the cluster or joins it (see docs/replication.md, "Forming and changing the cluster").
     pub(crate) async fn form(self: &Arc<Self>) -> Result<(), ReplicationError> {
+        self.record_metrics();
         let initialized = self
             .raft
             .is_initialized()
@@ -311,6 +312,52 @@ impl Node {
                 let pause = node.config.election_timeout.1;
                 drop(node);
                 tokio::time::sleep(pause).await;
+            }
+        });
+    }
+
+    /// Keeps the replicated store's gauges up to date from openraft's metrics, labelled with
+    /// this node's address, until the node's Raft instance stops: `francis_replication_leader`
+    /// (1 while this node leads), `francis_replication_term`, `francis_replication_last_log_index`,
+    /// `francis_replication_applied_index`, `francis_replication_apply_lag` (entries in the log
+    /// not applied yet) and, on the leader, `francis_replication_follower_lag` (entries a
+    /// follower lacks, labelled with its id).
+    fn record_metrics(self: &Arc<Self>) {
+        let mut watch = self.raft.metrics();
+        let node = self.address.clone();
+        tokio::spawn(async move {
+            loop {
+                {
+                    let m = watch.borrow_and_update();
+                    let label = node.clone();
+                    let leads = m.current_leader == Some(m.id);
+                    let last = m.last_log_index.unwrap_or(0);
+                    let applied = m.last_applied.map_or(0, |l| l.index);
+                    metrics::gauge!("francis_replication_leader", "node" => label.clone())
+                        .set(if leads { 1.0 } else { 0.0 });
+                    metrics::gauge!("francis_replication_term", "node" => label.clone())
+                        .set(m.current_term as f64);
+                    metrics::gauge!("francis_replication_last_log_index", "node" => label.clone())
+                        .set(last as f64);
+                    metrics::gauge!("francis_replication_applied_index", "node" => label.clone())
+                        .set(applied as f64);
+                    metrics::gauge!("francis_replication_apply_lag", "node" => label.clone())
+                        .set(last.saturating_sub(applied) as f64);
+                    if let Some(followers) = &m.replication {
+                        for (id, matched) in followers {
+                            if *id == m.id {
+                                continue;
+                            }
+                            let behind = last.saturating_sub(matched.map_or(0, |l| l.index));
+                            metrics::gauge!("francis_replication_follower_lag",
+                                "node" => label.clone(), "follower" => id.to_string())
+                            .set(behind as f64);
+                        }
+                    }
+                }
+                if watch.changed().await.is_err() {
+                    return;
+                }
             }
         });
     }

@@ -126,3 +126,31 @@ async fn metrics_show_exactly_the_traffic_that_ran() {
         "an actor id in the labels"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_worker_reports_its_role_term_and_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_udp_port();
+    let me = format!("127.0.0.1:{port}");
+    let mut w = Worker::start_on(dir.path(), support::free_port(), port, &["-peers", &me]);
+    w.wait_ready().await;
+    let r = w
+        .http
+        .post("/invoke/myactor/r1/increment", r#"{"In": 1}"#)
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let node = [("node", me.as_str())];
+    let s = eventually("the write is applied and reported", DEADLINE, || async {
+        let s = scrape(&w).await;
+        let applied = counter(&s, "francis_replication_applied_index", &node)?;
+        let lag = counter(&s, "francis_replication_apply_lag", &node)?;
+        (applied >= 1.0 && lag == 0.0).then_some(s)
+    })
+    .await;
+    assert_eq!(counter(&s, "francis_replication_leader", &node), Some(1.0));
+    assert!(counter(&s, "francis_replication_term", &node).is_some_and(|t| t >= 1.0));
+    assert!(
+        counter(&s, "francis_replication_last_log_index", &node)
+            >= counter(&s, "francis_replication_applied_index", &node)
+    );
+}
