@@ -41,12 +41,29 @@ fn main() -> ExitCode {
         }
     };
     if std::env::var_os(METRICS_ENV).is_some_and(|v| v == "1") {
-        // As the worker does: a Prometheus recorder receives every metric of the hosts.
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        // As the worker does: a Prometheus recorder receives every metric of the hosts, with
+        // the same buckets, folded in by its upkeep every 5 s.
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                &[
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ],
+            )
+            .expect("the buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
             eprintln!("error: a metrics recorder is already installed");
             return ExitCode::FAILURE;
         }
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                handle.run_upkeep();
+            }
+        });
     }
     let outcome = match command {
         Command::Help => {

@@ -321,6 +321,7 @@ impl LocalHost {
             Arc::new(TypeEntry {
                 factory: Arc::new(move |init| Box::new(factory(init)) as Box<dyn Actor>),
                 options,
+                methods: Default::default(),
             }),
         );
         Ok(())

@@ -12,17 +12,19 @@
 //! | `francis_alarms_fired_total` | counter | `actor_type`, `outcome` (`ok`, `failed`) |
 //!
 //! Label values are bounded: actor ids never become labels, and an actor type counts at most
-//! [`MAX_METHODS`] distinct method names (further ones are counted as `method="other"`), so
-//! callers inventing method names cannot grow the number of series without bound.
+//! [`MAX_METHODS`] distinct method names, over all its activations (further ones are counted
+//! as `method="other"`), so callers inventing method names cannot grow the number of series
+//! without bound.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram, SharedString};
 
 use crate::events::HostEvent;
 
-/// Distinct method names counted per activation; the rest count as [`OTHER_METHOD`].
+/// Distinct method names counted per actor type; the rest count as [`OTHER_METHOD`].
 pub(crate) const MAX_METHODS: usize = 64;
 /// The method label of methods past [`MAX_METHODS`].
 pub(crate) const OTHER_METHOD: &str = "other";
@@ -36,40 +38,91 @@ pub(crate) fn method_label(method: &str, known: bool, distinct: usize) -> &str {
     }
 }
 
+/// The method names an actor type counts under their own label, shared by its activations.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MethodNames(Arc<Mutex<HashSet<String>>>);
+
+impl MethodNames {
+    /// The label `method` is counted under ([`method_label`]), recording it if it is new.
+    fn label<'m>(&self, method: &'m str) -> &'m str {
+        let mut names = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let known = names.contains(method);
+        let label = method_label(method, known, names.len());
+        if !known && label == method {
+            names.insert(method.to_owned());
+        }
+        label
+    }
+}
+
 /// The turn metrics of one activation, with the handles it already registered (the drain
-/// owns it, so counting a turn takes no lock and builds no label).
+/// owns it, so counting a turn of a method it counted before takes no lock, allocates nothing
+/// and builds no label).
 pub(crate) struct TurnMetrics {
     actor_type: SharedString,
-    calls: HashMap<(String, &'static str), Counter>,
-    durations: HashMap<String, Histogram>,
+    names: MethodNames,
+    /// By method name as called (at most [`MAX_HANDLES`] names kept).
+    methods: HashMap<String, MethodHandles>,
+}
+
+/// Handles kept per method name by one activation: a bound on its memory, past which a new
+/// name is counted without being kept.
+const MAX_HANDLES: usize = 2 * MAX_METHODS;
+
+struct MethodHandles {
+    label: String,
+    duration: Histogram,
+    calls: HashMap<&'static str, Counter>,
 }
 
 impl TurnMetrics {
-    pub(crate) fn new(actor_type: &str) -> Self {
+    pub(crate) fn new(actor_type: &str, names: MethodNames) -> Self {
         TurnMetrics {
             actor_type: SharedString::from(actor_type.to_owned()),
+            names,
+            methods: HashMap::new(),
+        }
+    }
+
+    fn handles(&self, method: &str) -> MethodHandles {
+        let label = self.names.label(method).to_owned();
+        let duration = metrics::histogram!("francis_invocation_duration_seconds",
+            "actor_type" => self.actor_type.clone(), "method" => label.clone());
+        MethodHandles {
+            label,
+            duration,
             calls: HashMap::new(),
-            durations: HashMap::new(),
         }
     }
 
     /// Counts one invocation or peek of `method` that ended with `outcome` after `took`.
     pub(crate) fn turn(&mut self, method: &str, outcome: &'static str, took: Duration) {
-        let known = self.durations.contains_key(method);
-        let method = method_label(method, known, self.durations.len());
+        if !self.methods.contains_key(method) {
+            let mut fresh = self.handles(method);
+            if self.methods.len() >= MAX_HANDLES {
+                return fresh.count(&self.actor_type, outcome, took);
+            }
+            self.methods.insert(method.to_owned(), fresh);
+        }
         let ty = &self.actor_type;
-        self.durations
-            .entry(method.to_owned())
-            .or_insert_with(|| {
-                metrics::histogram!("francis_invocation_duration_seconds",
-                    "actor_type" => ty.clone(), "method" => method.to_owned())
-            })
-            .record(took.as_secs_f64());
+        if let Some(h) = self.methods.get_mut(method) {
+            h.count(ty, outcome, took);
+        }
+    }
+}
+
+impl MethodHandles {
+    fn count(&mut self, ty: &SharedString, outcome: &'static str, took: Duration) {
+        self.duration.record(took.as_secs_f64());
+        let label = &self.label;
         self.calls
-            .entry((method.to_owned(), outcome))
+            .entry(outcome)
             .or_insert_with(|| {
                 metrics::counter!("francis_invocations_total",
-                    "actor_type" => ty.clone(), "method" => method.to_owned(), "outcome" => outcome)
+                    "actor_type" => ty.clone(), "method" => label.clone(), "outcome" => outcome)
             })
             .increment(1);
     }

@@ -52,6 +52,8 @@ pub enum Health {
 pub(crate) struct TypeEntry {
     pub factory: ActorFactory,
     pub options: ActorOptions,
+    /// The method names its metrics count under their own label (at most a few dozen).
+    pub methods: crate::metrics::MethodNames,
 }
 
 /// One activation of one actor on this host.
@@ -828,7 +830,7 @@ impl Activations {
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
         };
         let mut gate = Gate::new();
-        let mut metrics = TurnMetrics::new(act.actor.actor_type());
+        let mut metrics = TurnMetrics::new(act.actor.actor_type(), act.ty.methods.clone());
         loop {
             if act.halting.load(Ordering::Acquire) {
                 break;

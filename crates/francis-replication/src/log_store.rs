@@ -65,6 +65,53 @@ const MAX_GROUP: usize = 512;
 /// Entries appended but not yet committed, by index.
 type Pending = Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>;
 
+/// How far the log may be purged ([`crate::policy::purge_point`]): shared by the log, which
+/// openraft asks to purge up to a snapshot, and the state machine, which says how far its
+/// database is durable (after each checkpoint). A purge waits here until both allow it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PurgeGate(Arc<Mutex<GateState>>);
+
+#[derive(Debug, Default)]
+struct GateState {
+    wanted: Option<LogId<NodeId>>,
+    durable: Option<LogId<NodeId>>,
+    done: Option<LogId<NodeId>>,
+    /// The log's writer, to run a purge the database's progress allowed.
+    writer: Option<mpsc::UnboundedSender<Write>>,
+}
+
+impl PurgeGate {
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// openraft asks to purge up to `upto`: how far to purge now.
+    fn want(&self, upto: LogId<NodeId>) -> Option<LogId<NodeId>> {
+        let mut g = self.state();
+        g.wanted = g.wanted.max(Some(upto));
+        let point = crate::policy::purge_point(g.wanted, g.durable, g.done)?;
+        g.done = Some(point);
+        Some(point)
+    }
+
+    /// The database holds everything up to `upto` durably (a checkpoint just ran); a purge
+    /// that waited for it runs now.
+    pub(crate) fn durable(&self, upto: Option<LogId<NodeId>>) {
+        let mut g = self.state();
+        g.durable = g.durable.max(upto);
+        if let Some(point) = crate::policy::purge_point(g.wanted, g.durable, g.done)
+            && let Some(writer) = &g.writer
+        {
+            let (done, _) = oneshot::channel();
+            if writer.send(Write::Purge(point, done)).is_ok() {
+                g.done = Some(point);
+            }
+        }
+    }
+}
+
 /// What the writer task does, in order.
 enum Write {
     /// Insert the entries; then tell openraft they are flushed.
@@ -84,6 +131,7 @@ pub(crate) struct LogStore {
     pool: SqlitePool,
     pending: Pending,
     writer: mpsc::UnboundedSender<Write>,
+    gate: PurgeGate,
 }
 
 fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry<TypeConfig>>> {
@@ -222,11 +270,19 @@ impl LogStore {
         let pending = Pending::default();
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer(pool.clone(), pending.clone(), rx));
+        let gate = PurgeGate::default();
+        gate.state().writer = Some(tx.clone());
         Ok(LogStore {
             pool,
             pending,
             writer: tx,
+            gate,
         })
+    }
+
+    /// The gate that holds purges back until the database is durable that far.
+    pub(crate) fn purge_gate(&self) -> PurgeGate {
+        self.gate.clone()
     }
 
     /// Finishes what is queued, then closes the connection.
@@ -403,8 +459,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::write_logs(e).into())
     }
 
+    /// Purges up to `log_id` once the database is durable that far ([`PurgeGate`]); until then
+    /// the entries stay (openraft never reads below its purge point, so they are only kept).
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        self.ordered(|done| Write::Purge(log_id, done))
+        let Some(point) = self.gate.want(log_id) else {
+            return Ok(());
+        };
+        self.ordered(|done| Write::Purge(point, done))
             .await
             .map_err(|e| StorageIOError::write_logs(e).into())
     }

@@ -187,6 +187,15 @@ impl Node {
             return Err(e);
         }
         let log = LogStore::open(&config.log_path()).await?;
+        // What the database holds is synced before openraft starts: it may purge the log up to
+        // the applied entry as it starts, and the database was applied without syncs.
+        store.make_durable().await?;
+        let applied = store.meta(crate::raft::APPLIED_KEY).await?;
+        let applied: Option<openraft::LogId<NodeId>> = applied
+            .map(|b| serde_json::from_slice(&b))
+            .transpose()
+            .map_err(|e| ReplicationError::Raft(format!("unreadable apply marker: {e}")))?;
+        log.purge_gate().durable(applied);
         let raft_config = openraft::Config {
             cluster_name: "francis".into(),
             heartbeat_interval: millis(config.heartbeat_interval),
@@ -210,7 +219,7 @@ impl Node {
             Arc::new(raft_config),
             network,
             log.clone(),
-            StateMachine::new(store.clone()),
+            StateMachine::new(store.clone(), log.purge_gate()),
         )
         .await
         .map_err(|e| ReplicationError::Raft(e.to_string()))?;
@@ -326,6 +335,8 @@ impl Node {
         let mut watch = self.raft.metrics();
         let node = self.address.clone();
         tokio::spawn(async move {
+            // Followers whose lag was reported while this node led: zeroed once it does not.
+            let mut reported: BTreeSet<NodeId> = BTreeSet::new();
             loop {
                 {
                     let m = watch.borrow_and_update();
@@ -343,19 +354,27 @@ impl Node {
                         .set(applied as f64);
                     metrics::gauge!("francis_replication_apply_lag", "node" => label.clone())
                         .set(last.saturating_sub(applied) as f64);
-                    if let Some(followers) = &m.replication {
-                        for (id, matched) in followers {
-                            if *id == m.id {
-                                continue;
-                            }
-                            let behind = last.saturating_sub(matched.map_or(0, |l| l.index));
-                            metrics::gauge!("francis_replication_follower_lag",
-                                "node" => label.clone(), "follower" => id.to_string())
-                            .set(behind as f64);
+                    let mut now: BTreeSet<NodeId> = BTreeSet::new();
+                    for (id, matched) in m.replication.iter().flatten() {
+                        if *id == m.id {
+                            continue;
                         }
+                        let behind = last.saturating_sub(matched.map_or(0, |l| l.index));
+                        metrics::gauge!("francis_replication_follower_lag",
+                            "node" => label.clone(), "follower" => id.to_string())
+                        .set(behind as f64);
+                        now.insert(*id);
                     }
+                    for gone in reported.difference(&now) {
+                        metrics::gauge!("francis_replication_follower_lag",
+                            "node" => label.clone(), "follower" => gone.to_string())
+                        .set(0.0);
+                    }
+                    reported = now;
                 }
                 if watch.changed().await.is_err() {
+                    // The Raft instance stopped: this node leads nothing any more.
+                    metrics::gauge!("francis_replication_leader", "node" => node).set(0.0);
                     return;
                 }
             }

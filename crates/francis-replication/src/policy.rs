@@ -1,5 +1,19 @@
 //! Small decisions of the replicated store, as plain functions.
 
+/// How far the log may be purged now: up to what openraft asked (`wanted`, a snapshot's last
+/// entry) but not past what the database holds durably (`durable`), and only if that is past
+/// what was purged already (`done`). The database is applied without a sync of its own, so
+/// the entries behind a snapshot go only once a checkpoint made their effect durable; keeping
+/// them longer is harmless.
+pub(crate) fn purge_point<L: Ord + Copy>(
+    wanted: Option<L>,
+    durable: Option<L>,
+    done: Option<L>,
+) -> Option<L> {
+    let point = wanted?.min(durable?);
+    (Some(point) > done).then_some(point)
+}
+
 /// Whether `reached` voters out of `voters` form a majority (a Raft quorum).
 pub(crate) fn is_majority(reached: usize, voters: usize) -> bool {
     voters > 0 && reached * 2 > voters
@@ -82,6 +96,18 @@ pub(crate) fn membership_seen(me: &str, views: &[Vec<String>]) -> MembershipSeen
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_log_is_purged_only_as_far_as_the_database_is_durable() {
+        // nothing asked, or nothing durable: nothing goes
+        assert_eq!(super::purge_point(None, Some(9), None), None);
+        assert_eq!(super::purge_point(Some(9), None, None), None);
+        // a snapshot installed but not yet synced: only what was durable before
+        assert_eq!(super::purge_point(Some(90), Some(40), None), Some(40));
+        // synced: all of it; and never again what is done
+        assert_eq!(super::purge_point(Some(90), Some(95), Some(40)), Some(90));
+        assert_eq!(super::purge_point(Some(90), Some(95), Some(90)), None);
+    }
+
     use super::*;
 
     #[test]

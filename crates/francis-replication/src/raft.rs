@@ -14,6 +14,7 @@ use openraft::{
 use serde::de::DeserializeOwned;
 
 use crate::command::{Answer, WireStoreError};
+use crate::log_store::PurgeGate;
 
 openraft::declare_raft_types!(
     /// The replicated store's Raft types: a command is one or several provider operations,
@@ -52,11 +53,13 @@ fn decode<T: DeserializeOwned>(bytes: Option<&Vec<u8>>) -> Result<Option<T>, Any
 #[derive(Debug, Clone)]
 pub(crate) struct StateMachine {
     pub(crate) store: Arc<SqliteProvider>,
+    /// Told how far the database is durable after each checkpoint, so the log behind it may go.
+    purge: PurgeGate,
 }
 
 impl StateMachine {
-    pub(crate) fn new(store: Arc<SqliteProvider>) -> Self {
-        StateMachine { store }
+    pub(crate) fn new(store: Arc<SqliteProvider>, purge: PurgeGate) -> Self {
+        StateMachine { store, purge }
     }
 
     async fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, AnyError> {
@@ -78,6 +81,7 @@ impl StateMachine {
             .map_err(|e| StorageIOError::read_state_machine(any(e)))?;
         let last_log_id: Option<LogId<NodeId>> =
             decode(meta.get(APPLIED_KEY)).map_err(StorageIOError::read_state_machine)?;
+        self.purge.durable(last_log_id);
         let last_membership: StoredMembership<NodeId, BasicNode> = decode(meta.get(MEMBERSHIP_KEY))
             .map_err(StorageIOError::read_state_machine)?
             .unwrap_or_default();
@@ -225,6 +229,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .make_durable()
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), any(e)))?;
+        self.purge.durable(meta.last_log_id);
         tracing::info!(snapshot = %meta.snapshot_id, "installed a snapshot");
         Ok(())
     }
@@ -261,7 +266,15 @@ mod tests {
             let store = SqliteProvider::open(dir.path().join("data.db"), Default::default())
                 .await
                 .expect("open the store");
-            Ok((dir, log, StateMachine::new(Arc::new(store))))
+            // The suite checks the log's own contract (a purge purges): the database counts
+            // as durable throughout, so the gate never holds a purge back here. The gate's
+            // policy is tested in `policy`.
+            let gate = log.purge_gate();
+            gate.durable(Some(LogId::new(
+                openraft::CommittedLeaderId::new(u64::MAX, 0),
+                u64::MAX,
+            )));
+            Ok((dir, log, StateMachine::new(Arc::new(store), gate)))
         }
     }
 
@@ -321,7 +334,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data.db");
         let open = || SqliteProvider::open(&path, Default::default());
-        let mut sm = StateMachine::new(Arc::new(open().await.unwrap()));
+        let mut sm = StateMachine::new(Arc::new(open().await.unwrap()), PurgeGate::default());
         let answers = sm.apply(vec![entry(1, set("a", b"1"))]).await.unwrap();
         assert_eq!(answers, vec![vec![Ok(Reply::Unit)]]);
 
@@ -362,7 +375,7 @@ mod tests {
             .unwrap();
         drop(raw);
         drop(sm);
-        let mut sm = StateMachine::new(Arc::new(open().await.unwrap()));
+        let mut sm = StateMachine::new(Arc::new(open().await.unwrap()), PurgeGate::default());
         let (applied, _) = sm.applied_state().await.unwrap();
         assert_eq!(applied.map(|l| l.index), Some(1));
         let answers = sm.apply(batch()).await.unwrap();
@@ -380,11 +393,14 @@ mod tests {
     #[tokio::test]
     async fn a_refused_command_is_answered_alone_and_the_batch_applies() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sm = StateMachine::new(Arc::new(
-            SqliteProvider::open(dir.path().join("data.db"), Default::default())
-                .await
-                .unwrap(),
-        ));
+        let mut sm = StateMachine::new(
+            Arc::new(
+                SqliteProvider::open(dir.path().join("data.db"), Default::default())
+                    .await
+                    .unwrap(),
+            ),
+            PurgeGate::default(),
+        );
         let fenced = Op::SetState {
             actor: francis_core::ActorRef::new("t", "x").unwrap(),
             data: b"no".to_vec(),

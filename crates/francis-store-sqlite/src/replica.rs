@@ -203,25 +203,28 @@ impl SqliteProvider {
     /// calls this before log entries it applied may be discarded, so that a power loss can
     /// roll the database back only to a point the log can still replay from.
     ///
-    /// Waits for a running write transaction (the busy timeout, a few times over); fails
-    /// with [`StoreError::Unavailable`] if the checkpoint still cannot complete, which a
-    /// retry can help.
+    /// Runs on the write connection, so it waits its turn behind the writer's batches (and
+    /// their automatic checkpoints) instead of competing with them; a checkpoint that still
+    /// cannot complete (a reader holds an old snapshot) is tried again after a short pause, a
+    /// few times, then fails with [`StoreError::Unavailable`], which a retry can help.
     ///
     /// [`Durability`]: crate::Durability
     /// [`Durability::Normal`]: crate::Durability::Normal
     pub async fn make_durable(&self) -> StoreResult<()> {
-        const ATTEMPTS: usize = 5;
+        const ATTEMPTS: u32 = 8;
         let inner = async move {
-            for _ in 0..ATTEMPTS {
+            for attempt in 0..ATTEMPTS {
                 // (busy, frames in the WAL, frames checkpointed); -1 frames for a database
                 // that is not in WAL mode (in memory), where there is nothing to do.
                 let (busy, log, done): (i64, i64, i64) =
                     sqlx::query_as("PRAGMA wal_checkpoint(FULL)")
-                        .fetch_one(&self.read_pool)
+                        .fetch_one(&self.write_pool)
                         .await?;
                 if busy == 0 && log == done {
                     return Ok(());
                 }
+                // 10 ms, doubling: about 2.5 s in all.
+                tokio::time::sleep(std::time::Duration::from_millis(10 << attempt)).await;
             }
             Err(StoreError::Unavailable(
                 "the database's write-ahead log could not be checkpointed; try again".into(),

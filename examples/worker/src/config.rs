@@ -23,12 +23,10 @@ pub const PSK_ENV: &str = "FRANCIS_RUNTIME_PSK";
 pub const MIN_PSK_LEN: usize = 32;
 
 /// The log filter when `RUST_LOG` is not set: Francis's own lines (the worker's and every
-/// `francis_*` crate's) at `info`, other crates at `warn`, and the Raft library's internals
+/// `francis_*` crate's: a target matches by prefix) at `info`, other crates at `warn`, and the Raft library's internals
 /// (which log every failed message to a stopped peer as an error) off, since the replicated
 /// store logs what matters to an operator itself.
-pub const DEFAULT_LOG_FILTER: &str = "warn,worker=info,francis=info,francis_core=info,\
-francis_host=info,francis_store=info,francis_store_sqlite=info,francis_store_postgres=info,\
-francis_replication=info,francis_transport=info,francis_placement=info,openraft=off";
+pub const DEFAULT_LOG_FILTER: &str = "warn,worker=info,francis=info,openraft=off";
 
 /// How log lines are written (`-log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -511,6 +509,26 @@ mod tests {
         assert!(msg.contains("store-only") && msg.contains("maybe"), "{msg}");
         let msg = fail(&["-store-only", "-peers", ""]).to_string();
         assert!(msg.contains("-peers"), "{msg}");
+    }
+
+    #[test]
+    fn the_default_log_filter_keeps_francis_at_info_and_others_at_warn() {
+        use tracing::Level;
+        let f: tracing_subscriber::filter::Targets = DEFAULT_LOG_FILTER.parse().unwrap();
+        for ours in [
+            "worker",
+            "worker::actor",
+            "francis_host::runtime",
+            "francis_replication::node",
+        ] {
+            assert!(f.would_enable(ours, &Level::INFO), "{ours}");
+            assert!(!f.would_enable(ours, &Level::DEBUG), "{ours}");
+        }
+        for theirs in ["sqlx::query", "quinn::connection", "axum::serve", "hyper"] {
+            assert!(!f.would_enable(theirs, &Level::INFO), "{theirs}");
+            assert!(f.would_enable(theirs, &Level::WARN), "{theirs}");
+        }
+        assert!(!f.would_enable("openraft::core", &Level::ERROR));
     }
 
     #[test]

@@ -98,9 +98,15 @@ async fn metrics_show_exactly_the_traffic_that_ran() {
         ),
         Some(2.0)
     );
+    // Active now: those activated less those gone since (m1 may have gone idle meanwhile).
+    let gone = counter(
+        &s,
+        "francis_deactivations_total",
+        &[("actor_type", "myactor")],
+    );
     assert_eq!(
         counter(&s, "francis_active_actors", &[("actor_type", "myactor")]),
-        Some(2.0)
+        Some(2.0 - gone.unwrap_or(0.0))
     );
     // The latency histogram holds the three increments.
     let histogram = s
