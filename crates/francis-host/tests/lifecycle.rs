@@ -547,19 +547,24 @@ async fn a_host_never_says_a_type_it_serves_is_unsupported() {
     h.stop().await;
 }
 
+/// A host on an in-memory store whose peer transport binds `addr`.
+async fn memory_host_on(addr: std::net::SocketAddr) -> LocalHost {
+    LocalHost::builder()
+        .address(addr.to_string())
+        .runtime_psks([CLUSTER_PSK])
+        .provider(Arc::new(MemoryProvider::new()))
+        .build()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_host_that_cannot_start_says_so_on_its_health_watch_and_to_whoever_waits_for_it() {
     // Another socket holds the peer port: `run` fails, and a caller waiting for the host to
     // serve (with `run` spawned on a clone, its result unread) is told why instead of hanging.
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let host = LocalHost::builder()
-        .address(addr.to_string())
-        .runtime_psks([CLUSTER_PSK])
-        .provider(Arc::new(MemoryProvider::new()))
-        .build()
-        .await
-        .unwrap();
+    let host = memory_host_on(addr).await;
     let runner = host.clone();
     let task = tokio::spawn(async move { runner.run(CancellationToken::new()).await });
     let err = tokio::time::timeout(Duration::from_secs(30), host.serving())
@@ -577,13 +582,7 @@ async fn a_host_that_cannot_start_says_so_on_its_health_watch_and_to_whoever_wai
     assert!(matches!(ran, Err(HostError::Transport(_))), "{ran:?}");
     // Nothing holds the port any more: a new host on it serves.
     drop(taken);
-    let again = LocalHost::builder()
-        .address(addr.to_string())
-        .runtime_psks([CLUSTER_PSK])
-        .provider(Arc::new(MemoryProvider::new()))
-        .build()
-        .await
-        .unwrap();
+    let again = memory_host_on(addr).await;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
         let (host, shutdown) = (again.clone(), shutdown.clone());
