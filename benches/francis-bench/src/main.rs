@@ -46,10 +46,7 @@ fn main() -> ExitCode {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
             .set_buckets_for_metric(
                 metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
-                &[
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                    0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-                ],
+                francis_host::SECONDS_BUCKETS,
             )
             .expect("the buckets are not empty")
             .build_recorder();

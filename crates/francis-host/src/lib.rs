@@ -54,5 +54,6 @@ pub use events::{DeactivationReason, HostEvent};
 #[cfg(feature = "replication")]
 pub use francis_replication::ReplicationStatus;
 pub use host::{LocalHost, LocalHostBuilder};
+pub use metrics::SECONDS_BUCKETS;
 pub use runtime::Health;
 pub use service::{HostService, Invoked};

@@ -24,6 +24,13 @@ use metrics::{Counter, Histogram, SharedString};
 
 use crate::events::HostEvent;
 
+/// Histogram buckets, in seconds (100 µs to 30 s), that suit the host's `*_seconds` metrics:
+/// for an exporter that needs buckets (the worker's Prometheus one).
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
 /// Distinct method names counted per actor type; the rest count as [`OTHER_METHOD`].
 pub(crate) const MAX_METHODS: usize = 64;
 /// The method label of methods past [`MAX_METHODS`].
