@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::envelope::Envelope;
 use crate::reference::ActorRef;
 
 /// `a -> b -> c`: a call chain and the actor it would enter again.
@@ -152,6 +153,15 @@ pub enum Error {
     /// The actor's own error, with its message.
     #[error("{0}")]
     Actor(String),
+    /// A typed actor's own error: its message and the error value itself, as JSON (see
+    /// [`crate::typed`]). Its kind is [`ErrorKind::Actor`], like [`Error::Actor`].
+    #[error("{message}")]
+    ActorTyped {
+        /// The error's message (its `Display`).
+        message: String,
+        /// The error value.
+        detail: Envelope,
+    },
     /// The store failed; the source says how.
     #[error("store error: {0}")]
     Store(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
@@ -167,6 +177,8 @@ pub enum Error {
         message: String,
         /// When the remote host suggested retrying.
         retry_after: Option<Duration>,
+        /// The value of a typed actor's own error (see [`Error::ActorTyped`]).
+        detail: Option<Envelope>,
     },
 }
 
@@ -324,7 +336,7 @@ impl Error {
             Error::Overloaded(_) => ErrorKind::Overloaded,
             Error::Reentrant { .. } => ErrorKind::Reentrant,
             Error::Cancelled => ErrorKind::Cancelled,
-            Error::Actor(_) => ErrorKind::Actor,
+            Error::Actor(_) | Error::ActorTyped { .. } => ErrorKind::Actor,
             Error::Store(_) => ErrorKind::Store,
             Error::Transport(_) => ErrorKind::Transport,
             Error::Remote { kind, .. } => *kind,
@@ -348,6 +360,24 @@ impl Error {
             e if e.is_retryable() => Some(Duration::from_secs(1)),
             _ => None,
         }
+    }
+
+    /// The value of a typed actor's own error, here or from another host.
+    pub fn detail(&self) -> Option<&Envelope> {
+        match self {
+            Error::ActorTyped { detail, .. } => Some(detail),
+            Error::Remote { detail, .. } => detail.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// This error received from another host, with the error value it carried (a no-op for
+    /// errors that are not [`Error::Remote`]).
+    pub fn with_detail(mut self, value: Option<Envelope>) -> Self {
+        if let Error::Remote { detail, .. } = &mut self {
+            *detail = value;
+        }
+        self
     }
 
     /// An actor's own failure, with a message for the caller.
@@ -374,6 +404,7 @@ impl Error {
             kind: ErrorKind::from_code(code),
             message,
             retry_after,
+            detail: None,
         }
     }
 }

@@ -44,6 +44,10 @@ mod error;
 mod interval;
 mod reference;
 mod service;
+pub mod typed;
+
+// The `#[actor]` attribute names this crate `::francis_core`, in its own tests too.
+extern crate self as francis_core;
 
 pub use actor::{ActivationState, Actor, ActorContext, ActorFactory, ActorInit, ContextParts};
 pub use alarm::{AlarmProperties, next_due_after};
@@ -63,3 +67,80 @@ pub use service::{
     StateItem, StatePage,
 };
 pub use tokio_util::sync::CancellationToken;
+pub use typed::{ActorError, CallError, IntoService, TypedActor};
+
+/// Turns an `impl` block into a typed actor: its methods become the actor's methods, called by
+/// name over the wire and through a generated typed handle.
+///
+/// ```
+/// use francis_core::{actor, ActorContext, CallError, Client, Error, TypedActor};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Serialize, Deserialize, thiserror::Error)]
+/// enum CounterError {
+///     #[error("the counter would go below zero (it is {0})")]
+///     Negative(i64),
+/// }
+///
+/// struct Counter {
+///     state: Client<i64>,
+/// }
+///
+/// // Addressed as "counter" (`name = "..."` picks another); callers decode CounterError.
+/// #[actor(error = CounterError)]
+/// impl Counter {
+///     /// Adds `n` and answers the new value.
+///     pub async fn add(&mut self, ctx: &ActorContext, n: i64) -> Result<i64, Error> {
+///         let value = self.state.get(ctx).await? + n;
+///         if value < 0 {
+///             Err(CounterError::Negative(value - n))?;
+///         }
+///         self.state.set(ctx, value).await?;
+///         Ok(value)
+///     }
+///
+///     /// The current value, in a shared read-only turn.
+///     #[peek]
+///     pub async fn get(&self, ctx: &ActorContext) -> Result<i64, Error> {
+///         self.state.get(ctx).await
+///     }
+/// }
+///
+/// # async fn call(service: francis_core::Service) -> Result<(), Box<dyn std::error::Error>> {
+/// let counter = Counter::handle(&service, "c1")?; // a CounterHandle
+/// let n: i64 = counter.add(5).await?;
+/// match counter.add(-100).await {
+///     Err(CallError::Actor(CounterError::Negative(was))) => assert_eq!(was, n),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// What it builds:
+/// - The [`Actor`] implementation: every `pub async fn` of the block with a `&self` or
+///   `&mut self` receiver is a method, called by its Rust name. `#[peek]` marks a read-only
+///   method (it takes `&self`) that runs in a shared turn; every other method runs in an
+///   exclusive turn (a peek method can be invoked too). Other functions of the block are left
+///   as they are.
+/// - An optional first parameter `&ActorContext` receives the turn's context; the remaining
+///   parameters are the call's arguments (owned types that are `Serialize` and
+///   `Deserialize`): the payload is `null` for none, the value itself for one, and a JSON array
+///   for several, so an untyped caller sends `5` to `add`.
+/// - The return type is `Result<T, E>`, `francis_core::Result<T>`, or a plain `T`. `T` is the
+///   answer, as JSON. `E` is [`Error`] or the actor's own error type (any `Serialize +
+///   Deserialize + Display + Debug` type): it reaches callers on any host with its value. Such
+///   an error also converts into [`Error`] with `?`, keeping its value, so a method can return
+///   `Result<T, Error>` and still fail with the actor's own error; `#[actor(error = E)]` tells
+///   the handle to decode `E` for those methods.
+/// - `#[alarm]` marks the alarm hook, `async fn(&mut self, &ActorContext, &str, Option<Envelope>)
+///   -> Result<(), E>`, and `#[deactivate]` the deactivation hook, `async fn(&mut self,
+///   &ActorContext) -> Result<(), E>`.
+/// - [`TypedActor`] for the type, with its type name, and `<Type>Handle`: a cheap-to-clone
+///   handle with one async method per method, from [`TypedActor::handle`]. A method whose error
+///   type is `E` (its own, or the declared one) answers `Result<T, CallError<E>>`
+///   ([`CallError::Actor`] holds the actor's own error, [`CallError::Francis`] a failed call);
+///   one that fails only with [`Error`] answers `Result<T, Error>`.
+///
+/// Register it with `LocalHost::register::<Counter>(factory, options)`; untyped callers (the
+/// worker's HTTP API, [`ActorService::invoke`]) reach the same methods by name.
+pub use francis_macros::actor;

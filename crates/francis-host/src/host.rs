@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use francis_core::{Actor, ActorInit, ActorRef, RESERVED_PREFIX, validate_name};
+use francis_core::{Actor, ActorInit, ActorRef, RESERVED_PREFIX, TypedActor, validate_name};
 use francis_store::{ActorTypeSpec, HostRegistration, Provider, StoreError};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
@@ -288,6 +288,16 @@ impl LocalHost {
             clock: Arc::new(SystemClock),
             layer: None,
         }
+    }
+
+    /// Registers a typed actor (an `impl` block marked `#[actor]`) under its type name
+    /// ([`TypedActor::TYPE`]); otherwise as [`LocalHost::register_actor`].
+    pub fn register<A: TypedActor>(
+        &self,
+        factory: impl Fn(ActorInit) -> A + Send + Sync + 'static,
+        options: ActorOptions,
+    ) -> Result<(), HostError> {
+        self.register_actor(A::TYPE, factory, options)
     }
 
     /// Registers an actor type served by this host. Must happen before [`LocalHost::run`];

@@ -29,6 +29,8 @@ struct Failure {
     kind: ErrorKind,
     message: String,
     retry_after: Option<Duration>,
+    /// A typed actor's own error value.
+    detail: Option<Envelope>,
 }
 
 impl Outcome {
@@ -39,6 +41,7 @@ impl Outcome {
                 kind: e.kind(),
                 message: e.to_string(),
                 retry_after: e.retry_after(),
+                detail: e.detail().cloned(),
             }),
         })
     }
@@ -47,18 +50,17 @@ impl Outcome {
     pub fn replay(&self) -> Result<Option<Envelope>, Error> {
         match &self.0 {
             Ok(output) => Ok(output.clone()),
-            Err(f) => Err(Error::from_wire(
-                f.kind.code(),
-                f.message.clone(),
-                f.retry_after,
-            )),
+            Err(f) => Err(
+                Error::from_wire(f.kind.code(), f.message.clone(), f.retry_after)
+                    .with_detail(f.detail.clone()),
+            ),
         }
     }
 
     fn size(&self) -> usize {
         match &self.0 {
             Ok(output) => output.as_ref().map_or(0, |e| e.as_bytes().len()),
-            Err(f) => f.message.len(),
+            Err(f) => f.message.len() + f.detail.as_ref().map_or(0, |d| d.as_bytes().len()),
         }
     }
 }

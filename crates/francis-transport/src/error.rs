@@ -134,8 +134,9 @@ pub enum TransportError {
     Rejected {
         /// The peer's address.
         peer: SocketAddr,
-        /// The peer's error, with its stable code.
-        error: WireError,
+        /// The peer's error, with its stable code (boxed: it is rare, and keeps every other
+        /// result small).
+        error: Box<WireError>,
     },
     /// The peer answered with a response that does not fit the request.
     #[error("unexpected response from {peer}: {detail}")]
@@ -197,13 +198,14 @@ impl From<TransportError> for francis_core::Error {
     /// [`francis_core::Error::Transport`].
     fn from(e: TransportError) -> Self {
         match e {
-            TransportError::Rejected { error, .. } => error.into(),
+            TransportError::Rejected { error, .. } => (*error).into(),
             TransportError::Timeout { what, after } => francis_core::Error::Timeout { what, after },
             TransportError::Closed => francis_core::Error::ShuttingDown,
             TransportError::PeerShutDown { .. } => francis_core::Error::Remote {
                 kind: francis_core::ErrorKind::ShuttingDown,
                 message: e.to_string(),
                 retry_after: None,
+                detail: None,
             },
             TransportError::PskTooShort { .. } => {
                 francis_core::Error::invalid_argument("runtime PSK", e.to_string())
@@ -236,11 +238,12 @@ mod tests {
     fn conversion_keeps_kinds() {
         let overloaded = TransportError::Rejected {
             peer: peer(),
-            error: WireError {
+            error: Box::new(WireError {
                 code: "overloaded".into(),
                 message: "too many".into(),
                 retry_after_ms: Some(100),
-            },
+                detail: None,
+            }),
         };
         assert!(overloaded.is_retryable());
         let e: francis_core::Error = overloaded.into();

@@ -88,7 +88,10 @@ pub(crate) async fn call(
             Ok(response) => {
                 return match response.body {
                     Some(response::Body::Error(error)) => {
-                        Err(TransportError::Rejected { peer, error })
+                        Err(TransportError::Rejected {
+                            peer,
+                            error: Box::new(error),
+                        })
                     }
                     _ => Ok(response),
                 };

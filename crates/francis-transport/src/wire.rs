@@ -17,6 +17,7 @@ impl From<&francis_core::Error> for WireError {
             retry_after_ms: e
                 .retry_after()
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            detail: e.detail().map(|d| d.clone().into_bytes()),
         }
     }
 }
@@ -25,11 +26,16 @@ impl From<WireError> for francis_core::Error {
     /// An [`francis_core::Error::Remote`] whose kind is the sender's (unknown codes become
     /// [`francis_core::ErrorKind::Unknown`]).
     fn from(w: WireError) -> Self {
+        // A detail that is not JSON is dropped: the error keeps its kind and message.
+        let detail = w
+            .detail
+            .and_then(|bytes| francis_core::Envelope::from_json(bytes).ok());
         francis_core::Error::from_wire(
             &w.code,
             w.message,
             w.retry_after_ms.map(Duration::from_millis),
         )
+        .with_detail(detail)
     }
 }
 
@@ -44,6 +50,7 @@ impl WireError {
             code: kind.code().to_string(),
             message: message.into(),
             retry_after_ms: retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            detail: None,
         }
     }
 }
@@ -150,9 +157,31 @@ mod tests {
             code: "from_the_future".into(),
             message: "m".into(),
             retry_after_ms: None,
+            detail: None,
         }
         .into();
         assert_eq!(unknown.kind(), ErrorKind::Unknown);
+    }
+
+    #[test]
+    fn a_typed_actor_error_keeps_its_value_and_a_bad_one_is_dropped() {
+        let local = Error::ActorTyped {
+            message: "closed".into(),
+            detail: francis_core::Envelope::from_json(Bytes::from_static(b"\"Closed\"")).unwrap(),
+        };
+        let remote: Error = WireError::from(&local).into();
+        assert_eq!(remote.kind(), ErrorKind::Actor);
+        assert_eq!(remote.to_string(), "closed");
+        assert_eq!(remote.detail(), local.detail());
+        let garbled: Error = WireError {
+            code: "actor_error".into(),
+            message: "m".into(),
+            retry_after_ms: None,
+            detail: Some(Bytes::from_static(b"{not json")),
+        }
+        .into();
+        assert_eq!(garbled.kind(), ErrorKind::Actor);
+        assert!(garbled.detail().is_none());
     }
 
     #[test]

@@ -41,8 +41,9 @@ pub use francis_host as host;
 /// What an application with actors usually needs, in one `use`.
 pub mod prelude {
     pub use francis_core::{
-        Actor, ActorContext, ActorInit, ActorRef, ActorService, AlarmProperties, CancellationToken,
-        Client, Envelope, Error, ErrorKind, SetStateOptions, async_trait,
+        Actor, ActorContext, ActorInit, ActorRef, ActorService, AlarmProperties, CallError,
+        CancellationToken, Client, Envelope, Error, ErrorKind, SetStateOptions, TypedActor, actor,
+        async_trait,
     };
     pub use francis_host::{ActorOptions, Health, HostError, HostService, LocalHost};
 }

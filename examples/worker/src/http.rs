@@ -43,7 +43,8 @@ pub const CODE_PAYLOAD_TOO_LARGE: &str = "payload_too_large";
 ///   `host_unavailable`, `no_quorum`, `overloaded`, `actor_halted`, `fenced`, `cancelled`,
 ///   `transport`).
 /// - `504`: the call timed out (`timeout`).
-/// - `500`: the actor's own error (`actor_error`, with its message), an answer that cannot be
+/// - `500`: the actor's own error (`actor_error`, with its message, and for a typed actor its
+///   value as `detail`), an answer that cannot be
 ///   encoded, the store failing, or anything unknown.
 pub fn status_for(kind: ErrorKind) -> StatusCode {
     match kind {
@@ -122,6 +123,8 @@ struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<Duration>,
+    /// A typed actor's own error value, answered as `detail`.
+    detail: Option<Envelope>,
 }
 
 impl From<Error> for ApiError {
@@ -135,6 +138,7 @@ impl From<Error> for ApiError {
             code: err.code(),
             message: err.to_string(),
             retry_after: err.retry_after(),
+            detail: err.detail().cloned(),
         }
     }
 }
@@ -151,6 +155,7 @@ impl From<PathRejection> for ApiError {
             },
             message: rejection.body_text(),
             retry_after: None,
+            detail: None,
         }
     }
 }
@@ -164,6 +169,7 @@ impl From<BytesRejection> for ApiError {
                 code: CODE_PAYLOAD_TOO_LARGE,
                 message: format!("request body is larger than the limit of {MAX_BODY_BYTES} bytes"),
                 retry_after: None,
+                detail: None,
             };
         }
         ApiError {
@@ -171,13 +177,21 @@ impl From<BytesRejection> for ApiError {
             code: ErrorKind::Decode.code(),
             message: format!("cannot read the request body: {}", rejection.body_text()),
             retry_after: None,
+            detail: None,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = axum::Json(json!({ "error": self.message, "code": self.code }));
+        let mut body = json!({ "error": self.message, "code": self.code });
+        if let Some(detail) = self
+            .detail
+            .and_then(|d| d.decode::<serde_json::Value>().ok())
+        {
+            body["detail"] = detail;
+        }
+        let body = axum::Json(body);
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
@@ -443,6 +457,7 @@ async fn not_found() -> Response {
         code: "not_found",
         message: "no such endpoint; see docs/worker.md".into(),
         retry_after: None,
+        detail: None,
     }
     .into_response()
 }
@@ -453,6 +468,7 @@ async fn method_not_allowed() -> Response {
         code: "method_not_allowed",
         message: "method not allowed on this endpoint; see docs/worker.md".into(),
         retry_after: None,
+        detail: None,
     }
     .into_response()
 }
@@ -588,5 +604,25 @@ mod tests {
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v, json!({"error": "boom", "code": "actor_error"}));
+
+        // A typed actor's own error carries its value.
+        let typed = Error::ActorTyped {
+            message: "insufficient funds".into(),
+            detail: Envelope::encode(&json!({"Insufficient": {"available": 3}})).unwrap(),
+        };
+        let response = ApiError::from(typed).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "error": "insufficient funds",
+                "code": "actor_error",
+                "detail": {"Insufficient": {"available": 3}},
+            })
+        );
     }
 }
