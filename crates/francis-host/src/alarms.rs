@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use francis_core::{Error, ErrorKind};
-use francis_store::{AlarmLease, LeaseRequest, LeasedAlarm};
+use chrono::{DateTime, Utc};
+use francis_store::{AlarmLease, AlarmOutcome, LeaseRequest, LeasedAlarm};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::events::HostEvent;
-use crate::policy::{AlarmDecision, alarm_outcome, retry_delay};
+use crate::policy::{AlarmDecision, alarm_outcome, lease_again_early, retry_delay};
 use crate::runtime::Op;
 use crate::service::HostInner;
 use crate::service::HostService;
@@ -45,6 +46,9 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
     // Signalled by every alarm that finishes, so a host held back by backpressure resumes
     // as soon as there is room rather than a poll interval later.
     let finished = Arc::new(Notify::new());
+    // Signalled when an alarm was rescheduled to before the next poll (it repeats faster than
+    // the poll interval): lease again at once, so it fires at its own cadence.
+    let rescheduled_soon = Arc::new(Notify::new());
     loop {
         if more_due {
             if stop.is_cancelled() {
@@ -56,6 +60,7 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
                 biased;
                 _ = stop.cancelled() => break,
                 _ = poll.tick() => {}
+                _ = rescheduled_soon.notified() => {}
             }
         }
         more_due = false;
@@ -109,7 +114,7 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
                 inner.clone(),
                 alarm,
                 in_flight.clone(),
-                finished.clone(),
+                [finished.clone(), rescheduled_soon.clone()],
                 stop.clone(),
             ));
         }
@@ -149,20 +154,36 @@ async fn renew(inner: &HostInner, in_flight: &InFlight) {
     }
 }
 
+/// Runs one leased alarm, then tells the engine it `finished` and, when the alarm was
+/// rescheduled to before the engine's next poll, that it is `rescheduled_soon`.
 async fn fire(
     inner: Arc<HostInner>,
     alarm: LeasedAlarm,
     in_flight: InFlight,
-    finished: Arc<Notify>,
+    [finished, rescheduled_soon]: [Arc<Notify>; 2],
     stop: CancellationToken,
 ) {
     let lease = alarm.lease.clone();
-    fire_inner(&inner, alarm, &stop).await;
+    let next_due = fire_inner(&inner, alarm, &stop).await;
     in_flight.lock().expect("in-flight lock").remove(&lease);
     finished.notify_one();
+    if let Some(due) = next_due
+        && lease_again_early(
+            due,
+            inner.act.store.clock.now(),
+            inner.act.timings.alarm_poll_interval,
+        )
+    {
+        rescheduled_soon.notify_one();
+    }
 }
 
-async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &CancellationToken) {
+/// Runs one leased alarm; answers when it is due again, if it was rescheduled.
+async fn fire_inner(
+    inner: &Arc<HostInner>,
+    alarm: LeasedAlarm,
+    stop: &CancellationToken,
+) -> Option<DateTime<Utc>> {
     let store = &inner.act.store;
     let LeasedAlarm {
         lease,
@@ -178,7 +199,7 @@ async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &Cancellat
         biased;
         _ = stop.cancelled() => {
             let _ = store.call(store.provider.release_alarm(&lease)).await;
-            return;
+            return None;
         }
         _ = tokio::time::sleep(wait) => {}
     }
@@ -196,12 +217,12 @@ async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &Cancellat
         Ok(_) => {
             debug!(actor = %lease.actor, alarm = %lease.name, host = %inner.act.address,
                    "alarm was replaced or deleted before it fired");
-            return;
+            return None;
         }
         Err(e) => {
             warn!(actor = %lease.actor, alarm = %lease.name, host = %inner.act.address,
                   "could not confirm alarm lease, leaving it to expire: {e}");
-            return;
+            return None;
         }
     }
     let actor = lease.actor.clone();
@@ -209,7 +230,7 @@ async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &Cancellat
         Ok(ty) => ty,
         Err(_) => {
             let _ = store.call(store.provider.release_alarm(&lease)).await;
-            return;
+            return None;
         }
     };
     // The alarm runs on the actor's owner (here, or forwarded), through its turn lock.
@@ -244,7 +265,7 @@ async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &Cancellat
     {
         // Not the actor's failure: hand the alarm back for another attempt or host.
         let _ = store.call(store.provider.release_alarm(&lease)).await;
-        return;
+        return None;
     }
     let succeeded = result.is_ok();
     let now = store.clock.now();
@@ -269,15 +290,25 @@ async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm, stop: &Cancellat
         name: lease.name.clone(),
         succeeded,
     });
+    let next_due = match &outcome {
+        AlarmOutcome::Reschedule { due, .. } => Some(*due),
+        _ => None,
+    };
     match store
         .call(store.provider.complete_alarm(&lease, outcome))
         .await
     {
-        Ok(true) => {}
-        Ok(false) => debug!(actor = %actor, alarm = %lease.name, host = %inner.act.address,
-                            "alarm changed while it ran; keeping the new version"),
-        Err(e) => warn!(actor = %actor, alarm = %lease.name, host = %inner.act.address,
-                        "could not record alarm outcome (the lease will expire and it may fire again): {e}"),
+        Ok(true) => next_due,
+        Ok(false) => {
+            debug!(actor = %actor, alarm = %lease.name, host = %inner.act.address,
+                   "alarm changed while it ran; keeping the new version");
+            None
+        }
+        Err(e) => {
+            warn!(actor = %actor, alarm = %lease.name, host = %inner.act.address,
+                  "could not record alarm outcome (the lease will expire and it may fire again): {e}");
+            None
+        }
     }
 }
 

@@ -30,6 +30,14 @@ pub enum AlarmDecision {
     GiveUp,
 }
 
+/// Whether the alarm engine should lease again as soon as an alarm is rescheduled to `due`,
+/// instead of at its next poll: when `due` comes before the poll after `now` would see it. So an
+/// alarm repeating faster than the poll interval keeps its own cadence.
+pub fn lease_again_early(due: DateTime<Utc>, now: DateTime<Utc>, poll_interval: Duration) -> bool {
+    let poll = chrono::Duration::from_std(poll_interval).unwrap_or(chrono::Duration::MAX);
+    due - now < poll
+}
+
 /// Decides what to do with an alarm occurrence after it ran.
 ///
 /// - success: a repeating alarm moves to the next point of its cadence after `now`
@@ -356,6 +364,15 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn the_engine_leases_again_early_only_for_alarms_due_before_its_next_poll() {
+        let now = Utc::now();
+        let poll = Duration::from_millis(1500);
+        assert!(lease_again_early(now + chrono::Duration::seconds(1), now, poll));
+        assert!(!lease_again_early(now + chrono::Duration::seconds(2), now, poll));
+        assert!(!lease_again_early(now + chrono::Duration::milliseconds(1500), now, poll));
+    }
 
     #[test]
     fn an_unresponsive_owner_is_gone_until_it_heartbeats_again_or_its_lease_runs_out() {

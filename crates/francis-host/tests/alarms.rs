@@ -94,6 +94,30 @@ async fn a_repeating_alarm_keeps_its_cadence_until_its_ttl() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_alarm_repeating_faster_than_the_poll_keeps_its_own_cadence() {
+    // Every second, with the host's default 1.5 s alarm poll.
+    let mut h = memory_host(options()).await;
+    let svc = h.service();
+    let set_at = h.probe.start.elapsed();
+    let props = AlarmProperties::every(Duration::from_secs(1)).unwrap();
+    svc.set_alarm(&actor("a"), "fast", props).await.unwrap();
+    for _ in 0..8 {
+        h.event(Duration::from_secs(30), is_fired).await;
+    }
+    let times: Vec<Duration> = fired(&h).iter().map(|(_, _, t)| *t - set_at).collect();
+    // The first firing comes at the first poll that sees it (up to one poll interval late);
+    // from then on the alarm keeps its own one-second cadence.
+    assert!(times[0] <= Duration::from_millis(1600), "{times:?}");
+    let gaps: Vec<Duration> = times[1..].windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter()
+            .all(|g| *g >= Duration::from_millis(900) && *g <= Duration::from_millis(1100)),
+        "firings {times:?}, gaps {gaps:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn replacing_an_alarm_abandons_the_old_version() {
     let mut h = memory_host(options()).await;
     let svc = h.service();
