@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use francis_core::{Error, ErrorKind};
 use chrono::{DateTime, Utc};
+use francis_core::{Error, ErrorKind};
 use francis_store::{AlarmLease, AlarmOutcome, LeaseRequest, LeasedAlarm};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;

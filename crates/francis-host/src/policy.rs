@@ -369,9 +369,21 @@ mod tests {
     fn the_engine_leases_again_early_only_for_alarms_due_before_its_next_poll() {
         let now = Utc::now();
         let poll = Duration::from_millis(1500);
-        assert!(lease_again_early(now + chrono::Duration::seconds(1), now, poll));
-        assert!(!lease_again_early(now + chrono::Duration::seconds(2), now, poll));
-        assert!(!lease_again_early(now + chrono::Duration::milliseconds(1500), now, poll));
+        assert!(lease_again_early(
+            now + chrono::Duration::seconds(1),
+            now,
+            poll
+        ));
+        assert!(!lease_again_early(
+            now + chrono::Duration::seconds(2),
+            now,
+            poll
+        ));
+        assert!(!lease_again_early(
+            now + chrono::Duration::milliseconds(1500),
+            now,
+            poll
+        ));
     }
 
     #[test]

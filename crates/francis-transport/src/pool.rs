@@ -87,12 +87,10 @@ pub(crate) async fn call(
         match exchange(&conn, peer, &frame, inner.limits.max_frame_size()).await {
             Ok(response) => {
                 return match response.body {
-                    Some(response::Body::Error(error)) => {
-                        Err(TransportError::Rejected {
-                            peer,
-                            error: Box::new(error),
-                        })
-                    }
+                    Some(response::Body::Error(error)) => Err(TransportError::Rejected {
+                        peer,
+                        error: Box::new(error),
+                    }),
                     _ => Ok(response),
                 };
             }

@@ -1,45 +1,13 @@
 //! Runs the README's example as a user would, twice in one directory: the visit count is
 //! durable across runs.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// Runs the example in `dir` with its peer address on a free port; returns what it printed.
-fn run_in(dir: &std::path::Path) -> String {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_counter"))
-        .arg(format!("127.0.0.1:{port}"))
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("the example did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(status.success(), "the example failed: {status}\n{stderr}");
-    String::from_utf8(output.stdout).unwrap()
-}
+#[path = "../../support/run_example.rs"]
+mod run_example;
 
 #[test]
 fn the_example_counts_visits_durably() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(run_in(dir.path()), "home: 1 visits, counter at 1\n");
-    assert_eq!(run_in(dir.path()), "home: 2 visits, counter at 2\n");
+    let run = || run_example::run_in(env!("CARGO_BIN_EXE_counter"), dir.path());
+    assert_eq!(run(), "home: 1 visits, counter at 1\n");
+    assert_eq!(run(), "home: 2 visits, counter at 2\n");
 }
