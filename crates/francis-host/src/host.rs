@@ -97,6 +97,16 @@ impl LocalHostBuilder {
         self
     }
 
+    /// Tests: an in-memory store, gone with the host, on the host's own clock. Together with
+    /// `.clock(Arc::new(TokioClock::new()))` and `#[tokio::test(start_paused = true)]`, alarms,
+    /// idle timeouts and TTLs run on paused time (see the testing guide). Behind the `testing`
+    /// feature; not for production (nothing is durable).
+    #[cfg(feature = "testing")]
+    pub fn in_memory(mut self) -> Self {
+        self.store = StoreChoice::Provider(Arc::new(francis_store::MemoryProvider::new()));
+        self
+    }
+
     /// Use an already-built provider as the store.
     pub fn provider(mut self, provider: Arc<dyn Provider>) -> Self {
         self.store = StoreChoice::Provider(provider);
