@@ -1,4 +1,4 @@
-//! Compiles `proto/francis/v1/*.proto` (at the repository root) with protox: no system `protoc`.
+//! Compiles `proto/francis/v1/*.proto` (in this crate, so it is packaged with it) with protox: no system `protoc`.
 
 use std::path::PathBuf;
 
@@ -6,7 +6,7 @@ fn main() {
     // Read when the script runs, not when it is compiled: a build script compiled for one
     // checkout may be reused for another that shares the target directory.
     let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-    let root = PathBuf::from(manifest).join("../../proto");
+    let root = PathBuf::from(manifest).join("proto");
     let dir = root.join("francis/v1");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)

@@ -81,6 +81,12 @@ pub const STEPS: &[Step] = &[
         args: &["deny", "check", "licenses", "bans", "sources"],
         tool: Some(&CARGO_DENY),
     },
+    // Every library crate packages and builds on its own, as crates.io would take it.
+    Step {
+        name: "publish-dry",
+        args: &["publish", "--dry-run", "--workspace"],
+        tool: None,
+    },
 ];
 
 /// Runs cargo commands for [`run`].
@@ -314,9 +320,9 @@ mod tests {
     fn a_failing_last_step_fails_the_gate() {
         let mut exec = FakeExec::default();
         exec.failing
-            .insert("cargo deny check licenses bans sources".to_owned());
+            .insert("cargo publish --dry-run --workspace".to_owned());
         let failure = run(STEPS, &mut exec, &mut Vec::new()).unwrap_err();
-        assert_eq!(failure.step, "deny");
+        assert_eq!(failure.step, "publish-dry");
         assert_eq!(exec.ran, all_commands());
     }
 
