@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::events::HostEvent;
 use crate::policy::{AlarmDecision, alarm_outcome, lease_again_early, retry_delay};
@@ -233,6 +233,15 @@ async fn fire_inner(
             return None;
         }
     };
+    let span = tracing::info_span!(
+        "francis.alarm",
+        actor_type = actor.actor_type(),
+        actor_id = actor.actor_id(),
+        alarm = %lease.name,
+        host = %inner.act.address,
+        late_ms = (store.clock.now() - properties.due_time).num_milliseconds().max(0),
+        outcome = tracing::field::Empty,
+    );
     // The alarm runs on the actor's owner (here, or forwarded), through its turn lock.
     let result = HostService::new(inner.clone())
         .route_op(
@@ -251,7 +260,9 @@ async fn fire_inner(
                 lease.name
             ),
         )
+        .instrument(span.clone())
         .await;
+    span.record("outcome", crate::runtime::outcome_code(&result));
     if let Err(e) = &result
         && matches!(
             e.kind(),

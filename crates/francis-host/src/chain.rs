@@ -6,22 +6,39 @@ use std::sync::Arc;
 
 use francis_core::{ActorRef, Error};
 
-/// The actors a call passed through, first caller first. Empty (and allocation-free) for a
-/// call from outside any turn. Cheap to clone.
+use crate::trace::TraceContext;
+
+/// The actors a call passed through, first caller first, and the trace it belongs to. Empty
+/// (and allocation-free) for a call from outside any turn. Cheap to clone.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct CallChain(Option<Arc<[ActorRef]>>);
+pub(crate) struct CallChain {
+    links: Option<Arc<[ActorRef]>>,
+    /// The trace of the call, and the span that made it.
+    trace: Option<TraceContext>,
+}
 
 impl CallChain {
     /// This chain, then `actor`: the chain of the calls a turn of `actor` makes.
     pub(crate) fn then(&self, actor: &ActorRef) -> CallChain {
         let mut links = self.links().to_vec();
         links.push(actor.clone());
-        CallChain::from_links(links)
+        CallChain::from_links(links).traced(self.trace)
     }
 
     /// The actors, first caller first.
     pub(crate) fn links(&self) -> &[ActorRef] {
-        self.0.as_deref().unwrap_or(&[])
+        self.links.as_deref().unwrap_or(&[])
+    }
+
+    /// The trace of the call, if it has one yet.
+    pub(crate) fn trace(&self) -> Option<TraceContext> {
+        self.trace
+    }
+
+    /// This chain, in `trace` (made by its span).
+    pub(crate) fn traced(mut self, trace: Option<TraceContext>) -> CallChain {
+        self.trace = trace;
+        self
     }
 
     /// Whether no actor is in it.
@@ -31,7 +48,10 @@ impl CallChain {
 
     /// A chain from its links.
     pub(crate) fn from_links(links: Vec<ActorRef>) -> CallChain {
-        CallChain((!links.is_empty()).then(|| links.into()))
+        CallChain {
+            links: (!links.is_empty()).then(|| links.into()),
+            trace: None,
+        }
     }
 
     /// Refuses a call to `target` that would re-enter an actor of this chain.

@@ -46,6 +46,7 @@ mod routing;
 mod runtime;
 mod service;
 mod state;
+mod trace;
 
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use config::{ActorOptions, HostTimings};
@@ -57,3 +58,4 @@ pub use host::{LocalHost, LocalHostBuilder};
 pub use metrics::SECONDS_BUCKETS;
 pub use runtime::Health;
 pub use service::{HostService, Invoked};
+pub use trace::{SpanId, TraceContext, TraceId};

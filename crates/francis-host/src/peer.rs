@@ -13,12 +13,13 @@ use francis_core::{
 };
 use francis_transport::proto::{ChainLink, Invoke, Request, Response, TurnKind, request, response};
 use francis_transport::{RequestHandler, Transport, TransportConfig, TransportError};
-use tracing::info;
+use tracing::{Instrument, info};
 
 use crate::chain::CallChain;
 use crate::error::HostError;
 use crate::policy::Delivery;
 use crate::runtime::{Activations, Op};
+use crate::trace::TraceContext;
 
 /// Where the peer server listens and with which keys; `None` keys: no peer transport.
 pub(crate) struct PeerLink {
@@ -164,16 +165,32 @@ async fn serve_invoke(inner: Arc<Activations>, invoke: Invoke) -> Result<Option<
     inner.check_serving()?;
     let request_id = invoke.request_id.clone();
     let op = from_wire(invoke)?;
+    let mut trace = None;
     if let Op::Invoke { chain, .. } | Op::Peek { chain, .. } = &op {
         // The caller checks this too; a call from a host that did not is refused here.
         chain.check(&actor)?;
+        trace = chain.trace();
     }
-    inner.call_resendable(&actor, op, request_id).await
+    // The owner's side of a call from another host, in the caller's trace: what happens
+    // before the turn (activation) is logged inside it.
+    let span = tracing::info_span!(
+        "francis.serve",
+        actor_type = actor.actor_type(),
+        actor_id = actor.actor_id(),
+        host = %inner.address,
+        trace_id = trace.map(|t| t.trace_id()).map(tracing::field::display),
+        parent_span_id = trace.map(|t| t.span_id()).map(tracing::field::display),
+    );
+    inner
+        .call_resendable(&actor, op, request_id)
+        .instrument(span)
+        .await
 }
 
 /// The wire form of a turn.
 pub(crate) fn to_wire(actor: &ActorRef, op: Op, request_id: String) -> Invoke {
     let mut call_chain = Vec::new();
+    let mut traceparent = String::new();
     let peek = op.read_only();
     let (kind, method, payload, read_only, ttl_ms) = match op {
         Op::Invoke {
@@ -187,6 +204,9 @@ pub(crate) fn to_wire(actor: &ActorRef, op: Op, request_id: String) -> Invoke {
             chain,
         } => {
             call_chain = chain_to_wire(&chain);
+            if let Some(trace) = chain.trace() {
+                traceparent = trace.traceparent();
+            }
             (TurnKind::Invoke, method, data, peek, None)
         }
         Op::Alarm { name, data } => (
@@ -223,6 +243,7 @@ pub(crate) fn to_wire(actor: &ActorRef, op: Op, request_id: String) -> Invoke {
         kind: kind as i32,
         ttl_ms,
         call_chain,
+        traceparent,
     }
 }
 
@@ -254,7 +275,8 @@ fn from_wire(invoke: Invoke) -> Result<Op, Error> {
     Ok(match kind {
         TurnKind::Invoke => {
             validate_method(&invoke.method)?;
-            let chain = chain_from_wire(invoke.call_chain)?;
+            let trace = TraceContext::from_traceparent(&invoke.traceparent);
+            let chain = chain_from_wire(invoke.call_chain)?.traced(trace);
             if invoke.read_only {
                 Op::Peek {
                     method: invoke.method,

@@ -19,7 +19,7 @@ use futures::FutureExt;
 use tokio::sync::{OnceCell, broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::chain::CallChain;
 use crate::config::{ActorOptions, HostTimings};
@@ -28,6 +28,7 @@ use crate::metrics::TurnMetrics;
 use crate::policy::{RequestMemory, fence_after, must_fence, remembers_request};
 use crate::requests::{Begin, RecentRequests, Ticket, outcome_of};
 use crate::state::{ActivationStore, Claim, Durability, StoreAccess};
+use crate::trace::TraceContext;
 
 /// Whether and how a host serves calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +146,8 @@ struct Running {
     deadline: Instant,
     cancel: CancellationToken,
     halt: Arc<AtomicBool>,
+    /// The turn's `francis.turn` span (disabled unless a subscriber wants it).
+    span: tracing::Span,
 }
 
 /// How a turn ended: its result, or the panic that ended it.
@@ -793,13 +796,15 @@ impl Activations {
         self: &Arc<Self>,
         act: &Activation,
         op: &Op,
+        trace: Option<TraceContext>,
         request_id: String,
         cancel: CancellationToken,
         halt: Arc<AtomicBool>,
     ) -> ActorContext {
+        // The turn's calls carry the chain of the call it serves, in the turn's own trace.
         let service: Service = match op.caller_chain() {
-            Some(chain) if !chain.is_empty() => {
-                self.outbound(chain.clone(), &act.actor, act.store.clone())
+            Some(chain) if !chain.is_empty() || trace.is_some() => {
+                self.outbound(chain.clone().traced(trace), &act.actor, act.store.clone())
             }
             _ => act.service.clone(),
         };
@@ -869,9 +874,15 @@ impl Activations {
                     .unzip();
                 let (contexts, ops): (Vec<_>, Vec<_>) = turns.into_iter().unzip();
                 let shared: &dyn Actor = &*instance;
-                let work = futures::future::join_all(contexts.iter().zip(ops).map(|(ctx, op)| {
-                    AssertUnwindSafe(run_op(Instance::Shared(shared), ctx, &act, op)).catch_unwind()
-                }));
+                let spans: Vec<tracing::Span> = running.iter().map(|r| r.span.clone()).collect();
+                let work = futures::future::join_all(contexts.iter().zip(ops).zip(spans).map(
+                    |((ctx, op), span)| {
+                        AssertUnwindSafe(
+                            run_op(Instance::Shared(shared), ctx, &act, op).instrument(span),
+                        )
+                        .catch_unwind()
+                    },
+                ));
                 let outcomes = mail
                     .supervise(work, &mut running, &mut gate, &self, &act)
                     .await;
@@ -882,9 +893,11 @@ impl Activations {
                 }
             } else {
                 let (mut turn, (ctx, op)) = self.begin_turn(&act, letter);
-                let work =
-                    AssertUnwindSafe(run_op(Instance::Exclusive(&mut *instance), &ctx, &act, op))
-                        .catch_unwind();
+                let work = AssertUnwindSafe(
+                    run_op(Instance::Exclusive(&mut *instance), &ctx, &act, op)
+                        .instrument(turn.span.clone()),
+                )
+                .catch_unwind();
                 let outcome = mail
                     .supervise(
                         work,
@@ -937,13 +950,17 @@ impl Activations {
         } = letter;
         let cancel = act.cancel.child_token();
         let halt = Arc::new(AtomicBool::new(false));
-        let ctx = self.context(act, &op, request_id, cancel.clone(), halt.clone());
+        let parent = op.caller_chain().and_then(CallChain::trace);
+        let trace = parent.map(|p| p.child());
+        let span = turn_span(&act.actor, &op, &self.address, trace, parent);
+        let ctx = self.context(act, &op, trace, request_id, cancel.clone(), halt.clone());
         let running = Running {
             reply: Some(reply),
             ticket,
             deadline,
             cancel,
             halt,
+            span,
         };
         (running, (ctx, op))
     }
@@ -962,6 +979,7 @@ impl Activations {
                 Err(Error::actor(format!("actor panicked: {message}")))
             }
         };
+        turn.span.record("outcome", outcome_code(&result));
         // Where this activation's writes stand, read once: a turn of an activation whose
         // commit failed fails with it, and the activation goes (fenced when that failure was).
         let (seq, commit_failed) = match act.store.durability() {
@@ -1233,6 +1251,44 @@ async fn run_op(instance: Instance<'_>, ctx: &ActorContext, act: &Activation, op
             (None, act.store.store(value, options).await.map(|()| None))
         }
         (Instance::Exclusive(_), Op::DeleteState) => (None, act.store.clear().await.map(|()| None)),
+    }
+}
+
+/// The `francis.turn` span of a turn of `actor` on the host at `host`, in `trace` (made by the
+/// call's `parent` span). Its `outcome` is recorded when the turn ends.
+fn turn_span(
+    actor: &ActorRef,
+    op: &Op,
+    host: &str,
+    trace: Option<TraceContext>,
+    parent: Option<TraceContext>,
+) -> tracing::Span {
+    let (turn, method) = match op {
+        Op::Invoke { method, .. } => ("invoke", method.as_str()),
+        Op::Peek { method, .. } => ("peek", method.as_str()),
+        Op::Alarm { name, .. } => ("alarm", name.as_str()),
+        Op::SetState { .. } => ("set_state", ""),
+        Op::DeleteState => ("delete_state", ""),
+    };
+    tracing::info_span!(
+        "francis.turn",
+        actor_type = actor.actor_type(),
+        actor_id = actor.actor_id(),
+        turn,
+        method,
+        host,
+        trace_id = trace.map(|t| t.trace_id()).map(tracing::field::display),
+        span_id = trace.map(|t| t.span_id()).map(tracing::field::display),
+        parent_span_id = parent.map(|t| t.span_id()).map(tracing::field::display),
+        outcome = tracing::field::Empty,
+    )
+}
+
+/// A span's `outcome`: `ok`, or the error's stable code.
+pub(crate) fn outcome_code<T>(result: &Result<T, Error>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
     }
 }
 

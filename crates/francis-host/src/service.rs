@@ -10,6 +10,7 @@ use francis_core::{
 };
 use francis_store::Fence;
 use francis_store::Placement;
+use tracing::Instrument;
 
 use crate::chain::CallChain;
 use crate::events::DeactivationReason;
@@ -18,6 +19,7 @@ use crate::policy::{Delivery, RouteRetry, route_retry};
 use crate::replica::Replica;
 use crate::routing::{Route, Router};
 use crate::runtime::{Activations, Op};
+use crate::trace::TraceContext;
 
 /// The answer of an invocation, with the host that ran it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +85,9 @@ impl HostInner {
 #[derive(Clone)]
 pub struct HostService {
     inner: Arc<HostInner>,
+    /// The trace calls from outside join ([`HostService::traced`]); a new one per call when
+    /// `None`.
+    trace: Option<TraceContext>,
 }
 
 impl std::fmt::Debug for HostService {
@@ -95,7 +100,18 @@ impl std::fmt::Debug for HostService {
 
 impl HostService {
     pub(crate) fn new(inner: Arc<HostInner>) -> Self {
-        HostService { inner }
+        HostService { inner, trace: None }
+    }
+
+    /// This service, with the calls it makes from outside any actor joining `trace` as
+    /// children of its span (the worker passes the HTTP request's `traceparent` this way). The
+    /// calls' `francis.invoke` spans, and their turns' `francis.turn` spans on whichever host,
+    /// record its trace id.
+    pub fn traced(&self, trace: TraceContext) -> HostService {
+        HostService {
+            inner: self.inner.clone(),
+            trace: Some(trace),
+        }
     }
 
     /// The advertised address of this host.
@@ -249,6 +265,23 @@ impl HostService {
             data.as_bytes().len(),
             francis_transport::DEFAULT_MAX_MESSAGE_SIZE,
         )?;
+        // The call's own span: a child of the calling turn's (or of the trace this service
+        // joins), or the root of a new trace.
+        let parent = chain.trace().or(self.trace);
+        let trace = parent.map_or_else(TraceContext::new_root, |p| p.child());
+        let span = tracing::info_span!(
+            "francis.invoke",
+            actor_type = actor.actor_type(),
+            actor_id = actor.actor_id(),
+            method,
+            read_only,
+            host = %self.inner.act.address,
+            trace_id = %trace.trace_id(),
+            span_id = %trace.span_id(),
+            parent_span_id = parent.map(|p| p.span_id()).map(tracing::field::display),
+            outcome = tracing::field::Empty,
+        );
+        let chain = chain.traced(Some(trace));
         let method = method.to_owned();
         let op = if read_only {
             Op::Peek {
@@ -263,7 +296,12 @@ impl HostService {
                 chain,
             }
         };
-        self.route_op(actor, op, request_id).await
+        let result = self
+            .route_op(actor, op, request_id)
+            .instrument(span.clone())
+            .await;
+        span.record("outcome", crate::runtime::outcome_code(&result));
+        result
     }
 
     /// A call from outside any actor (a fresh request id, an empty call chain).

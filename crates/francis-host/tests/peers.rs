@@ -287,6 +287,7 @@ impl RawPeer {
             kind: TurnKind::Invoke as i32,
             ttl_ms: None,
             call_chain,
+            traceparent: String::new(),
         };
         async move {
             let out = transport.invoke(addr, &owner_id, invoke).await?;

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,12 +12,9 @@ use francis_core::{
     ActorContext, ActorInit, ActorService, AlarmProperties, CallError, Client, Envelope, Error,
     ErrorKind, TypedActor, actor,
 };
-use francis_host::{ActorOptions, HostError, LocalHost};
-use francis_store_sqlite::{SqliteOptions, SqliteProvider};
+use francis_host::{ActorOptions, LocalHost};
 use serde::{Deserialize, Serialize};
-use support::{FAILOVER, cluster_host, cluster_options, free_udp_addr, until};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use support::{cluster_options, host_on, until};
 
 #[derive(Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
 enum AccountError {
@@ -110,47 +106,6 @@ impl Bank {
                 Err(e.into())
             }
         }
-    }
-}
-
-struct RunningHost {
-    host: Arc<LocalHost>,
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), HostError>>,
-}
-
-impl RunningHost {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-/// A host on its own connection to the shared file, serving what `register` registers.
-async fn host_on(path: &Path, register: impl FnOnce(&LocalHost)) -> RunningHost {
-    let provider = SqliteProvider::open(path, SqliteOptions::default())
-        .await
-        .unwrap();
-    let builder = cluster_host(
-        LocalHost::builder().provider(Arc::new(provider)),
-        free_udp_addr(),
-        FAILOVER,
-    );
-    let host = Arc::new(builder.build().await.unwrap());
-    register(&host);
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let (host, shutdown) = (host.clone(), shutdown.clone());
-        async move { host.run(shutdown).await }
-    });
-    tokio::time::timeout(Duration::from_secs(30), host.serving())
-        .await
-        .expect("host serves")
-        .unwrap();
-    RunningHost {
-        host,
-        shutdown,
-        task,
     }
 }
 

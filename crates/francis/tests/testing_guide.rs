@@ -22,7 +22,15 @@ struct Subscription {
 #[actor]
 impl Subscription {
     pub async fn start_trial(&mut self, ctx: &ActorContext) -> Result<(), Error> {
-        self.trial.set(ctx, Trial { started: true, expired: false }).await?;
+        self.trial
+            .set(
+                ctx,
+                Trial {
+                    started: true,
+                    expired: false,
+                },
+            )
+            .await?;
         ctx.set_alarm("expire", AlarmProperties::after(Duration::from_secs(3600)))
             .await
     }
@@ -95,7 +103,10 @@ async fn a_trial_expires_after_an_hour() {
             _ => continue,
         }
     }
-    assert!(went_idle, "the actor was deactivated when idle, before the alarm");
+    assert!(
+        went_idle,
+        "the actor was deactivated when idle, before the alarm"
+    );
     assert!(started.elapsed() >= Duration::from_secs(3600));
     // The alarm re-activated the actor; its state was durable across the deactivation.
     assert!(sub.expired().await.unwrap());

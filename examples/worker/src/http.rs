@@ -17,7 +17,7 @@ use francis_core::{
     ActorRef, ActorService, AlarmProperties, Envelope, Error, ErrorKind, validate_alarm_name,
     validate_method,
 };
-use francis_host::{Health, HostService, Invoked};
+use francis_host::{Health, HostService, Invoked, TraceContext};
 use serde_json::json;
 use tracing::warn;
 
@@ -28,6 +28,10 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Response header naming the advertised address of the host that ran the actor (on errors: of
 /// the host that answered).
 pub const HOST_HEADER: &str = "x-francis-host";
+
+/// The W3C trace context header, accepted on `/invoke` and `/peek` and answered on both: the
+/// trace the call's spans belong to, and the worker's span for the request.
+pub const TRACEPARENT: &str = "traceparent";
 
 /// Code of a `413` answer.
 pub const CODE_PAYLOAD_TOO_LARGE: &str = "payload_too_large";
@@ -246,15 +250,43 @@ enum Entry {
     Peek,
 }
 
-async fn invoke(State(app): State<AppState>, path: Path3, body: Body) -> Response {
-    call(&app, Entry::Invoke, path, body).await
+async fn invoke(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    path: Path3,
+    body: Body,
+) -> Response {
+    call(&app, Entry::Invoke, &headers, path, body).await
 }
 
-async fn peek(State(app): State<AppState>, path: Path3, body: Body) -> Response {
-    call(&app, Entry::Peek, path, body).await
+async fn peek(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    path: Path3,
+    body: Body,
+) -> Response {
+    call(&app, Entry::Peek, &headers, path, body).await
 }
 
-async fn call(app: &AppState, entry: Entry, path: Path3, body: Body) -> Response {
+/// The trace of a request: a child of the caller's `traceparent` when it sent a valid one,
+/// else a new trace. (A malformed header starts a new trace; it never fails the call.)
+pub fn request_trace(headers: &HeaderMap) -> TraceContext {
+    headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::from_traceparent)
+        .map_or_else(TraceContext::new_root, |caller| caller.child())
+}
+
+async fn call(
+    app: &AppState,
+    entry: Entry,
+    headers: &HeaderMap,
+    path: Path3,
+    body: Body,
+) -> Response {
+    let trace = request_trace(headers);
+    let service = app.service.traced(trace);
     let result: Result<Invoked, ApiError> = async {
         let Path((actor_type, actor_id, method)) = path?;
         let actor = ActorRef::new(actor_type, actor_id)?;
@@ -262,8 +294,8 @@ async fn call(app: &AppState, entry: Entry, path: Path3, body: Body) -> Response
         validate_method(&method)?;
         let data = payload(body?)?;
         let invoked = match entry {
-            Entry::Invoke => app.service.invoke_traced(&actor, &method, data).await?,
-            Entry::Peek => app.service.peek_traced(&actor, &method, data).await?,
+            Entry::Invoke => service.invoke_traced(&actor, &method, data).await?,
+            Entry::Peek => service.peek_traced(&actor, &method, data).await?,
         };
         Ok(invoked)
     }
@@ -281,6 +313,9 @@ async fn call(app: &AppState, entry: Entry, path: Path3, body: Body) -> Response
     };
     if let Ok(value) = HeaderValue::from_str(&host) {
         response.headers_mut().insert(HOST_HEADER, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&trace.traceparent()) {
+        response.headers_mut().insert(TRACEPARENT, value);
     }
     response
 }

@@ -817,3 +817,47 @@ pub async fn alarm_cadence_survives_an_owner_freeze(
     via.delete_alarm(&actor(victim), "tick").await.unwrap();
     frozen.stall.store(false, Ordering::SeqCst);
 }
+
+/// A host started by [`host_on`].
+pub struct RunningHost {
+    pub host: Arc<LocalHost>,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<Result<(), francis_host::HostError>>,
+}
+
+impl RunningHost {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// A host on its own connection to the SQLite file at `path` (shared with other hosts), with a
+/// free peer port, serving what `register` registers.
+pub async fn host_on(path: &std::path::Path, register: impl FnOnce(&LocalHost)) -> RunningHost {
+    use francis_store_sqlite::{SqliteOptions, SqliteProvider};
+    let provider = SqliteProvider::open(path, SqliteOptions::default())
+        .await
+        .unwrap();
+    let builder = cluster_host(
+        LocalHost::builder().provider(Arc::new(provider)),
+        free_udp_addr(),
+        FAILOVER,
+    );
+    let host = Arc::new(builder.build().await.unwrap());
+    register(&host);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (host, shutdown) = (host.clone(), shutdown.clone());
+        async move { host.run(shutdown).await }
+    });
+    tokio::time::timeout(Duration::from_secs(30), host.serving())
+        .await
+        .expect("host serves")
+        .unwrap();
+    RunningHost {
+        host,
+        shutdown,
+        task,
+    }
+}

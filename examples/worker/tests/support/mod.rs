@@ -389,9 +389,24 @@ impl Http {
         path: &str,
         body: impl Into<Bytes>,
     ) -> Result<Reply, String> {
-        let request = Request::builder()
+        self.try_send_with(method, path, body, &[]).await
+    }
+
+    /// Sends a request with extra `headers`, returning transport errors.
+    pub async fn try_send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: impl Into<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, String> {
+        let mut request = Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.base))
+            .uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
             .body(Full::new(body.into()))
             .map_err(|e| e.to_string())?;
         let answer = async {
