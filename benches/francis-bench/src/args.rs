@@ -62,7 +62,8 @@ target/bench/results.json). No scenario named: all of them.
 scenarios: invoke-local invoke-remote state-write state-write-hot activate alarms replicated-write memory
 
 FRANCIS_BENCH_METRICS=1 records the hosts' metrics into a Prometheus recorder (as the worker
-does), to compare with a run without one.
+does), to compare with a run without one. FRANCIS_BENCH_TRACING=1 installs a tracing subscriber
+that keeps Francis's spans (filter warn,francis=info; nothing exported).
 ";
 
 /// Parses the arguments after the program name.

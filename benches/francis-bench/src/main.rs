@@ -21,6 +21,11 @@ use scenarios::Sizes;
 /// hosts' metrics into a Prometheus recorder, to compare against a run without one.
 const METRICS_ENV: &str = "FRANCIS_BENCH_METRICS";
 
+/// With this set to `1`, the run (and its child processes) installs a `tracing` subscriber that
+/// keeps Francis's spans at `info` (as the worker's default filter does), exporting nothing,
+/// to compare against a run without one.
+const TRACING_ENV: &str = "FRANCIS_BENCH_TRACING";
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let command = match args::parse(&argv) {
@@ -61,6 +66,18 @@ fn main() -> ExitCode {
                 handle.run_upkeep();
             }
         });
+    }
+    if std::env::var_os(TRACING_ENV).is_some_and(|v| v == "1") {
+        use tracing_subscriber::layer::SubscriberExt;
+        // Spans are created and their fields recorded; log lines (at warn and above, rare in
+        // a benchmark) go nowhere.
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new("warn,francis=info"))
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink));
+        if tracing::subscriber::set_global_default(subscriber).is_err() {
+            eprintln!("error: a tracing subscriber is already installed");
+            return ExitCode::FAILURE;
+        }
     }
     let outcome = match command {
         Command::Help => {
