@@ -1270,7 +1270,9 @@ fn turn_span(
         Op::SetState { .. } => ("set_state", ""),
         Op::DeleteState => ("delete_state", ""),
     };
-    tracing::info_span!(
+    // At debug: a local call's own `francis.invoke` span already names the actor, method,
+    // host, trace and outcome at info, and each span costs a subscriber that formats fields.
+    tracing::debug_span!(
         "francis.turn",
         actor_type = actor.actor_type(),
         actor_id = actor.actor_id(),
