@@ -40,8 +40,9 @@ pub fn lease_again_early(due: DateTime<Utc>, now: DateTime<Utc>, poll_interval: 
 
 /// Decides what to do with an alarm occurrence after it ran.
 ///
-/// - success: a repeating alarm moves to the next point of its cadence after `now`
-///   ([`next_due_after`]), unless that is past its TTL; a one-shot alarm is deleted.
+/// - success: a repeating alarm moves to the next point of its cadence at least half an
+///   interval after `now` ([`next_due_after`]; a run that came late skips an occurrence right
+///   behind it), unless that is past its TTL; a one-shot alarm is deleted.
 /// - failure: with `attempts_before + 1 < max_attempts` it is retried at `now + retry_delay`;
 ///   otherwise it is dropped. A repeating alarm that exhausts its attempts moves on to its next
 ///   occurrence instead of being deleted, so one bad run does not end the schedule.
@@ -53,10 +54,14 @@ pub fn alarm_outcome(
     now: DateTime<Utc>,
     retry_after: Duration,
 ) -> (AlarmOutcome, AlarmDecision) {
+    // The next point of the cadence at least half an interval after now: a late run absorbs
+    // an occurrence that comes right behind it, so firings stay half an interval apart.
     let next_occurrence = || {
-        properties
-            .interval
-            .and_then(|i| next_due_after(properties.due_time, i, properties.ttl, now))
+        properties.interval.and_then(|i| {
+            let half = chrono::Duration::from_std(i.as_duration() / 2).unwrap_or_default();
+            let after = now + half - chrono::Duration::milliseconds(1);
+            next_due_after(properties.due_time, i, properties.ttl, after)
+        })
     };
     if succeeded {
         return match next_occurrence() {
@@ -558,7 +563,7 @@ mod tests {
         // exhausting attempts moves a repeating alarm to its next occurrence
         p.due_time = t(0);
         assert_eq!(
-            alarm_outcome(&p, 2, false, 3, t(7_000), Duration::ZERO),
+            alarm_outcome(&p, 2, false, 3, t(4_000), Duration::ZERO),
             (
                 AlarmOutcome::Reschedule {
                     due: t(10_000),
@@ -566,6 +571,23 @@ mod tests {
                 },
                 AlarmDecision::GiveUp
             )
+        );
+        // A run that came late skips the occurrence less than half an interval behind it, so
+        // two firings are never closer than that.
+        p.ttl = None;
+        assert_eq!(
+            alarm_outcome(&p, 0, true, 3, t(9_996), Duration::ZERO).0,
+            AlarmOutcome::Reschedule {
+                due: t(20_000),
+                attempts: 0
+            }
+        );
+        assert_eq!(
+            alarm_outcome(&p, 0, true, 3, t(5_000), Duration::ZERO).0,
+            AlarmOutcome::Reschedule {
+                due: t(10_000),
+                attempts: 0
+            }
         );
     }
 
