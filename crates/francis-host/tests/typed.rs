@@ -304,3 +304,48 @@ async fn alarm_and_deactivation_hooks_run() {
     host.stop().await;
     assert_eq!(seen.deactivations.load(Ordering::SeqCst), 1);
 }
+
+/// An actor whose signatures use what plain Rust allows: names with underscores, a raw
+/// identifier, `Self`, and a method compiled out with `#[cfg]`.
+#[derive(Default, Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Pair {
+    first: i64,
+    second: i64,
+    kind: String,
+}
+
+#[actor]
+impl Pair {
+    /// Sets both numbers and the kind; answers the whole pair.
+    pub async fn set(&mut self, _first: i64, first: i64, r#type: String) -> Self {
+        self.first = _first;
+        self.second = first;
+        self.kind = r#type;
+        self.clone()
+    }
+
+    /// Compiled out: the handle must not have it either (its argument type does not exist).
+    #[cfg(any())]
+    pub async fn gone(&mut self, _x: NoSuchType) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handles_mirror_plain_rust_signatures() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_on(&dir.path().join("one.db"), |h| {
+        h.register::<Pair>(|_| Pair::default(), ActorOptions::default())
+            .unwrap();
+    })
+    .await;
+    let pair = Pair::handle(&host.host.service(), "p").unwrap();
+    let answered = pair.set(1, 2, "odd".into()).await.unwrap();
+    assert_eq!(
+        answered,
+        Pair {
+            first: 1,
+            second: 2,
+            kind: "odd".into()
+        }
+    );
+    host.stop().await;
+}

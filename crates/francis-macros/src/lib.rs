@@ -95,12 +95,23 @@ struct Method {
     wire_name: String,
     read_only: bool,
     takes_ctx: bool,
-    args: Vec<(Ident, Type)>,
+    args: Vec<Arg>,
     ok: Type,
     err: Option<Type>,
     fallible: bool,
     docs: Vec<Attribute>,
+    /// `#[cfg(...)]` attributes, copied to the dispatch arm and the handle method.
+    cfgs: Vec<Attribute>,
     vis: Visibility,
+}
+
+/// One argument of a typed method.
+struct Arg {
+    /// The name the dispatch binds the decoded value to (positional, so it never collides).
+    binding: Ident,
+    /// The name of the handle method's parameter (the user's own).
+    param: Ident,
+    ty: Type,
 }
 
 /// The role a method's attributes give it, with those attributes removed.
@@ -228,18 +239,17 @@ fn method_of(f: &ImplItemFn, role: Role) -> syn::Result<Method> {
             takes_ctx = true;
             continue;
         }
-        let ident = match pt.pat.as_ref() {
-            Pat::Ident(p) if p.ident != "self" => {
-                Ident::new(p.ident.to_string().trim_start_matches('_'), p.ident.span())
-            }
-            _ => format_ident!("arg{}", i),
+        // The handle's parameter keeps the user's name (without `mut`); a pattern that is not a
+        // plain name gets a positional one.
+        let param = match pt.pat.as_ref() {
+            Pat::Ident(p) if p.subpat.is_none() => p.ident.clone(),
+            _ => format_ident!("__arg{}", i),
         };
-        let ident = if ident == "" {
-            format_ident!("arg{}", i)
-        } else {
-            ident
-        };
-        args.push((ident, (*pt.ty).clone()));
+        args.push(Arg {
+            binding: format_ident!("__a{}", i),
+            param,
+            ty: (*pt.ty).clone(),
+        });
     }
     let (ok, err, fallible) = result_types(&sig.output);
     let wire_name = sig.ident.to_string().trim_start_matches("r#").to_owned();
@@ -258,13 +268,47 @@ fn method_of(f: &ImplItemFn, role: Role) -> syn::Result<Method> {
             .filter(|a| a.path().is_ident("doc"))
             .cloned()
             .collect(),
+        cfgs: f
+            .attrs
+            .iter()
+            .filter(|a| a.path().is_ident("cfg"))
+            .cloned()
+            .collect(),
         vis: f.vis.clone(),
     })
 }
 
-/// Whether an error type is Francis's own `Error` (by its name, as written).
+/// Whether an error type is Francis's own `Error`, by how it is written: `Error`,
+/// `francis::Error`, `francis_core::Error` or `francis::core::Error`. (A macro sees names, not
+/// types: an error type of the user's own that is also called `Error` is written with its path.)
 fn is_francis_error(ty: &Type) -> bool {
-    matches!(ty, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Error"))
+    let Type::Path(p) = ty else { return false };
+    if p.qself.is_some() {
+        return false;
+    }
+    let names: Vec<String> = p.path.segments.iter().map(|s| s.ident.to_string()).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    matches!(
+        names.as_slice(),
+        ["Error"] | ["francis" | "francis_core", "Error"] | ["francis", "core", "Error"]
+    )
+}
+
+/// `tokens` with every `Self` replaced by the actor type.
+fn replace_self(tokens: Tokens, self_ty: &Type) -> Tokens {
+    tokens
+        .into_iter()
+        .map(|tree| match tree {
+            proc_macro2::TokenTree::Ident(ident) if ident == "Self" => quote!(#self_ty),
+            proc_macro2::TokenTree::Group(group) => {
+                let mut inner =
+                    proc_macro2::Group::new(group.delimiter(), replace_self(group.stream(), self_ty));
+                inner.set_span(group.span());
+                quote!(#inner)
+            }
+            other => quote!(#other),
+        })
+        .collect()
 }
 
 /// `BankAccount` -> `bank_account`.
@@ -343,7 +387,16 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
                     ));
                 }
             }
-            Role::Invoke | Role::Peek => methods.push(method_of(f, role)?),
+            Role::Invoke | Role::Peek => {
+                if f.sig.ident == "handle" || f.sig.ident == "handle_for" {
+                    return Err(syn::Error::new(
+                        f.sig.ident.span(),
+                        "an actor method cannot be called `handle` or `handle_for`: it would hide \
+                         `TypedActor::handle`, which callers use to get the actor's handle; rename it",
+                    ));
+                }
+                methods.push(method_of(f, role)?)
+            }
         }
     }
     for (i, m) in methods.iter().enumerate() {
@@ -355,8 +408,9 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
     let arm = |m: &Method| -> Tokens {
         let name = &m.wire_name;
         let ident = &m.ident;
-        let names: Vec<&Ident> = m.args.iter().map(|(n, _)| n).collect();
-        let types: Vec<&Type> = m.args.iter().map(|(_, t)| t).collect();
+        let names: Vec<&Ident> = m.args.iter().map(|a| &a.binding).collect();
+        let types: Vec<&Type> = m.args.iter().map(|a| &a.ty).collect();
+        let cfgs = &m.cfgs;
         let decode = match m.args.len() {
             0 => quote!(),
             1 => quote!(let #(#names)*: #(#types)* = __data.decode()?;),
@@ -374,6 +428,7 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
             quote!(::core::result::Result::Ok::<_, #core::Error>(#call))
         };
         quote! {
+            #(#cfgs)*
             #name => {
                 #decode
                 #core::typed::reply::<_, #err>(#result)
@@ -459,8 +514,18 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
             (Some(own), None) => quote!(#own),
             (None, None) => quote!(#core::Error),
         };
-        let names: Vec<&Ident> = args.iter().map(|(n, _)| n).collect();
-        let types: Vec<&Type> = args.iter().map(|(_, t)| t).collect();
+        let names: Vec<&Ident> = args.iter().map(|a| &a.param).collect();
+        // `Self` means the actor inside its own block, but the handle is another type.
+        let types: Vec<Tokens> = args
+            .iter()
+            .map(|a| {
+                let ty = &a.ty;
+                replace_self(quote!(#ty), &self_ty)
+            })
+            .collect();
+        let ok = replace_self(quote!(#ok), &self_ty);
+        let err = replace_self(err, &self_ty);
+        let cfgs = &m.cfgs;
         let encode = match args.len() {
             0 => quote!(::core::result::Result::Ok(#core::Envelope::null())),
             1 => quote!(#core::Envelope::encode(&#(#names)*)),
@@ -468,6 +533,7 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
         };
         quote! {
             #(#docs)*
+            #(#cfgs)*
             #vis async fn #ident(&self, #(#names: #types),*)
                 -> ::core::result::Result<#ok, <#err as #core::ActorError>::Call>
             {
@@ -606,5 +672,44 @@ mod tests {
         assert!(!out.contains("\"helper\""));
         assert!(!out.contains("\"private\""));
         assert!(out.contains("const TYPE : & 'static str = \"c\""));
+    }
+
+    #[test]
+    fn a_method_called_handle_is_refused() {
+        let msg = error_of(quote!(), quote!(impl X { pub async fn handle(&mut self) {} }));
+        assert!(msg.contains("TypedActor::handle"), "{msg}");
+    }
+
+    #[test]
+    fn only_francis_errors_are_taken_for_francis_errors() {
+        for francis in ["Error", "francis::Error", "francis_core::Error", "francis::core::Error"] {
+            let ty: Type = syn::parse_str(francis).unwrap();
+            assert!(is_francis_error(&ty), "{francis}");
+        }
+        for own in ["my::Error", "BankError", "crate::errors::Error"] {
+            let ty: Type = syn::parse_str(own).unwrap();
+            assert!(!is_francis_error(&ty), "{own}");
+        }
+    }
+
+    #[test]
+    fn self_in_a_signature_names_the_actor_in_the_handle() {
+        let ty: Type = syn::parse_quote!(Counter);
+        let out = replace_self(quote!(Vec<Option<Self>>), &ty).to_string();
+        assert_eq!(out, quote!(Vec<Option<Counter>>).to_string());
+    }
+
+    #[test]
+    fn argument_names_are_kept_and_bindings_are_positional() {
+        let out = expand(
+            quote!(),
+            quote!(impl X {
+                pub async fn put(&mut self, _x: i64, x: i64, r#type: String, mut __: u8) {}
+            }),
+        )
+        .unwrap()
+        .to_string();
+        assert!(out.contains("__a0"), "{out}");
+        assert!(out.contains("_x : i64 , x : i64 , r#type : String , __ : u8"), "{out}");
     }
 }
