@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, warn};
 
 use crate::events::HostEvent;
-use crate::policy::{AlarmDecision, alarm_outcome, lease_again_early, retry_delay};
+use crate::policy::{
+    AlarmDecision, EARLY_LEASE_SPACING, alarm_outcome, lease_again_early, retry_delay,
+};
 use crate::runtime::Op;
 use crate::service::HostInner;
 use crate::service::HostService;
@@ -49,6 +51,7 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
     // Signalled when an alarm was rescheduled to before the next poll (it repeats faster than
     // the poll interval): lease again at once, so it fires at its own cadence.
     let rescheduled_soon = Arc::new(Notify::new());
+    let mut last_lease = Instant::now();
     loop {
         if more_due {
             if stop.is_cancelled() {
@@ -60,7 +63,14 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
                 biased;
                 _ = stop.cancelled() => break,
                 _ = poll.tick() => {}
-                _ = rescheduled_soon.notified() => {}
+                _ = rescheduled_soon.notified() => {
+                    // Early leases are spaced, so a very fast alarm does not lease per firing.
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep_until(last_lease + EARLY_LEASE_SPACING) => {}
+                    }
+                }
             }
         }
         more_due = false;
@@ -82,6 +92,7 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
             more_due = true;
             continue;
         }
+        last_lease = Instant::now();
         let now = inner.act.store.clock.now();
         let request = LeaseRequest {
             host_id: inner.act.host_id(),

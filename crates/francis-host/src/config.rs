@@ -46,7 +46,8 @@ pub struct HostTimings {
     pub heartbeat_interval: Duration,
     /// How often the alarm engine polls the store. Default 1.5 s.
     pub alarm_poll_interval: Duration,
-    /// Alarms due within this window are leased ahead of time. Default 2.5 s.
+    /// Alarms due within this window are leased ahead of time; at least `alarm_poll_interval`.
+    /// Default 2.5 s.
     pub alarm_fetch_ahead: Duration,
     /// At most this many alarms per poll. Default 25.
     pub alarm_batch_size: u32,
@@ -105,6 +106,13 @@ impl HostTimings {
                 self.heartbeat_interval, self.health_deadline
             ));
         }
+        if self.alarm_fetch_ahead < self.alarm_poll_interval {
+            return Err(format!(
+                "alarm_fetch_ahead ({:?}) must be at least alarm_poll_interval ({:?}), or alarms \
+                 due between two polls would fire late",
+                self.alarm_fetch_ahead, self.alarm_poll_interval
+            ));
+        }
         if self.alarm_batch_size == 0 {
             return Err("alarm_batch_size must be at least 1".into());
         }
@@ -124,5 +132,29 @@ impl ActorOptions {
             return Err("idle_timeout must be greater than zero (or None to disable)".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_timings_hang_together() {
+        assert_eq!(HostTimings::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn timings_that_do_not_hang_together_are_refused() {
+        let bad = |edit: fn(&mut HostTimings)| {
+            let mut t = HostTimings::default();
+            edit(&mut t);
+            t.validate().expect_err("refused")
+        };
+        assert!(bad(|t| t.store_timeout = Duration::ZERO).contains("store_timeout"));
+        assert!(bad(|t| t.heartbeat_interval = t.health_deadline).contains("shorter"));
+        assert!(bad(|t| t.alarm_batch_size = 0).contains("alarm_batch_size"));
+        let msg = bad(|t| t.alarm_fetch_ahead = t.alarm_poll_interval / 2);
+        assert!(msg.contains("alarm_fetch_ahead"), "{msg}");
     }
 }

@@ -30,6 +30,11 @@ pub enum AlarmDecision {
     GiveUp,
 }
 
+/// The alarm engine leases again early (see [`lease_again_early`]) at most once per this
+/// spacing, so an alarm repeating every millisecond costs at most one lease round per 20 ms
+/// rather than one per firing; it fires at most once per spacing.
+pub const EARLY_LEASE_SPACING: Duration = Duration::from_millis(20);
+
 /// Whether the alarm engine should lease again as soon as an alarm is rescheduled to `due`,
 /// instead of at its next poll: when `due` comes before the poll after `now` would see it. So an
 /// alarm repeating faster than the poll interval keeps its own cadence.

@@ -118,6 +118,26 @@ async fn an_alarm_repeating_faster_than_the_poll_keeps_its_own_cadence() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_millisecond_alarm_is_held_to_the_early_lease_spacing() {
+    // Leasing again early for every firing of a 1 ms alarm would be a store write per
+    // millisecond; early leases are spaced instead, so it fires about once per spacing.
+    let h = memory_host(options()).await;
+    let svc = h.service();
+    let props = AlarmProperties::every(Duration::from_millis(1)).unwrap();
+    svc.set_alarm(&actor("a"), "fastest", props).await.unwrap();
+    // Paused time jumps to each next timer, so every firing the engine wants happens.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let fired = fired(&h).len();
+    // The documented spacing: 20 ms.
+    let most = (3000 / 20) + 5;
+    assert!(
+        (10..=most).contains(&fired),
+        "{fired} firings in 3 s (at most {most})"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn replacing_an_alarm_abandons_the_old_version() {
     let mut h = memory_host(options()).await;
     let svc = h.service();
