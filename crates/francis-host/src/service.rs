@@ -470,6 +470,13 @@ impl HostService {
     }
 }
 
+/// So a typed handle can take the service by value: `Counter::handle(host.service(), "c")`.
+impl francis_core::IntoService for HostService {
+    fn into_service(self) -> francis_core::Service {
+        Arc::new(self)
+    }
+}
+
 #[async_trait]
 impl ActorService for HostService {
     async fn invoke(

@@ -293,7 +293,7 @@ async fn alarm_and_deactivation_hooks_run() {
         .unwrap();
     })
     .await;
-    let reminder = Reminder::handle(&host.host.service(), "r").unwrap();
+    let reminder = Reminder::handle(host.host.service(), "r").unwrap();
     reminder.remind().await.unwrap();
     until("the alarm fired", Duration::from_secs(10), || {
         seen.alarms.load(Ordering::SeqCst) == 1
@@ -337,7 +337,7 @@ async fn handles_mirror_plain_rust_signatures() {
             .unwrap();
     })
     .await;
-    let pair = Pair::handle(&host.host.service(), "p").unwrap();
+    let pair = Pair::handle(host.host.service(), "p").unwrap();
     let answered = pair.set(1, 2, "odd".into()).await.unwrap();
     assert_eq!(
         answered,

@@ -286,7 +286,12 @@ fn is_francis_error(ty: &Type) -> bool {
     if p.qself.is_some() {
         return false;
     }
-    let names: Vec<String> = p.path.segments.iter().map(|s| s.ident.to_string()).collect();
+    let names: Vec<String> = p
+        .path
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     matches!(
         names.as_slice(),
@@ -301,8 +306,10 @@ fn replace_self(tokens: Tokens, self_ty: &Type) -> Tokens {
         .map(|tree| match tree {
             proc_macro2::TokenTree::Ident(ident) if ident == "Self" => quote!(#self_ty),
             proc_macro2::TokenTree::Group(group) => {
-                let mut inner =
-                    proc_macro2::Group::new(group.delimiter(), replace_self(group.stream(), self_ty));
+                let mut inner = proc_macro2::Group::new(
+                    group.delimiter(),
+                    replace_self(group.stream(), self_ty),
+                );
                 inner.set_span(group.span());
                 quote!(#inner)
             }
@@ -676,13 +683,21 @@ mod tests {
 
     #[test]
     fn a_method_called_handle_is_refused() {
-        let msg = error_of(quote!(), quote!(impl X { pub async fn handle(&mut self) {} }));
+        let msg = error_of(
+            quote!(),
+            quote!(impl X { pub async fn handle(&mut self) {} }),
+        );
         assert!(msg.contains("TypedActor::handle"), "{msg}");
     }
 
     #[test]
     fn only_francis_errors_are_taken_for_francis_errors() {
-        for francis in ["Error", "francis::Error", "francis_core::Error", "francis::core::Error"] {
+        for francis in [
+            "Error",
+            "francis::Error",
+            "francis_core::Error",
+            "francis::core::Error",
+        ] {
             let ty: Type = syn::parse_str(francis).unwrap();
             assert!(is_francis_error(&ty), "{francis}");
         }
@@ -710,6 +725,9 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(out.contains("__a0"), "{out}");
-        assert!(out.contains("_x : i64 , x : i64 , r#type : String , __ : u8"), "{out}");
+        assert!(
+            out.contains("_x : i64 , x : i64 , r#type : String , __ : u8"),
+            "{out}"
+        );
     }
 }

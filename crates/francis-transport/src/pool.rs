@@ -143,9 +143,20 @@ async fn connect(
     peer: SocketAddr,
     host_id: &str,
 ) -> Result<quinn::Connection, TransportError> {
-    let connecting = inner
-        .endpoint
-        .connect_with(inner.client_config.clone(), peer, &inner.server_name)
+    // quinn runs the new connection's driver inside the span current at connect time. Connect
+    // from a task of its own, outside the caller's span: the connection outlives the call that
+    // opened it, and would otherwise keep that call's span open (and unexported) for its life.
+    let (endpoint, config, name) = (
+        inner.endpoint.clone(),
+        inner.client_config.clone(),
+        inner.server_name.clone(),
+    );
+    let connecting = tokio::spawn(async move { endpoint.connect_with(config, peer, &name) })
+        .await
+        .map_err(|e| TransportError::Connect {
+            peer,
+            reason: format!("the connecting task failed: {e}"),
+        })?
         .map_err(|e| match e {
             quinn::ConnectError::EndpointStopping => TransportError::Closed,
             e => TransportError::Connect {

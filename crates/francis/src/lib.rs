@@ -7,7 +7,8 @@
 //!
 //! Cargo features pick the stores a host can use besides its own SQLite file: `postgres` (one
 //! PostgreSQL database shared by every host) and `replication` (each host with its own SQLite
-//! file, replicated with Raft: the two-worker local cluster).
+//! file, replicated with Raft: the two-worker local cluster); `otlp` adds [`otlp`], the
+//! OpenTelemetry export of the host's spans, configured by the standard `OTEL_*` variables.
 //!
 //! ```no_run
 //! use francis::prelude::*;
@@ -37,6 +38,9 @@ pub use francis_host::*;
 pub use francis_core as core;
 /// See [`core`].
 pub use francis_host as host;
+/// OpenTelemetry export of the host's spans (the `otlp` feature).
+#[cfg(feature = "otlp")]
+pub use francis_otlp as otlp;
 
 /// What an application with actors usually needs, in one `use`.
 pub mod prelude {

@@ -86,7 +86,7 @@ async fn test_host() -> (LocalHost, CancellationToken) {
 async fn a_trial_expires_after_an_hour() {
     let (host, shutdown) = test_host().await;
     let mut events = host.events();
-    let sub = Subscription::handle(&host.service(), "ada").unwrap();
+    let sub = Subscription::handle(host.service(), "ada").unwrap();
     sub.start_trial().await.unwrap();
     assert!(!sub.expired().await.unwrap());
 

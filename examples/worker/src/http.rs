@@ -19,7 +19,7 @@ use francis_core::{
 };
 use francis_host::{Health, HostService, Invoked, TraceContext};
 use serde_json::json;
-use tracing::warn;
+use tracing::{Instrument, warn};
 
 /// Largest request body accepted (16 MiB, the framework's max message size); larger bodies get
 /// `413` with code `payload_too_large`.
@@ -268,14 +268,16 @@ async fn peek(
     call(&app, Entry::Peek, &headers, path, body).await
 }
 
-/// The trace of a request: a child of the caller's `traceparent` when it sent a valid one,
-/// else a new trace. (A malformed header starts a new trace; it never fails the call.)
-pub fn request_trace(headers: &HeaderMap) -> TraceContext {
-    headers
+/// The trace of a request and the caller's own context: the request's is a child of the
+/// caller's `traceparent` when it sent a valid one, else a new trace. (A malformed header starts
+/// a new trace; it never fails the call.)
+pub fn request_trace(headers: &HeaderMap) -> (TraceContext, Option<TraceContext>) {
+    let caller = headers
         .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
-        .and_then(TraceContext::from_traceparent)
-        .map_or_else(TraceContext::new_root, |caller| caller.child())
+        .and_then(TraceContext::from_traceparent);
+    let trace = caller.map_or_else(TraceContext::new_root, |caller| caller.child());
+    (trace, caller)
 }
 
 async fn call(
@@ -285,7 +287,22 @@ async fn call(
     path: Path3,
     body: Body,
 ) -> Response {
-    let trace = request_trace(headers);
+    let (trace, caller) = request_trace(headers);
+    // The request's own span: its id is the one the answer's `traceparent` carries, and the
+    // call's spans (on this worker and every host it reaches) are its children.
+    let span = tracing::info_span!(
+        "worker.request",
+        otel.kind = "server",
+        entry = match entry {
+            Entry::Invoke => "invoke",
+            Entry::Peek => "peek",
+        },
+        host = app.service.host_address(),
+        trace_id = %trace.trace_id(),
+        span_id = %trace.span_id(),
+        parent_span_id = caller.map(|c| c.span_id()).map(tracing::field::display),
+        status = tracing::field::Empty,
+    );
     let service = app.service.traced(trace);
     let result: Result<Invoked, ApiError> = async {
         let Path((actor_type, actor_id, method)) = path?;
@@ -299,6 +316,7 @@ async fn call(
         };
         Ok(invoked)
     }
+    .instrument(span.clone())
     .await;
     let (mut response, host) = match result {
         Ok(Invoked {
@@ -317,6 +335,7 @@ async fn call(
     if let Ok(value) = HeaderValue::from_str(&trace.traceparent()) {
         response.headers_mut().insert(TRACEPARENT, value);
     }
+    span.record("status", response.status().as_u16());
     response
 }
 

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use worker::{Command, LogFormat, PSK_ENV, USAGE, Worker, WorkerError, parse_args};
 
 fn main() -> ExitCode {
@@ -24,18 +26,31 @@ fn main() -> ExitCode {
         Command::Run(config) => config,
     };
 
+    // Spans go to an OpenTelemetry collector when the OTEL_* environment names one.
+    #[cfg(feature = "otlp")]
+    let otlp = match francis_otlp::Otlp::from_env("francis-worker") {
+        Ok(otlp) => otlp,
+        Err(e) => {
+            eprintln!("worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(worker::DEFAULT_LOG_FILTER));
+    let registry = tracing_subscriber::registry().with(filter);
+    #[cfg(feature = "otlp")]
+    let registry = registry.with(otlp.as_ref().map(|o| o.layer()));
     match config.log_format {
-        LogFormat::Text => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(std::io::stdout().is_terminal())
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()))
             .init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .with_env_filter(filter)
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(true),
+            )
             .init(),
     }
 

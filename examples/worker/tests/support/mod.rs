@@ -165,12 +165,29 @@ impl Worker {
         Self::start_logging(dir, http_port, host_port, extra, Some("info"))
     }
 
+    /// Starts the worker in `dir` on fresh free ports with its default log filter and these
+    /// environment variables.
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Worker {
+        Self::start_full(dir, free_port(), free_udp_port(), extra, None, env)
+    }
+
     fn start_logging(
         dir: &Path,
         http_port: u16,
         host_port: u16,
         extra: &[&str],
         rust_log: Option<&str>,
+    ) -> Worker {
+        Self::start_full(dir, http_port, host_port, extra, rust_log, &[])
+    }
+
+    fn start_full(
+        dir: &Path,
+        http_port: u16,
+        host_port: u16,
+        extra: &[&str],
+        rust_log: Option<&str>,
+        env: &[(&str, &str)],
     ) -> Worker {
         let worker_address = format!("127.0.0.1:{http_port}");
         let host_address = format!("127.0.0.1:{host_port}");
@@ -188,6 +205,7 @@ impl Worker {
         if let Some(filter) = rust_log {
             command.env("RUST_LOG", filter);
         }
+        command.envs(env.iter().copied());
         let child = command
             .env_remove(worker::PSK_ENV)
             .stdin(Stdio::null())
