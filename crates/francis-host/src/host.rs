@@ -125,7 +125,7 @@ impl LocalHostBuilder {
         self
     }
 
-    /// The cluster keys from which the hosts' mutual-TLS CA is derived (`WithRuntimePSKs`).
+    /// The cluster keys from which the hosts' mutual-TLS CA is derived (the worker's `-runtime-psk`).
     /// The first signs this host's certificate; certificates from any are trusted.
     pub fn runtime_psks<I, K>(mut self, psks: I) -> Self
     where

@@ -110,6 +110,9 @@ struct Letter {
     /// When the caller's invoke timeout runs out.
     deadline: Instant,
     reply: oneshot::Sender<Reply>,
+    /// The span the caller is in (its `francis.invoke`, `francis.serve` or `francis.alarm`):
+    /// the turn runs inside it, so what the actor logs carries the call's fields and trace.
+    caller_span: tracing::Span,
 }
 
 impl Letter {
@@ -146,8 +149,11 @@ struct Running {
     deadline: Instant,
     cancel: CancellationToken,
     halt: Arc<AtomicBool>,
-    /// The turn's `francis.turn` span (disabled unless a subscriber wants it).
+    /// The span the turn runs in: its `francis.turn` span, or the caller's when a subscriber
+    /// does not want `francis.turn`.
     span: tracing::Span,
+    /// Whether `span` is the turn's own (which records the turn's outcome).
+    own_span: bool,
 }
 
 /// How a turn ended: its result, or the panic that ended it.
@@ -753,6 +759,7 @@ impl Activations {
                 ticket,
                 deadline,
                 reply,
+                caller_span: tracing::Span::current(),
             }));
             let again = match sent {
                 Ok(()) => match answer.await {
@@ -947,12 +954,17 @@ impl Activations {
             ticket,
             deadline,
             reply,
+            caller_span,
         } = letter;
         let cancel = act.cancel.child_token();
         let halt = Arc::new(AtomicBool::new(false));
         let parent = op.caller_chain().and_then(CallChain::trace);
         let trace = parent.map(|p| p.child());
-        let span = turn_span(&act.actor, &op, &self.address, trace, parent);
+        let span = turn_span(&caller_span, &act.actor, &op, &self.address, trace, parent);
+        // With `francis.turn` filtered out (it is at debug), the turn runs in the caller's span
+        // (which records its own outcome).
+        let own_span = !span.is_disabled();
+        let span = if own_span { span } else { caller_span };
         let ctx = self.context(act, &op, trace, request_id, cancel.clone(), halt.clone());
         let running = Running {
             reply: Some(reply),
@@ -961,6 +973,7 @@ impl Activations {
             cancel,
             halt,
             span,
+            own_span,
         };
         (running, (ctx, op))
     }
@@ -979,7 +992,9 @@ impl Activations {
                 Err(Error::actor(format!("actor panicked: {message}")))
             }
         };
-        turn.span.record("outcome", outcome_code(&result));
+        if turn.own_span {
+            turn.span.record("outcome", outcome_code(&result));
+        }
         // Where this activation's writes stand, read once: a turn of an activation whose
         // commit failed fails with it, and the activation goes (fenced when that failure was).
         let (seq, commit_failed) = match act.store.durability() {
@@ -1257,6 +1272,7 @@ async fn run_op(instance: Instance<'_>, ctx: &ActorContext, act: &Activation, op
 /// The `francis.turn` span of a turn of `actor` on the host at `host`, in `trace` (made by the
 /// call's `parent` span). Its `outcome` is recorded when the turn ends.
 fn turn_span(
+    caller: &tracing::Span,
     actor: &ActorRef,
     op: &Op,
     host: &str,
@@ -1273,6 +1289,7 @@ fn turn_span(
     // At debug: a local call's own `francis.invoke` span already names the actor, method,
     // host, trace and outcome at info, and each span costs a subscriber that formats fields.
     tracing::debug_span!(
+        parent: caller,
         "francis.turn",
         actor_type = actor.actor_type(),
         actor_id = actor.actor_id(),

@@ -2,10 +2,12 @@
 //! in the W3C `traceparent` form (`00-<trace id>-<parent span id>-<flags>`).
 //!
 //! Every call gets a trace: the one its caller gave ([`HostService::traced`], the worker's
-//! `traceparent` header, or the calling turn's), or a new one. The host's spans
-//! (`francis.invoke`, `francis.turn`, `francis.alarm`) record it as `trace_id` and their own
-//! `span_id`, so the spans of one call on every host share one `trace_id`, and log lines
-//! written inside them (JSON logs show the current span's fields) carry it too.
+//! `traceparent` header, or the calling turn's), or a new one. The host's spans record it:
+//! `francis.invoke` and `francis.turn` as `trace_id` with their own `span_id` and the
+//! `parent_span_id` of the span that made the call, `francis.serve` as `trace_id` and
+//! `parent_span_id` (`francis.alarm` starts no trace and records none). So the spans of one call
+//! on every host share one `trace_id`, and log lines written inside them (JSON logs show the
+//! current span's fields) carry it too.
 //!
 //! [`HostService::traced`]: crate::HostService::traced
 
