@@ -141,6 +141,12 @@ pub use typed::{ActorError, CallError, IntoService, TypedActor};
 ///   ([`CallError::Actor`] holds the actor's own error, [`CallError::Francis`] a failed call);
 ///   one that fails only with [`Error`] answers `Result<T, Error>`.
 ///
+/// The handle's methods take the parameters as the actor's do (names included; `Self` becomes the
+/// actor type) and keep their `#[cfg]`. A method cannot be called `handle` or `handle_for` (it
+/// would hide [`TypedActor::handle`]). "Francis's `Error`" is recognised by how it is written:
+/// `Error`, `francis::Error`, `francis_core::Error` or `francis::core::Error`; an error type of
+/// the application's own also called `Error` is written with its path.
+///
 /// Register it with `LocalHost::register::<Counter>(factory, options)`; untyped callers (the
 /// worker's HTTP API, [`ActorService::invoke`]) reach the same methods by name.
 pub use francis_macros::actor;

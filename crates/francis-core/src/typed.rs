@@ -125,6 +125,10 @@ where
     /// The actor's own error, keeping its value: so a method that returns `Result<T, Error>`
     /// can fail with `Err(MyError::Closed)?`, and callers of a typed handle still get
     /// `MyError::Closed` back (with `#[actor(error = MyError)]`).
+    ///
+    /// This covers every serializable error type, `String` and numbers included (they become
+    /// actor errors with that message); so a serializable type cannot have a `From` into
+    /// [`Error`] of its own. Map with `.map_err(..)` for another conversion.
     fn from(error: E) -> Self {
         error.into_error()
     }
