@@ -62,8 +62,10 @@ target/bench/results.json). No scenario named: all of them.
 scenarios: invoke-local invoke-remote state-write state-write-hot activate alarms replicated-write memory
 
 FRANCIS_BENCH_METRICS=1 records the hosts' metrics into a Prometheus recorder (as the worker
-does), to compare with a run without one. FRANCIS_BENCH_TRACING=1 installs a tracing subscriber
-that keeps Francis's spans (filter warn,francis=info; nothing exported).
+does), to compare with a run without one. FRANCIS_BENCH_TRACING=1 (or fmt) installs a tracing
+subscriber that keeps Francis's spans and formats their fields as a log subscriber does (filter
+warn,francis=info; nothing is written or exported); FRANCIS_BENCH_TRACING=spans keeps the spans
+without formatting them (the cost of the spans alone).
 ";
 
 /// Parses the arguments after the program name.

@@ -33,6 +33,7 @@ enum StoreChoice {
 /// Builds a [`LocalHost`]; offers the options of a local host.
 pub struct LocalHostBuilder {
     address: Option<String>,
+    bind: Option<String>,
     store: StoreChoice,
     peers: Vec<String>,
     psks: Vec<Vec<u8>>,
@@ -54,9 +55,18 @@ impl std::fmt::Debug for LocalHostBuilder {
 }
 
 impl LocalHostBuilder {
-    /// The peer address this host advertises to other hosts (`WithAddress`). Required.
+    /// The peer address this host advertises to other hosts (`host:port`). Required. The peer
+    /// server binds it too, unless [`LocalHostBuilder::bind_address`] says otherwise.
     pub fn address(mut self, address: impl Into<String>) -> Self {
         self.address = Some(address.into());
+        self
+    }
+
+    /// The socket address the peer server binds (`ip:port`, such as `0.0.0.0:7572`), when it is
+    /// not the advertised one: in a container or behind NAT, where the address other hosts reach
+    /// is not an address of this machine. The advertised address then need not resolve here.
+    pub fn bind_address(mut self, bind: impl Into<String>) -> Self {
+        self.bind = Some(bind.into());
         self
     }
 
@@ -136,7 +146,7 @@ impl LocalHostBuilder {
         self
     }
 
-    /// How long running turns may take to finish on shutdown (`WithShutdownGracePeriod`).
+    /// How long running turns may take to finish on shutdown.
     pub fn shutdown_grace_period(mut self, grace: Duration) -> Self {
         self.timings.shutdown_grace_period = grace;
         self
@@ -192,7 +202,9 @@ impl LocalHostBuilder {
         } else {
             None
         };
-        let peer = crate::peer::PeerLink::new(&address, self.psks, raft.clone()).await?;
+        let peer =
+            crate::peer::PeerLink::new(&address, self.bind.as_deref(), self.psks, raft.clone())
+                .await?;
         #[cfg_attr(not(feature = "replication"), allow(unused_mut))]
         let mut replica = None;
         let provider: Arc<dyn Provider> = match (self.store, raft) {
@@ -291,6 +303,7 @@ impl LocalHost {
     pub fn builder() -> LocalHostBuilder {
         LocalHostBuilder {
             address: None,
+            bind: None,
             store: StoreChoice::None,
             peers: Vec::new(),
             psks: Vec::new(),

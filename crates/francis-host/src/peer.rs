@@ -31,10 +31,11 @@ pub(crate) struct PeerLink {
 
 impl PeerLink {
     /// Checks the keys (each derives a CA; short keys are refused) and resolves the address the
-    /// peer server binds: the advertised address itself. `raft`: the replicated store's
-    /// handler, when this host takes part in one.
+    /// peer server binds: `bind` when given (an `ip:port`), else the advertised address itself.
+    /// `raft`: the replicated store's handler, when this host takes part in one.
     pub async fn new(
         address: &str,
+        bind: Option<&str>,
         psks: Vec<Vec<u8>>,
         raft: Option<RaftHandler>,
     ) -> Result<Self, HostError> {
@@ -43,6 +44,12 @@ impl PeerLink {
             raft,
         });
         if psks.is_empty() {
+            if let Some(bind) = bind {
+                return Err(HostError::InvalidConfig(format!(
+                    "bind address {bind:?} given, but a host without runtime PSKs serves no peer \
+                     port: give the cluster's keys too, or no bind address"
+                )));
+            }
             return Ok(PeerLink {
                 bind: None,
                 psks,
@@ -54,9 +61,14 @@ impl PeerLink {
             francis_transport::derive_ca(psk)
                 .map_err(|e| HostError::InvalidConfig(format!("runtime PSK #{}: {e}", i + 1)))?;
         }
-        let bind = match address.parse::<SocketAddr>() {
-            Ok(a) => a,
-            Err(_) => tokio::net::lookup_host(address)
+        let bind = match (bind, address.parse::<SocketAddr>()) {
+            (Some(bind), _) => bind.parse::<SocketAddr>().map_err(|_| {
+                HostError::InvalidConfig(format!(
+                    "bind address {bind:?} is not ip:port (such as 0.0.0.0:7572)"
+                ))
+            })?,
+            (None, Ok(a)) => a,
+            (None, Err(_)) => tokio::net::lookup_host(address)
                 .await
                 .ok()
                 .and_then(|mut addrs| addrs.next())

@@ -49,6 +49,10 @@ Flags (one dash or two; `-flag value` or `-flag=value`):
   -worker-address HOST:PORT      HTTP control server address (default 127.0.0.1:8081)
   -actor-host-address HOST:PORT  peer address this host advertises to other hosts
                                  (default 127.0.0.1:7571)
+  -actor-host-bind-address IP:PORT
+                                 address the peer server binds, when it is not the advertised
+                                 one (a container or NAT: e.g. 0.0.0.0:7571); default: the
+                                 advertised address
   -data PATH|URL                 SQLite database file, created if missing (default data.db,
                                  in the working directory); or a postgres:// (postgresql://)
                                  URL: one PostgreSQL database shared by every worker (tables
@@ -92,6 +96,9 @@ pub struct Config {
     pub worker_address: String,
     /// The peer address the actor host advertises (`host:port`).
     pub actor_host_address: String,
+    /// `-actor-host-bind-address`: the socket address the peer server binds, when it is not
+    /// the advertised one.
+    pub actor_host_bind_address: Option<std::net::SocketAddr>,
     /// The SQLite database file, or a `postgres://` / `postgresql://` URL
     /// (see [`Config::data_store`]).
     pub data: PathBuf,
@@ -115,6 +122,7 @@ impl Default for Config {
         Config {
             worker_address: DEFAULT_WORKER_ADDRESS.to_owned(),
             actor_host_address: DEFAULT_ACTOR_HOST_ADDRESS.to_owned(),
+            actor_host_bind_address: None,
             data: PathBuf::from(DEFAULT_DATA),
             peers: default_peers(DEFAULT_ACTOR_HOST_ADDRESS),
             health_deadline: None,
@@ -131,6 +139,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("worker_address", &self.worker_address)
             .field("actor_host_address", &self.actor_host_address)
+            .field("actor_host_bind_address", &self.actor_host_bind_address)
             .field("data", &self.data_for_logs())
             .field("peers", &self.peers)
             .field("health_deadline", &self.health_deadline)
@@ -155,6 +164,7 @@ pub enum Command {
 enum Flag {
     WorkerAddress,
     ActorHostAddress,
+    ActorHostBindAddress,
     Data,
     Peers,
     HealthDeadline,
@@ -168,6 +178,7 @@ impl Flag {
         Some(match name {
             "worker-address" => Flag::WorkerAddress,
             "actor-host-address" => Flag::ActorHostAddress,
+            "actor-host-bind-address" => Flag::ActorHostBindAddress,
             "data" => Flag::Data,
             "peers" => Flag::Peers,
             "health-deadline" => Flag::HealthDeadline,
@@ -182,6 +193,7 @@ impl Flag {
         match self {
             Flag::WorkerAddress => "worker-address",
             Flag::ActorHostAddress => "actor-host-address",
+            Flag::ActorHostBindAddress => "actor-host-bind-address",
             Flag::Data => "data",
             Flag::Peers => "peers",
             Flag::HealthDeadline => "health-deadline",
@@ -253,6 +265,15 @@ where
             Flag::ActorHostAddress => {
                 check_address(flag, &value, false)?;
                 config.actor_host_address = value;
+            }
+            Flag::ActorHostBindAddress => {
+                let bind = value.parse().map_err(|_| {
+                    invalid(
+                        flag,
+                        format!("expected IP:PORT (such as 0.0.0.0:7571), got {value:?}"),
+                    )
+                })?;
+                config.actor_host_bind_address = Some(bind);
             }
             Flag::Data => {
                 if value.trim().is_empty() {
@@ -529,6 +550,29 @@ mod tests {
             assert!(f.would_enable(theirs, &Level::WARN), "{theirs}");
         }
         assert!(!f.would_enable("openraft::core", &Level::ERROR));
+    }
+
+    #[test]
+    fn the_peer_server_binds_the_advertised_address_unless_told_otherwise() {
+        assert_eq!(run(&[]).actor_host_bind_address, None);
+        let c = run(&[
+            "-actor-host-address",
+            "worker-1.internal:7571",
+            "-actor-host-bind-address",
+            "0.0.0.0:7571",
+        ]);
+        assert_eq!(c.actor_host_address, "worker-1.internal:7571");
+        assert_eq!(
+            c.actor_host_bind_address,
+            Some("0.0.0.0:7571".parse().unwrap())
+        );
+        for bad in ["worker-1:7571", "0.0.0.0", ""] {
+            let msg = fail(&["-actor-host-bind-address", bad]).to_string();
+            assert!(
+                msg.contains("actor-host-bind-address") && msg.contains("IP:PORT"),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

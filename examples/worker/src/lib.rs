@@ -73,7 +73,10 @@ impl Worker {
                 address: config.worker_address.clone(),
                 source,
             })?;
-        let builder = LocalHost::builder().address(config.actor_host_address.clone());
+        let mut builder = LocalHost::builder().address(config.actor_host_address.clone());
+        if let Some(bind) = config.actor_host_bind_address {
+            builder = builder.bind_address(bind.to_string());
+        }
         let builder = match config.data_store() {
             DataStore::Sqlite(path) => builder.sqlite(path),
             DataStore::Postgres(url) => builder.postgres(url),

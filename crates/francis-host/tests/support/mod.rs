@@ -835,6 +835,16 @@ impl RunningHost {
 /// A host on its own connection to the SQLite file at `path` (shared with other hosts), with a
 /// free peer port, serving what `register` registers.
 pub async fn host_on(path: &std::path::Path, register: impl FnOnce(&LocalHost)) -> RunningHost {
+    host_built(path, free_udp_addr().to_string(), |b| b, register).await
+}
+
+/// As [`host_on`], advertising `address`, with `edit` applied to the builder.
+pub async fn host_built(
+    path: &std::path::Path,
+    address: String,
+    edit: impl FnOnce(francis_host::LocalHostBuilder) -> francis_host::LocalHostBuilder,
+    register: impl FnOnce(&LocalHost),
+) -> RunningHost {
     use francis_store_sqlite::{SqliteOptions, SqliteProvider};
     let provider = SqliteProvider::open(path, SqliteOptions::default())
         .await
@@ -843,8 +853,9 @@ pub async fn host_on(path: &std::path::Path, register: impl FnOnce(&LocalHost)) 
         LocalHost::builder().provider(Arc::new(provider)),
         free_udp_addr(),
         FAILOVER,
-    );
-    let host = Arc::new(builder.build().await.unwrap());
+    )
+    .address(address);
+    let host = Arc::new(edit(builder).build().await.unwrap());
     register(&host);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
