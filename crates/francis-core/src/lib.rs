@@ -143,8 +143,9 @@ pub use typed::{ActorError, CallError, IntoService, TypedActor};
 ///
 /// The handle's methods take the parameters as the actor's do (names included; `Self` becomes the
 /// actor type) and keep their `#[cfg]`. A method cannot be called `handle` or `handle_for` (it
-/// would hide [`TypedActor::handle`]). "Francis's `Error`" is recognised by how it is written:
-/// `Error`, `francis::Error`, `francis_core::Error` or `francis::core::Error`; an error type of
+/// would hide [`TypedActor::handle`]), nor `clone`, `as_ref` or `fmt` (the handle's own).
+/// "Francis's `Error`" is recognised by how it is written: `Error`, `francis::Error`,
+/// `francis_core::Error`, `francis::core::Error` or `francis::prelude::Error`; an error type of
 /// the application's own also called `Error` is written with its path.
 ///
 /// Register it with `LocalHost::register::<Counter>(factory, options)`; untyped callers (the

@@ -33,7 +33,7 @@ enum StoreChoice {
 /// Builds a [`LocalHost`]; offers the options of a local host.
 pub struct LocalHostBuilder {
     address: Option<String>,
-    bind: Option<String>,
+    bind: Option<std::net::SocketAddr>,
     store: StoreChoice,
     peers: Vec<String>,
     psks: Vec<Vec<u8>>,
@@ -62,11 +62,12 @@ impl LocalHostBuilder {
         self
     }
 
-    /// The socket address the peer server binds (`ip:port`, such as `0.0.0.0:7572`), when it is
-    /// not the advertised one: in a container or behind NAT, where the address other hosts reach
-    /// is not an address of this machine. The advertised address then need not resolve here.
-    pub fn bind_address(mut self, bind: impl Into<String>) -> Self {
-        self.bind = Some(bind.into());
+    /// The socket address the peer server binds (such as `0.0.0.0:7572`), when it is not the
+    /// advertised one: in a container or behind NAT, where the address other hosts reach is not
+    /// an address of this machine. The advertised address then need not resolve here, and its
+    /// port may differ (a mapped port); port 0 is refused, since other hosts could not know it.
+    pub fn bind_address(mut self, bind: std::net::SocketAddr) -> Self {
+        self.bind = Some(bind);
         self
     }
 
@@ -202,9 +203,7 @@ impl LocalHostBuilder {
         } else {
             None
         };
-        let peer =
-            crate::peer::PeerLink::new(&address, self.bind.as_deref(), self.psks, raft.clone())
-                .await?;
+        let peer = crate::peer::PeerLink::new(&address, self.bind, self.psks, raft.clone()).await?;
         #[cfg_attr(not(feature = "replication"), allow(unused_mut))]
         let mut replica = None;
         let provider: Arc<dyn Provider> = match (self.store, raft) {

@@ -31,11 +31,11 @@ pub(crate) struct PeerLink {
 
 impl PeerLink {
     /// Checks the keys (each derives a CA; short keys are refused) and resolves the address the
-    /// peer server binds: `bind` when given (an `ip:port`), else the advertised address itself.
+    /// peer server binds: `bind` when given, else the advertised address itself.
     /// `raft`: the replicated store's handler, when this host takes part in one.
     pub async fn new(
         address: &str,
-        bind: Option<&str>,
+        bind: Option<SocketAddr>,
         psks: Vec<Vec<u8>>,
         raft: Option<RaftHandler>,
     ) -> Result<Self, HostError> {
@@ -46,7 +46,7 @@ impl PeerLink {
         if psks.is_empty() {
             if let Some(bind) = bind {
                 return Err(HostError::InvalidConfig(format!(
-                    "bind address {bind:?} given, but a host without runtime PSKs serves no peer \
+                    "bind address {bind} given, but a host without runtime PSKs serves no peer \
                      port: give the cluster's keys too, or no bind address"
                 )));
             }
@@ -62,11 +62,13 @@ impl PeerLink {
                 .map_err(|e| HostError::InvalidConfig(format!("runtime PSK #{}: {e}", i + 1)))?;
         }
         let bind = match (bind, address.parse::<SocketAddr>()) {
-            (Some(bind), _) => bind.parse::<SocketAddr>().map_err(|_| {
-                HostError::InvalidConfig(format!(
-                    "bind address {bind:?} is not ip:port (such as 0.0.0.0:7572)"
-                ))
-            })?,
+            (Some(bind), _) if bind.port() == 0 => {
+                return Err(HostError::InvalidConfig(format!(
+                    "bind address {bind} has port 0: other hosts reach this one at its advertised \
+                     address, so the peer server needs a known port"
+                )));
+            }
+            (Some(bind), _) => bind,
             (None, Ok(a)) => a,
             (None, Err(_)) => tokio::net::lookup_host(address)
                 .await

@@ -962,9 +962,16 @@ impl Activations {
         let trace = parent.map(|p| p.child());
         let span = turn_span(&caller_span, &act.actor, &op, &self.address, trace, parent);
         // With `francis.turn` filtered out (it is at debug), the turn runs in the caller's span
-        // (which records its own outcome).
+        // (which records its own outcome), and the calls it makes are children of the caller's
+        // span rather than of a turn span nobody sees. Either way the caller's span stays open
+        // until the turn ends, even when the caller stopped waiting: it covers the work it asked
+        // for.
         let own_span = !span.is_disabled();
-        let span = if own_span { span } else { caller_span };
+        let (span, trace) = if own_span {
+            (span, trace)
+        } else {
+            (caller_span, parent)
+        };
         let ctx = self.context(act, &op, trace, request_id, cancel.clone(), halt.clone());
         let running = Running {
             reply: Some(reply),

@@ -128,11 +128,12 @@ async fn a_millisecond_alarm_is_held_to_the_early_lease_spacing() {
     // Paused time jumps to each next timer, so every firing the engine wants happens.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let fired = fired(&h).len();
-    // The documented spacing: 20 ms.
-    let most = (3000 / 20) + 5;
+    // The documented spacing, 20 ms: about 150 firings; at least half that, so a much wider
+    // spacing fails too.
+    let (least, most) = (3000 / 20 / 2, 3000 / 20 + 5);
     assert!(
-        (10..=most).contains(&fired),
-        "{fired} firings in 3 s (at most {most})"
+        (least..=most).contains(&fired),
+        "{fired} firings in 3 s (between {least} and {most})"
     );
     h.stop().await;
 }

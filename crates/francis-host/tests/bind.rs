@@ -22,7 +22,7 @@ async fn a_host_bound_to_the_wildcard_address_serves_its_advertised_one() {
     let b = host_built(
         &path,
         format!("127.0.0.1:{port}"),
-        |builder| builder.bind_address(format!("0.0.0.0:{port}")),
+        |builder| builder.bind_address(([0, 0, 0, 0], port).into()),
         |h| {
             let p = probe.clone();
             h.register_actor(
@@ -65,7 +65,7 @@ async fn the_advertised_name_need_not_resolve_here_when_a_bind_address_is_given(
     let host = host_built(
         &path,
         format!("worker-1.invalid:{port}"),
-        |builder| builder.bind_address(format!("127.0.0.1:{port}")),
+        |builder| builder.bind_address(([127, 0, 0, 1], port).into()),
         |_| {},
     )
     .await;
@@ -88,15 +88,15 @@ async fn a_bind_address_that_cannot_work_is_refused() {
         LocalHost::builder()
             .address("127.0.0.1:7571")
             .runtime_psks([support::CLUSTER_PSK])
-            .bind_address("worker-1:7571"),
+            .bind_address(([0, 0, 0, 0], 0).into()),
     )
     .await;
-    assert!(msg.contains("ip:port"), "{msg}");
+    assert!(msg.contains("port 0"), "{msg}");
     // No keys, no peer server: a bind address would be ignored, so it is refused.
     let msg = refused(
         LocalHost::builder()
             .address("127.0.0.1:7571")
-            .bind_address("0.0.0.0:7571"),
+            .bind_address(([0, 0, 0, 0], 7571).into()),
     )
     .await;
     assert!(msg.contains("no peer"), "{msg}");

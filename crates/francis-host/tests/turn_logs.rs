@@ -1,5 +1,6 @@
 //! What an actor logs during a turn carries the call's trace, even under a filter that leaves
-//! out `francis.turn` (at debug): the turn then runs inside the caller's `francis.invoke`.
+//! out `francis.turn` (at debug): the turn then runs inside the caller's `francis.invoke`, and
+//! the calls it makes are children of that span.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,9 +16,9 @@ use tracing_subscriber::registry::LookupSpan;
 /// An event's message, with the `trace_id` of the nearest span around it that has one.
 type Line = (String, Option<String>);
 
-/// Every event seen.
+/// Every event seen, and the `(span_id, parent_span_id)` of every `francis.invoke`.
 #[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<Line>>>);
+struct Events(Arc<Mutex<Vec<Line>>>, Arc<Mutex<Vec<(String, String)>>>);
 
 #[derive(Default)]
 struct Fields(HashMap<String, String>);
@@ -40,6 +41,13 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Events {
     ) {
         let mut fields = Fields::default();
         attrs.record(&mut fields);
+        if attrs.metadata().name() == "francis.invoke" {
+            let get = |k: &str| fields.0.get(k).cloned().unwrap_or_default();
+            self.1
+                .lock()
+                .unwrap()
+                .push((get("span_id"), get("parent_span_id")));
+        }
         if let (Some(trace), Some(span)) = (fields.0.remove("trace_id"), ctx.span(id)) {
             span.extensions_mut().insert(TraceField(trace));
         }
@@ -59,6 +67,24 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Events {
 }
 
 struct Chatty;
+
+/// Calls a chatty actor from its turn.
+struct Relay;
+
+#[async_trait]
+impl Actor for Relay {
+    async fn invoke(
+        &mut self,
+        ctx: &ActorContext,
+        _method: &str,
+        _data: Envelope,
+    ) -> Result<Option<Envelope>, Error> {
+        let chatty = ActorRef::new("chatty", "c").unwrap();
+        ctx.service()
+            .invoke(&chatty, "speak", Envelope::null())
+            .await
+    }
+}
 
 #[async_trait]
 impl Actor for Chatty {
@@ -90,6 +116,8 @@ async fn an_actor_s_lines_carry_the_call_s_trace() {
     let host = Arc::new(host);
     host.register_actor("chatty", |_| Chatty, ActorOptions::default())
         .unwrap();
+    host.register_actor("relay", |_| Relay, ActorOptions::default())
+        .unwrap();
     let stop = CancellationToken::new();
     let run = tokio::spawn({
         let (host, stop) = (host.clone(), stop.clone());
@@ -115,6 +143,21 @@ async fn an_actor_s_lines_carry_the_call_s_trace() {
         Some("4bf92f3577b34da6a3ce929d0e0e4736"),
         "{line:?}"
     );
+
+    // A call made from a turn is a child of the span that turn ran in (the caller's
+    // `francis.invoke`, `francis.turn` being filtered out), never of a span nobody saw.
+    events.1.lock().unwrap().clear();
+    let relay = ActorRef::new("relay", "r").unwrap();
+    host.service()
+        .traced(caller)
+        .invoke(&relay, "relay", Envelope::null())
+        .await
+        .unwrap();
+    let invokes = events.1.lock().unwrap().clone();
+    assert_eq!(invokes.len(), 2, "{invokes:?}");
+    let (outer, inner) = (&invokes[0], &invokes[1]);
+    assert_eq!(outer.1, "00f067aa0ba902b7", "{invokes:?}");
+    assert_eq!(inner.1, outer.0, "{invokes:?}");
     stop.cancel();
     run.await.unwrap().unwrap();
 }

@@ -279,8 +279,9 @@ fn method_of(f: &ImplItemFn, role: Role) -> syn::Result<Method> {
 }
 
 /// Whether an error type is Francis's own `Error`, by how it is written: `Error`,
-/// `francis::Error`, `francis_core::Error` or `francis::core::Error`. (A macro sees names, not
-/// types: an error type of the user's own that is also called `Error` is written with its path.)
+/// `francis::Error`, `francis_core::Error`, `francis::core::Error` or
+/// `francis::prelude::Error`. (A macro sees names, not types: an error type of the user's own
+/// that is also called `Error` is written with its path.)
 fn is_francis_error(ty: &Type) -> bool {
     let Type::Path(p) = ty else { return false };
     if p.qself.is_some() {
@@ -295,8 +296,22 @@ fn is_francis_error(ty: &Type) -> bool {
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     matches!(
         names.as_slice(),
-        ["Error"] | ["francis" | "francis_core", "Error"] | ["francis", "core", "Error"]
+        ["Error"]
+            | ["francis" | "francis_core", "Error"]
+            | ["francis", "core" | "prelude", "Error"]
     )
+}
+
+/// What a method of this name would hide, if anything: an associated function callers use to
+/// get a handle, or a method every handle has (`Clone`, `AsRef`, `Debug`).
+fn hidden_by(name: &str) -> Option<&'static str> {
+    match name {
+        "handle" | "handle_for" => {
+            Some("`TypedActor::handle`, which callers use to get the actor's handle")
+        }
+        "clone" | "as_ref" | "fmt" => Some("the handle's `Clone`, `AsRef` or `Debug` method"),
+        _ => None,
+    }
 }
 
 /// `tokens` with every `Self` replaced by the actor type.
@@ -395,11 +410,14 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
                 }
             }
             Role::Invoke | Role::Peek => {
-                if f.sig.ident == "handle" || f.sig.ident == "handle_for" {
+                let name = syn::ext::IdentExt::unraw(&f.sig.ident).to_string();
+                if let Some(hidden) = hidden_by(&name) {
                     return Err(syn::Error::new(
                         f.sig.ident.span(),
-                        "an actor method cannot be called `handle` or `handle_for`: it would hide \
-                         `TypedActor::handle`, which callers use to get the actor's handle; rename it",
+                        format!(
+                            "an actor method cannot be called `{name}`: it would hide {hidden}; \
+                             rename it"
+                        ),
                     ));
                 }
                 methods.push(method_of(f, role)?)

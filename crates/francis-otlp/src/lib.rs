@@ -17,15 +17,26 @@
 //! Spans are batched and sent from a background thread, never on the path of a call; when the
 //! collector is slow or away, spans beyond the queue are dropped, calls are not held up.
 //!
+//! A span's ids are read when it starts: Francis's spans carry their own (`francis.serve`, which
+//! has no `span_id` field, gets a random one); a span of the application's that should start
+//! a trace declares `trace_id` (with `span_id`, `parent_span_id`) with its values, not as
+//! `Empty` to be recorded later. A span is exported when it closes, that is when every clone of
+//! it is dropped: a call's `francis.invoke` stays open until the turn it asked for ends, even
+//! if the caller stopped waiting.
+//!
 //! ```no_run
 //! use tracing_subscriber::prelude::*;
 //!
+//! // Keep `otlp` until the end of main: dropping it stops the export.
 //! let otlp = francis_otlp::Otlp::from_env("my-service").expect("OTEL_* settings");
 //! tracing_subscriber::registry()
 //!     .with(tracing_subscriber::fmt::layer())
 //!     .with(otlp.as_ref().map(|o| o.layer()))
 //!     .init();
-//! // ... run the host; dropping `otlp` at exit sends what is still queued.
+//! let runtime = tokio::runtime::Runtime::new().unwrap();
+//! // ... runtime.block_on(run the host) ...
+//! drop(runtime);
+//! drop(otlp); // sends what is still queued (blocking, up to 5 s), outside the runtime
 //! ```
 
 use std::borrow::Cow;
@@ -47,11 +58,12 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-/// Why export could not be set up. None of these is helped by retrying: the settings are wrong.
+/// Why export could not be set up, or why a flush or shutdown did not complete.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An `OTEL_*` variable has a value this build does not support.
+    /// An `OTEL_*` variable has a value this build does not support. Retrying cannot help:
+    /// the setting is wrong.
     #[error("{variable}={value:?}: {reason}")]
     Unsupported {
         /// The variable.
@@ -61,9 +73,35 @@ pub enum Error {
         /// What is supported instead.
         reason: &'static str,
     },
-    /// The OTLP exporter refused its settings (an endpoint that is not a URL, say).
+    /// The OTLP exporter refused its settings (an endpoint that is not a URL, say). Retrying
+    /// cannot help: the setting is wrong.
     #[error("the OTLP exporter cannot be built: {0}")]
     Exporter(String),
+    /// A flush or shutdown did not complete: the collector did not answer in time or refused
+    /// the spans, or the export was already shut down. A later flush may succeed once the
+    /// collector is back (spans it did not take are dropped, not retried).
+    #[error("the spans could not be sent: {0}")]
+    Export(String),
+}
+
+impl Error {
+    /// Whether trying again can help: only for [`Error::Export`].
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Export(_))
+    }
+}
+
+/// Why an `https://` endpoint is refused.
+const PLAIN_HTTP_ONLY: &str = "this build exports over plain HTTP: send to a collector on this \
+                               host or network (`http://...`), which can forward over TLS";
+
+/// Whether `OTEL_RESOURCE_ATTRIBUTES` (`key=value,key=value`) names the service.
+fn names_the_service(attributes: &str) -> bool {
+    attributes.split(',').any(|pair| {
+        pair.split('=')
+            .next()
+            .is_some_and(|k| k.trim() == "service.name")
+    })
 }
 
 /// What the environment asks for.
@@ -121,15 +159,18 @@ fn decide(var: impl Fn(&str) -> Option<String>) -> Result<Decision, Error> {
         return Err(Error::Unsupported {
             variable,
             value,
-            reason: "this build exports over plain HTTP: send to a collector on this host or \
-                     network (`http://...`), which can forward over TLS",
+            reason: PLAIN_HTTP_ONLY,
         });
     }
     Ok(Decision::On)
 }
 
-/// The span export: a batch processor sending to an OTLP endpoint. Dropping it (or
-/// [`Otlp::shutdown`]) sends what is queued, waiting at most a few seconds.
+/// The span export: a batch processor sending to an OTLP endpoint. Keep it for as long as spans
+/// should be exported (until the end of `main`): dropping it, like [`Otlp::shutdown`], sends what
+/// is queued and **stops the export**, so a layer from [`Otlp::layer`] exports nothing after that.
+/// Flushing, shutting down and dropping block the calling thread for up to 5 s; do them outside
+/// the async runtime (after it is dropped, or in `spawn_blocking`).
+#[must_use = "dropping Otlp stops the export: keep it until the end of main"]
 pub struct Otlp {
     inner: Arc<Shared>,
 }
@@ -149,6 +190,7 @@ impl Otlp {
     /// Export as the `OTEL_*` environment says (see the crate documentation): `Ok(None)` when
     /// it asks for no export. `service_name` is used when neither `OTEL_SERVICE_NAME` nor
     /// `OTEL_RESOURCE_ATTRIBUTES` names the service.
+    #[must_use = "dropping Otlp stops the export: keep it until the end of main"]
     pub fn from_env(service_name: &str) -> Result<Option<Otlp>, Error> {
         match decide(|name| std::env::var(name).ok())? {
             Decision::Off => Ok(None),
@@ -157,8 +199,16 @@ impl Otlp {
     }
 
     /// Export to `endpoint` (the full URL, such as `http://127.0.0.1:4318/v1/traces`), whatever
-    /// the environment says about the endpoint.
+    /// the environment says about the endpoint. An `https://` endpoint is refused, as from the
+    /// environment.
     pub fn to_endpoint(endpoint: &str, service_name: &str) -> Result<Otlp, Error> {
+        if endpoint.trim().starts_with("https:") {
+            return Err(Error::Unsupported {
+                variable: "endpoint",
+                value: endpoint.to_owned(),
+                reason: PLAIN_HTTP_ONLY,
+            });
+        }
         Self::build(Some(endpoint), service_name)
     }
 
@@ -172,7 +222,7 @@ impl Otlp {
             .map_err(|e| Error::Exporter(e.to_string()))?;
         let mut resource = Resource::builder();
         let named_by_env = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty())
-            || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name"));
+            || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| names_the_service(&v));
         if !named_by_env {
             resource = resource.with_service_name(service_name.to_owned());
         }
@@ -196,20 +246,21 @@ impl Otlp {
         }
     }
 
-    /// Sends every span that has ended and waits for the collector's answer.
+    /// Sends every span that has ended and waits (blocking, up to 5 s) for the collector's
+    /// answer.
     pub fn flush(&self) -> Result<(), Error> {
         self.inner
             .processor
             .force_flush()
-            .map_err(|e| Error::Exporter(e.to_string()))
+            .map_err(|e| Error::Export(e.to_string()))
     }
 
-    /// Sends what is queued and stops the export; later spans are dropped.
+    /// Sends what is queued (blocking, up to 5 s) and stops the export; later spans are dropped.
     pub fn shutdown(&self) -> Result<(), Error> {
         self.inner
             .processor
             .shutdown_with_timeout(Duration::from_secs(5))
-            .map_err(|e| Error::Exporter(e.to_string()))
+            .map_err(|e| Error::Export(e.to_string()))
     }
 }
 
@@ -336,20 +387,22 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        // The nearest exported ancestor, if any: a span of the application's own is exported
-        // only inside one of Francis's.
+        // The nearest exported ancestor, if any.
         let parent = span.scope().skip(1).find_map(|ancestor| {
             let ext = ancestor.extensions();
             ext.get::<Pending>().map(|p| (p.trace_id, p.span_id))
         });
-        let mut fields = Fields::default();
-        attrs.record(&mut fields);
         // Francis's spans, spans that carry a trace context of their own (the worker's
-        // `worker.request`, an application's), and everything inside those.
-        let traced = attrs.metadata().name().starts_with("francis.") || fields.trace_id.is_some();
+        // `worker.request`, an application's), and everything inside those; decided before
+        // any field is formatted, so other spans cost next to nothing.
+        let metadata = attrs.metadata();
+        let traced = metadata.name().starts_with("francis.")
+            || metadata.fields().field("trace_id").is_some();
         if !traced && parent.is_none() {
             return;
         }
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
         let trace_id = fields
             .trace_id
             .or(parent.map(|(t, _)| t))
@@ -388,6 +441,7 @@ where
             Some(code) => Status::error(code.to_owned()),
         };
         let kind = pending.fields.kind.clone().unwrap_or_else(|| kind_of(name));
+        let remote_parent = kind == SpanKind::Server;
         let mut attributes = pending.fields.attributes;
         attributes.push(KeyValue::new("code.namespace", span.metadata().target()));
         let data = SpanData {
@@ -399,7 +453,8 @@ where
                 TraceState::default(),
             ),
             parent_span_id: pending.parent_span_id,
-            parent_span_is_remote: false,
+            // The owner's side of a call from another host: its parent ran there.
+            parent_span_is_remote: remote_parent,
             span_kind: kind,
             name: Cow::Borrowed(name),
             start_time: pending.start,
@@ -468,6 +523,23 @@ mod tests {
                 "{off:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_service_is_named_by_the_resource_attributes_only_under_its_own_key() {
+        assert!(names_the_service("service.name=shop"));
+        assert!(names_the_service("team=a, service.name = shop"));
+        assert!(!names_the_service("service.namespace=shop"));
+        assert!(!names_the_service(""));
+    }
+
+    #[test]
+    fn an_https_endpoint_given_in_code_is_refused_too() {
+        let e = Otlp::to_endpoint("https://c:4318/v1/traces", "x").unwrap_err();
+        assert!(
+            e.to_string().contains("plain HTTP") && !e.is_retryable(),
+            "{e}"
+        );
     }
 
     #[test]

@@ -117,7 +117,7 @@ async fn a_call_across_hosts_is_exported_as_one_trace() {
         .with_state(received.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let otlp = Otlp::to_endpoint(&endpoint, "otlp-test").unwrap();
+    let otlp = Arc::new(Otlp::to_endpoint(&endpoint, "otlp-test").unwrap());
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::filter::Targets::new()
@@ -161,11 +161,16 @@ async fn a_call_across_hosts_is_exported_as_one_trace() {
             .cloned()
             .collect()
     };
-    // A span is exported once it has closed everywhere (the peer request's task holds the
-    // invoke span a moment longer than the call): flush until the three have arrived.
+    // A span is exported once it has closed everywhere (the turn holds the invoke span until it
+    // ends, which can be a moment after the caller has its answer): flush until all arrived.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let spans = loop {
-        otlp.flush().unwrap();
+        // Flushing blocks the thread: off the runtime's workers, which serve the receiver. A
+        // flush that timed out is tried again until the deadline.
+        let o = otlp.clone();
+        let _ = tokio::task::spawn_blocking(move || o.flush())
+            .await
+            .unwrap();
         let spans = of_trace();
         let names: Vec<&str> = spans.iter().map(|(_, s)| s.name.as_str()).collect();
         if ["francis.invoke", "francis.serve", "francis.turn"]
@@ -214,4 +219,8 @@ async fn a_call_across_hosts_is_exported_as_one_trace() {
     assert_eq!(status.code, 1, "STATUS_CODE_OK: {status:?}");
     stop_a.cancel();
     stop_b.cancel();
+    // Shutting the export down blocks too.
+    tokio::task::spawn_blocking(move || drop(otlp))
+        .await
+        .unwrap();
 }

@@ -75,7 +75,7 @@ impl Worker {
             })?;
         let mut builder = LocalHost::builder().address(config.actor_host_address.clone());
         if let Some(bind) = config.actor_host_bind_address {
-            builder = builder.bind_address(bind.to_string());
+            builder = builder.bind_address(bind);
         }
         let builder = match config.data_store() {
             DataStore::Sqlite(path) => builder.sqlite(path),

@@ -205,6 +205,7 @@ impl Worker {
         if let Some(filter) = rust_log {
             command.env("RUST_LOG", filter);
         }
+        clear_otel(&mut command);
         command.envs(env.iter().copied());
         let child = command
             .env_remove(worker::PSK_ENV)
@@ -473,8 +474,18 @@ impl Http {
 }
 
 /// Runs the binary to completion with `args` in `dir` (for flag errors and `-h`).
+/// Keeps the developer's own OpenTelemetry settings out of a worker started by a test.
+fn clear_otel(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("OTEL_") {
+            command.env_remove(&name);
+        }
+    }
+}
+
 pub fn run_to_exit(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
+    clear_otel(&mut cmd);
     cmd.args(args)
         .current_dir(dir)
         .env_remove(worker::PSK_ENV)
