@@ -6,11 +6,12 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use francis_core::{ActorRef, ActorService, Envelope, ErrorKind};
+use francis_core::ActorRef;
 use francis_host::{HostError, LocalHost};
-use support::{Probe, ProbeActor, cluster_options, free_udp_addr, host_built, host_on};
+use support::{
+    Probe, ProbeActor, cluster_options, free_udp_addr, host_built, host_on, invoke_until_routed,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_bound_to_the_wildcard_address_serves_its_advertised_one() {
@@ -36,22 +37,7 @@ async fn a_host_bound_to_the_wildcard_address_serves_its_advertised_one() {
     .await;
     // Only B serves the type: the call goes from A to B's advertised address.
     let id = ActorRef::new(support::TYPE, "bound").unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let out = loop {
-        match a
-            .host
-            .service()
-            .invoke(&id, "increment", Envelope::null())
-            .await
-        {
-            Ok(out) => break out,
-            Err(e) if e.is_retryable() || e.kind() == ErrorKind::ActorTypeUnsupported => {
-                assert!(tokio::time::Instant::now() < deadline, "{e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
+    let out = invoke_until_routed(&a.host.service(), &id, "increment").await;
     assert_eq!(out.unwrap().decode::<i64>().unwrap(), 1);
     a.stop().await;
     b.stop().await;

@@ -7,9 +7,9 @@ mod support;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use francis_core::{ActorRef, ActorService, Envelope, ErrorKind};
+use francis_core::ActorRef;
 use francis_host::TraceContext;
-use support::{Probe, ProbeActor, cluster_options, host_on};
+use support::{Probe, ProbeActor, cluster_options, host_on, invoke_until_routed};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
@@ -99,17 +99,7 @@ async fn a_call_across_hosts_is_one_trace() {
     let traced = a.host.service().traced(caller);
     let id = ActorRef::new(support::TYPE, "t1").unwrap();
     // A learns of B's actor types from the store's membership: retry until it routes there.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        match traced.invoke(&id, "increment", Envelope::null()).await {
-            Ok(_) => break,
-            Err(e) if e.is_retryable() || e.kind() == ErrorKind::ActorTypeUnsupported => {
-                assert!(tokio::time::Instant::now() < deadline, "{e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
+    invoke_until_routed(&traced, &id, "increment").await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let invoke: Vec<_> = recorder
         .find("francis.invoke", "trace_id", trace)

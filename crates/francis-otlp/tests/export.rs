@@ -3,23 +3,19 @@
 //! hosts in the caller's trace, with Francis's own span ids and their parent links.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::routing::post;
 use francis_core::{ErrorKind, TypedActor, actor};
 use francis_host::{ActorOptions, LocalHost, TraceContext};
 use francis_otlp::Otlp;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
+use receiver::{Receiver, attribute, hex};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+mod receiver;
 
 struct Counter {
     n: i64,
@@ -32,47 +28,6 @@ impl Counter {
         self.n += by;
         self.n
     }
-}
-
-/// What the receiver got: every span of every request, with its service name.
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<(String, Span)>>>);
-
-async fn receive(State(received): State<Received>, body: Bytes) -> &'static [u8] {
-    let request = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf request");
-    let mut spans = received.0.lock().unwrap();
-    for resource in request.resource_spans {
-        let service = resource
-            .resource
-            .iter()
-            .flat_map(|r| r.attributes.iter())
-            .find(|kv| kv.key == "service.name")
-            .and_then(|kv| kv.value.as_ref()?.value.clone())
-            .map(|v| match v {
-                Value::StringValue(s) => s,
-                other => format!("{other:?}"),
-            })
-            .unwrap_or_default();
-        for scope in resource.scope_spans {
-            spans.extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
-        }
-    }
-    // An empty ExportTraceServiceResponse.
-    b""
-}
-
-fn attribute(span: &Span, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            Value::StringValue(s) => Some(s.clone()),
-            other => Some(format!("{other:?}")),
-        })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn free_udp_addr() -> SocketAddr {
@@ -109,13 +64,8 @@ async fn host(path: &std::path::Path, serves: bool) -> (Arc<LocalHost>, Cancella
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_across_hosts_is_exported_as_one_trace() {
-    let received = Received::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}/v1/traces", listener.local_addr().unwrap());
-    let app = Router::new()
-        .route("/v1/traces", post(receive))
-        .with_state(received.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (received, base) = Receiver::start().await;
+    let endpoint = format!("{base}/v1/traces");
 
     let otlp = Arc::new(Otlp::to_endpoint(&endpoint, "otlp-test").unwrap());
     tracing_subscriber::registry()
@@ -151,16 +101,6 @@ async fn a_call_across_hosts_is_exported_as_one_trace() {
         }
     }
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let of_trace = || -> Vec<(String, Span)> {
-        received
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, s)| hex(&s.trace_id) == trace)
-            .cloned()
-            .collect()
-    };
     // A span is exported once it has closed everywhere (the turn holds the invoke span until it
     // ends, which can be a moment after the caller has its answer): flush until all arrived.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -171,7 +111,7 @@ async fn a_call_across_hosts_is_exported_as_one_trace() {
         let _ = tokio::task::spawn_blocking(move || o.flush())
             .await
             .unwrap();
-        let spans = of_trace();
+        let spans: Vec<(String, Span)> = received.of_trace(trace);
         let names: Vec<&str> = spans.iter().map(|(_, s)| s.name.as_str()).collect();
         if ["francis.invoke", "francis.serve", "francis.turn"]
             .iter()

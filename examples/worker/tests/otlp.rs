@@ -4,61 +4,22 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::Method;
-use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
+use receiver::{Receiver, hex};
 use support::{Worker, eventually};
+
+#[path = "../../../crates/francis-otlp/tests/receiver/mod.rs"]
+mod receiver;
 
 const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
-/// Every span received, with the service name of its resource.
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<(String, Span)>>>);
-
-async fn receive(State(received): State<Received>, body: Bytes) -> &'static [u8] {
-    let request = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf request");
-    let mut spans = received.0.lock().unwrap();
-    for resource in request.resource_spans {
-        let service = resource
-            .resource
-            .iter()
-            .flat_map(|r| r.attributes.iter())
-            .find(|kv| kv.key == "service.name")
-            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                Value::StringValue(s) => Some(s.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        for scope in resource.scope_spans {
-            spans.extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
-        }
-    }
-    b""
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_exports_a_call_s_spans_in_the_caller_s_trace() {
-    let received = Received::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let app = Router::new()
-        .route("/v1/traces", post(receive))
-        .with_state(received.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (received, endpoint) = Receiver::start().await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut w = Worker::start_with_env(
@@ -89,14 +50,7 @@ async fn the_worker_exports_a_call_s_spans_in_the_caller_s_trace() {
         "the call's spans reach the receiver",
         Duration::from_secs(20),
         || {
-            let spans: Vec<(String, Span)> = received
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(_, s)| hex(&s.trace_id) == TRACE_ID)
-                .cloned()
-                .collect();
+            let spans: Vec<(String, Span)> = received.of_trace(TRACE_ID);
             let names: Vec<&str> = spans.iter().map(|(_, s)| s.name.as_str()).collect();
             let all = names.contains(&"worker.request") && names.contains(&"francis.invoke");
             async move { all.then_some(spans) }

@@ -832,6 +832,30 @@ impl RunningHost {
     }
 }
 
+/// Invokes `method` of `id` through `svc` until the call is routed: a host learns of another's
+/// actor types from the store's membership, so a first call may find nobody serving the type
+/// yet (or the owner not yet reachable). Fails after 20 s.
+pub async fn invoke_until_routed(
+    svc: &francis_host::HostService,
+    id: &ActorRef,
+    method: &str,
+) -> Option<Envelope> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match francis_core::ActorService::invoke(svc, id, method, Envelope::null()).await {
+            Ok(out) => return out,
+            Err(e)
+                if e.is_retryable()
+                    || e.kind() == francis_core::ErrorKind::ActorTypeUnsupported =>
+            {
+                assert!(tokio::time::Instant::now() < deadline, "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 /// A host on its own connection to the SQLite file at `path` (shared with other hosts), with a
 /// free peer port, serving what `register` registers.
 pub async fn host_on(path: &std::path::Path, register: impl FnOnce(&LocalHost)) -> RunningHost {
