@@ -9,9 +9,7 @@ use std::sync::Arc;
 
 use francis_core::ActorRef;
 use francis_host::{HostError, LocalHost};
-use support::{
-    Probe, ProbeActor, cluster_options, free_udp_addr, host_built, host_on, invoke_until_routed,
-};
+use support::{Probe, free_udp_addr, host_built, host_on, invoke_until_routed, serve_probe};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_bound_to_the_wildcard_address_serves_its_advertised_one() {
@@ -24,15 +22,7 @@ async fn a_host_bound_to_the_wildcard_address_serves_its_advertised_one() {
         &path,
         format!("127.0.0.1:{port}"),
         |builder| builder.bind_address(([0, 0, 0, 0], port).into()),
-        |h| {
-            let p = probe.clone();
-            h.register_actor(
-                support::TYPE,
-                move |init| ProbeActor::new(init, p.clone()),
-                cluster_options(),
-            )
-            .unwrap();
-        },
+        |h| serve_probe(h, &probe),
     )
     .await;
     // Only B serves the type: the call goes from A to B's advertised address.

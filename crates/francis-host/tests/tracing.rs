@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use francis_core::ActorRef;
 use francis_host::TraceContext;
-use support::{Probe, ProbeActor, cluster_options, host_on, invoke_until_routed};
+use support::{Probe, host_on, invoke_until_routed, serve_probe};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
@@ -83,16 +83,7 @@ async fn a_call_across_hosts_is_one_trace() {
     let probe = Arc::new(Probe::default());
     // Only B serves the probe type, so every call through A runs on B.
     let a = host_on(&path, |_| {}).await;
-    let b = host_on(&path, |h| {
-        let p = probe.clone();
-        h.register_actor(
-            support::TYPE,
-            move |init| ProbeActor::new(init, p.clone()),
-            cluster_options(),
-        )
-        .unwrap();
-    })
-    .await;
+    let b = host_on(&path, |h| serve_probe(h, &probe)).await;
     let caller =
         TraceContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
             .unwrap();

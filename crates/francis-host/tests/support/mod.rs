@@ -832,6 +832,18 @@ impl RunningHost {
     }
 }
 
+/// Registers the probe actor type on `host` with the cluster scenarios' options, recording into
+/// `probe`.
+pub fn serve_probe(host: &LocalHost, probe: &Arc<Probe>) {
+    let p = probe.clone();
+    host.register_actor(
+        TYPE,
+        move |init| ProbeActor::new(init, p.clone()),
+        cluster_options(),
+    )
+    .unwrap();
+}
+
 /// Invokes `method` of `id` through `svc` until the call is routed: a host learns of another's
 /// actor types from the store's membership, so a first call may find nobody serving the type
 /// yet (or the owner not yet reachable). Fails after 20 s.
