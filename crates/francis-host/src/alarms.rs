@@ -1,13 +1,14 @@
-//! The alarm engine: leases due alarms from the store, fires each at its time on the actor's
-//! turn, and records the outcome (delete, reschedule, retry, drop).
+//! The alarm engine: leases due alarms from the store in batches that grow with the backlog,
+//! re-confirms the leases of every alarm that came due in one store call, fires each on the
+//! actor's turn, and records the outcome (delete, reschedule, retry, drop).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use francis_core::{Error, ErrorKind};
-use francis_store::{AlarmLease, AlarmOutcome, LeaseRequest, LeasedAlarm};
-use tokio::sync::Notify;
+use francis_store::{AlarmCompletion, AlarmLease, AlarmOutcome, LeaseRequest, LeasedAlarm};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -15,22 +16,95 @@ use tracing::{Instrument, debug, error, info, warn};
 
 use crate::events::HostEvent;
 use crate::policy::{
-    AlarmDecision, EARLY_LEASE_SPACING, alarm_outcome, lease_again_early, retry_delay,
+    ALARM_IN_FLIGHT_BATCHES, ALARM_LEASE_BATCHES, AlarmDecision, EARLY_LEASE_SPACING,
+    alarm_outcome, lease_again_early, next_lease_limit, retry_delay,
 };
 use crate::runtime::Op;
 use crate::service::HostInner;
 use crate::service::HostService;
 
-type InFlight = Arc<Mutex<HashSet<AlarmLease>>>;
+/// What the engine's loop and its firing tasks share.
+struct Engine {
+    inner: Arc<HostInner>,
+    /// Every lease this host holds: alarms waiting for their time, running, or recording
+    /// their outcome. Renewed together, and counted against the in-flight cap.
+    held: Mutex<HashSet<AlarmLease>>,
+    /// Signalled by every alarm that is done, so an engine held back by the in-flight cap
+    /// resumes as soon as there is room rather than a poll interval later.
+    finished: Notify,
+    /// Signalled when an alarm was rescheduled to before the next poll (it repeats faster than
+    /// the poll interval): lease again at once, so it fires at its own cadence.
+    rescheduled_soon: Notify,
+}
+
+impl Engine {
+    fn held(&self) -> usize {
+        self.held.lock().expect("held leases lock").len()
+    }
+
+    /// An alarm is done with its lease; `next_due` is when it is due again, if it was
+    /// rescheduled.
+    fn done(&self, lease: &AlarmLease, next_due: Option<DateTime<Utc>>) {
+        self.held.lock().expect("held leases lock").remove(lease);
+        self.finished.notify_one();
+        if let Some(due) = next_due
+            && lease_again_early(
+                due,
+                self.inner.act.store.clock.now(),
+                self.inner.act.timings.alarm_poll_interval,
+            )
+        {
+            self.rescheduled_soon.notify_one();
+        }
+    }
+}
+
+/// Leased alarms waiting for their due time, earliest first.
+#[derive(Default)]
+struct Waiting {
+    by_due: BTreeMap<(DateTime<Utc>, u64), LeasedAlarm>,
+    seq: u64,
+}
+
+impl Waiting {
+    fn push(&mut self, alarm: LeasedAlarm) {
+        self.seq += 1;
+        self.by_due
+            .insert((alarm.properties.due_time, self.seq), alarm);
+    }
+
+    fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.by_due.keys().next().map(|(due, _)| *due)
+    }
+
+    /// Removes and returns every alarm due at or before `now` (within a millisecond: the
+    /// timer that woke the engine counts in milliseconds, and waking again for the rest would
+    /// only spin).
+    fn take_due(&mut self, now: DateTime<Utc>) -> Vec<LeasedAlarm> {
+        let now = now + chrono::Duration::milliseconds(1);
+        let later = self.by_due.split_off(&(now, u64::MAX));
+        std::mem::replace(&mut self.by_due, later)
+            .into_values()
+            .collect()
+    }
+
+    fn take_all(&mut self) -> Vec<LeasedAlarm> {
+        std::mem::take(&mut self.by_due).into_values().collect()
+    }
+}
+
+/// Why the engine's loop woke up.
+enum Wake {
+    /// An alarm it holds came due.
+    Due,
+    /// The poll ticked, an alarm finished while it was held back, or an alarm was rescheduled
+    /// to before the next poll: lease.
+    Lease,
+}
 
 /// Runs until `stop` fires; then releases the leases of alarms that have not started.
 pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
     let timings = inner.act.timings.clone();
-    let mut poll = tokio::time::interval(timings.alarm_poll_interval);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let in_flight: InFlight = Arc::default();
-    let mut tasks = JoinSet::new();
-    let mut last_renewal = Instant::now();
     let types: Vec<String> = inner
         .act
         .types
@@ -42,64 +116,88 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
     if types.is_empty() {
         return;
     }
-    // Set when the last lease came back full (more alarms are due): lease again at once
-    // instead of waiting for the next tick, so a burst drains at the store's pace.
-    let mut more_due = false;
-    // Signalled by every alarm that finishes, so a host held back by backpressure resumes
-    // as soon as there is room rather than a poll interval later.
-    let finished = Arc::new(Notify::new());
-    // Signalled when an alarm was rescheduled to before the next poll (it repeats faster than
-    // the poll interval): lease again at once, so it fires at its own cadence.
-    let rescheduled_soon = Arc::new(Notify::new());
+    let engine = Arc::new(Engine {
+        inner,
+        held: Mutex::default(),
+        finished: Notify::new(),
+        rescheduled_soon: Notify::new(),
+    });
+    let inner = &engine.inner;
+    let clock = inner.act.store.clock.clone();
+    let batch = timings.alarm_batch_size;
+    let cap = batch.saturating_mul(ALARM_IN_FLIGHT_BATCHES);
+    let max_lease = batch.saturating_mul(ALARM_LEASE_BATCHES);
+    // Outcomes are recorded by one task, in batches: whatever finished while the last batch
+    // was being written goes in the next.
+    let (outcomes, outcomes_rx) = mpsc::unbounded_channel();
+    let recorder = tokio::spawn(record_outcomes(engine.clone(), outcomes_rx));
+    let mut poll = tokio::time::interval(timings.alarm_poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut waiting = Waiting::default();
+    let mut tasks = JoinSet::new();
+    let mut last_renewal = Instant::now();
     let mut last_lease = Instant::now();
+    // The last lease's size, and whether it came back full (more alarms are due): then lease
+    // again at once, and more, instead of waiting for the next tick.
+    let mut limit = batch;
+    let mut full = false;
+    // Set when the in-flight cap stopped a lease: lease again when an alarm is done.
+    let mut held_back = false;
     loop {
-        if more_due {
-            if stop.is_cancelled() {
-                break;
-            }
+        let wake = if full && !held_back {
+            Wake::Lease
         } else {
+            let wake_at = waiting
+                .next_due()
+                .map(|due| Instant::now() + (due - clock.now()).to_std().unwrap_or_default());
             tokio::select! {
                 // Stopping wins over a timer that is also ready.
                 biased;
                 _ = stop.cancelled() => break,
-                _ = poll.tick() => {}
-                _ = rescheduled_soon.notified() => {
+                _ = sleep_until(wake_at) => Wake::Due,
+                _ = poll.tick() => Wake::Lease,
+                _ = engine.finished.notified(), if held_back => Wake::Lease,
+                _ = engine.rescheduled_soon.notified() => {
                     // Early leases are spaced, so a very fast alarm does not lease per firing.
                     tokio::select! {
                         biased;
                         _ = stop.cancelled() => break,
                         _ = tokio::time::sleep_until(last_lease + EARLY_LEASE_SPACING) => {}
                     }
+                    Wake::Lease
                 }
             }
+        };
+        if stop.is_cancelled() {
+            break;
         }
-        more_due = false;
         while tasks.try_join_next().is_some() {}
+        let due = waiting.take_due(clock.now());
+        if !due.is_empty() {
+            fire_due(&engine, due, &mut tasks, &outcomes).await;
+        }
         if last_renewal.elapsed() >= timings.alarm_lease / 3 {
-            renew(&inner, &in_flight).await;
+            renew(&engine).await;
             last_renewal = Instant::now();
         }
-        // Backpressure: do not lease more than a few batches ahead of what is running.
-        let running = in_flight.lock().expect("in-flight lock").len();
-        if running >= 4 * timings.alarm_batch_size as usize {
-            tokio::select! {
-                // Stopping wins over a timer that is also ready.
-                biased;
-                _ = stop.cancelled() => break,
-                _ = poll.tick() => {}
-                _ = finished.notified() => {}
-            }
-            more_due = true;
+        if matches!(wake, Wake::Due) && !full {
             continue;
         }
+        // Backpressure: hold at most `cap` alarms at once.
+        let room = u32::try_from(cap as usize - engine.held().min(cap as usize)).unwrap_or(0);
+        held_back = room == 0;
+        if held_back {
+            continue;
+        }
+        limit = next_lease_limit(limit, full, batch, room.min(max_lease));
         last_lease = Instant::now();
-        let now = inner.act.store.clock.now();
+        let now = clock.now();
         let request = LeaseRequest {
             host_id: inner.act.host_id(),
             actor_types: types.clone(),
             horizon: now
                 + chrono::Duration::from_std(timings.alarm_fetch_ahead).unwrap_or_default(),
-            limit: timings.alarm_batch_size,
+            limit,
             lease_duration: timings.alarm_lease,
             lease_id: uuid::Uuid::new_v4().to_string(),
         };
@@ -112,38 +210,95 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
             Ok(leased) => leased,
             Err(e) => {
                 warn!(host = %inner.act.address, "could not lease alarms: {e}");
+                full = false;
                 continue;
             }
         };
-        more_due = leased.len() >= timings.alarm_batch_size as usize;
+        full = leased.len() >= limit as usize;
+        let mut held = engine.held.lock().expect("held leases lock");
         for alarm in leased {
-            in_flight
-                .lock()
-                .expect("in-flight lock")
-                .insert(alarm.lease.clone());
-            tasks.spawn(fire(
-                inner.clone(),
-                alarm,
-                in_flight.clone(),
-                [finished.clone(), rescheduled_soon.clone()],
-                stop.clone(),
-            ));
+            held.insert(alarm.lease.clone());
+            if alarm.properties.due_time <= now {
+                // Leased when already due: the lease is as fresh as a re-check would make it.
+                tasks.spawn(fire(engine.clone(), alarm, outcomes.clone()));
+            } else {
+                waiting.push(alarm);
+            }
         }
     }
     // Alarms waiting for their time give their leases back; running ones finish their turn.
+    for alarm in waiting.take_all() {
+        let engine = engine.clone();
+        tasks.spawn(async move {
+            let store = &engine.inner.act.store;
+            let _ = store.call(store.provider.release_alarm(&alarm.lease)).await;
+            engine.done(&alarm.lease, None);
+        });
+    }
     while tasks.join_next().await.is_some() {}
+    // Every firing task is done: the recorder writes what is left and ends.
+    drop(outcomes);
+    let _ = recorder.await;
 }
 
-async fn renew(inner: &HostInner, in_flight: &InFlight) {
-    let leases: Vec<AlarmLease> = in_flight
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Fires the alarms that came due: their leases are re-confirmed in one store call first (an
+/// alarm replaced or deleted while it waited is no longer leased to us and never fires).
+async fn fire_due(
+    engine: &Arc<Engine>,
+    due: Vec<LeasedAlarm>,
+    tasks: &mut JoinSet<()>,
+    outcomes: &Outcomes,
+) {
+    let inner = &engine.inner;
+    let store = &inner.act.store;
+    let leases: Vec<AlarmLease> = due.iter().map(|a| a.lease.clone()).collect();
+    let confirmed = store
+        .call(store.provider.renew_alarm_leases(
+            &inner.act.host_id(),
+            &leases,
+            store.clock.now(),
+            inner.act.timings.alarm_lease,
+        ))
+        .await;
+    let confirmed: HashSet<AlarmLease> = match confirmed {
+        Ok(confirmed) => confirmed.into_iter().collect(),
+        Err(e) => {
+            warn!(host = %inner.act.address, alarms = due.len(),
+                  "could not confirm alarm leases, leaving them to expire: {e}");
+            HashSet::new()
+        }
+    };
+    for alarm in due {
+        if confirmed.contains(&alarm.lease) {
+            tasks.spawn(fire(engine.clone(), alarm, outcomes.clone()));
+        } else {
+            debug!(actor = %alarm.lease.actor, alarm = %alarm.lease.name, host = %inner.act.address,
+                   "alarm was replaced or deleted before it fired, or its lease could not be confirmed");
+            engine.done(&alarm.lease, None);
+        }
+    }
+}
+
+async fn renew(engine: &Engine) {
+    let leases: Vec<AlarmLease> = engine
+        .held
         .lock()
-        .expect("in-flight lock")
+        .expect("held leases lock")
         .iter()
         .cloned()
         .collect();
     if leases.is_empty() {
         return;
     }
+    let inner = &engine.inner;
     let store = &inner.act.store;
     match store
         .call(store.provider.renew_alarm_leases(
@@ -165,36 +320,72 @@ async fn renew(inner: &HostInner, in_flight: &InFlight) {
     }
 }
 
-/// Runs one leased alarm, then tells the engine it `finished` and, when the alarm was
-/// rescheduled to before the engine's next poll, that it is `rescheduled_soon`.
-async fn fire(
-    inner: Arc<HostInner>,
-    alarm: LeasedAlarm,
-    in_flight: InFlight,
-    [finished, rescheduled_soon]: [Arc<Notify>; 2],
-    stop: CancellationToken,
-) {
+/// An alarm that ran, with what to record.
+struct Ran {
+    completion: AlarmCompletion,
+    /// When it is due again, if it was rescheduled.
+    next_due: Option<DateTime<Utc>>,
+}
+
+type Outcomes = mpsc::UnboundedSender<Ran>;
+
+/// The most outcomes recorded in one store operation.
+const MAX_OUTCOMES_PER_WRITE: usize = 512;
+
+/// Runs one due alarm whose lease is current, then hands its outcome to the recorder (or,
+/// when it did not run, tells the engine it is done).
+async fn fire(engine: Arc<Engine>, alarm: LeasedAlarm, outcomes: Outcomes) {
     let lease = alarm.lease.clone();
-    let next_due = fire_inner(&inner, alarm, &stop).await;
-    in_flight.lock().expect("in-flight lock").remove(&lease);
-    finished.notify_one();
-    if let Some(due) = next_due
-        && lease_again_early(
-            due,
-            inner.act.store.clock.now(),
-            inner.act.timings.alarm_poll_interval,
-        )
-    {
-        rescheduled_soon.notify_one();
+    match fire_inner(&engine.inner, alarm).await {
+        Some(ran) => {
+            if let Err(mpsc::error::SendError(ran)) = outcomes.send(ran) {
+                // Cannot happen while the engine runs (it outlives every firing task).
+                engine.done(&ran.completion.lease, None);
+            }
+        }
+        None => engine.done(&lease, None),
     }
 }
 
-/// Runs one leased alarm; answers when it is due again, if it was rescheduled.
-async fn fire_inner(
-    inner: &Arc<HostInner>,
-    alarm: LeasedAlarm,
-    stop: &CancellationToken,
-) -> Option<DateTime<Utc>> {
+/// Records the outcomes of alarms that ran, in batches, until every sender is gone.
+async fn record_outcomes(engine: Arc<Engine>, mut rx: mpsc::UnboundedReceiver<Ran>) {
+    let inner = &engine.inner;
+    let store = &inner.act.store;
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, MAX_OUTCOMES_PER_WRITE).await > 0 {
+        let completions: Vec<AlarmCompletion> =
+            batch.iter().map(|ran| ran.completion.clone()).collect();
+        match store
+            .call(store.provider.complete_alarms(&completions))
+            .await
+        {
+            Ok(recorded) => {
+                let recorded: HashSet<AlarmLease> = recorded.into_iter().collect();
+                for ran in batch.drain(..) {
+                    let lease = &ran.completion.lease;
+                    if recorded.contains(lease) {
+                        engine.done(lease, ran.next_due);
+                    } else {
+                        debug!(actor = %lease.actor, alarm = %lease.name, host = %inner.act.address,
+                               "alarm changed while it ran; keeping the new version");
+                        engine.done(lease, None);
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(host = %inner.act.address, alarms = batch.len(),
+                      "could not record alarm outcomes (their leases will expire and they may fire again): {e}");
+                for ran in batch.drain(..) {
+                    engine.done(&ran.completion.lease, None);
+                }
+            }
+        }
+    }
+}
+
+/// Runs one confirmed alarm; answers its outcome to record, or nothing when it did not run
+/// (its lease was given back).
+async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm) -> Option<Ran> {
     let store = &inner.act.store;
     let LeasedAlarm {
         lease,
@@ -202,40 +393,6 @@ async fn fire_inner(
         attempts,
         ..
     } = alarm;
-    let wait = (properties.due_time - store.clock.now())
-        .to_std()
-        .unwrap_or_default();
-    tokio::select! {
-        // Stopping wins over a timer that is also ready.
-        biased;
-        _ = stop.cancelled() => {
-            let _ = store.call(store.provider.release_alarm(&lease)).await;
-            return None;
-        }
-        _ = tokio::time::sleep(wait) => {}
-    }
-    // The alarm may have been replaced or deleted while we waited: check the lease is ours.
-    let held = store
-        .call(store.provider.renew_alarm_leases(
-            &inner.act.host_id(),
-            std::slice::from_ref(&lease),
-            store.clock.now(),
-            inner.act.timings.alarm_lease,
-        ))
-        .await;
-    match held {
-        Ok(held) if held.contains(&lease) => {}
-        Ok(_) => {
-            debug!(actor = %lease.actor, alarm = %lease.name, host = %inner.act.address,
-                   "alarm was replaced or deleted before it fired");
-            return None;
-        }
-        Err(e) => {
-            warn!(actor = %lease.actor, alarm = %lease.name, host = %inner.act.address,
-                  "could not confirm alarm lease, leaving it to expire: {e}");
-            return None;
-        }
-    }
     let actor = lease.actor.clone();
     let ty = match inner.act.type_entry(actor.actor_type()) {
         Ok(ty) => ty,
@@ -316,22 +473,10 @@ async fn fire_inner(
         AlarmOutcome::Reschedule { due, .. } => Some(*due),
         _ => None,
     };
-    match store
-        .call(store.provider.complete_alarm(&lease, outcome))
-        .await
-    {
-        Ok(true) => next_due,
-        Ok(false) => {
-            debug!(actor = %actor, alarm = %lease.name, host = %inner.act.address,
-                   "alarm changed while it ran; keeping the new version");
-            None
-        }
-        Err(e) => {
-            warn!(actor = %actor, alarm = %lease.name, host = %inner.act.address,
-                  "could not record alarm outcome (the lease will expire and it may fire again): {e}");
-            None
-        }
-    }
+    Some(Ran {
+        completion: AlarmCompletion { lease, outcome },
+        next_due,
+    })
 }
 
 fn log_decision(

@@ -43,6 +43,23 @@ pub fn lease_again_early(due: DateTime<Utc>, now: DateTime<Utc>, poll_interval: 
     due - now < poll
 }
 
+/// The most alarms the engine holds at once (leased and waiting for their time, running, or
+/// recording their outcome), as a multiple of `alarm_batch_size`: 400 x 25 = 10,000 by default.
+pub const ALARM_IN_FLIGHT_BATCHES: u32 = 400;
+
+/// The most alarms one lease asks for, as a multiple of `alarm_batch_size` (1,000 by
+/// default), so one store answer stays bounded however large the backlog.
+pub const ALARM_LEASE_BATCHES: u32 = 40;
+
+/// How many alarms the engine's next lease asks for. `batch` (`alarm_batch_size`) while
+/// leases come back with room to spare; after a lease came back `full` (more were due than were
+/// asked for), twice the last request, so a backlog is leased in a few large batches rather than
+/// many small ones. Never more than `room`, what still fits under the in-flight cap.
+pub fn next_lease_limit(last: u32, full: bool, batch: u32, room: u32) -> u32 {
+    let wanted = if full { last.saturating_mul(2) } else { batch };
+    wanted.max(batch).min(room)
+}
+
 /// Decides what to do with an alarm occurrence after it ran.
 ///
 /// - success: a repeating alarm moves to the next point of its cadence at least half an
@@ -374,6 +391,20 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_backlog_is_leased_in_growing_batches_under_the_in_flight_cap() {
+        // Few due: the configured batch.
+        assert_eq!(next_lease_limit(25, false, 25, 4_000), 25);
+        assert_eq!(next_lease_limit(800, false, 25, 4_000), 25);
+        // A full lease doubles the next one.
+        assert_eq!(next_lease_limit(25, true, 25, 4_000), 50);
+        assert_eq!(next_lease_limit(1_600, true, 25, 4_000), 3_200);
+        // Never past the room left under the cap, however full.
+        assert_eq!(next_lease_limit(3_200, true, 25, 1_000), 1_000);
+        assert_eq!(next_lease_limit(25, false, 25, 7), 7);
+        assert_eq!(next_lease_limit(u32::MAX, true, 25, 4_000), 4_000);
+    }
 
     #[test]
     fn the_engine_leases_again_early_only_for_alarms_due_before_its_next_poll() {

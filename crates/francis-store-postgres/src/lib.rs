@@ -506,6 +506,9 @@ async fn apply(db: &Db, c: &mut PgConnection, op: &Op) -> Result<Reply> {
             Reply::Bool(ops::complete_alarm(db, c, lease, *outcome).await?)
         }
         Op::ReleaseAlarm { lease } => Reply::Bool(ops::release_alarm(db, c, lease).await?),
+        Op::CompleteAlarms { completions } => {
+            Reply::Leases(ops::complete_alarms(db, c, completions).await?)
+        }
     })
 }
 
@@ -561,6 +564,13 @@ fn check_text(op: &Op) -> Result<()> {
         Op::CompleteAlarm { lease, .. } | Op::ReleaseAlarm { lease } => {
             text_arg("alarm name", &lease.name)?;
             text_arg("lease id", &lease.lease_id)
+        }
+        Op::CompleteAlarms { completions } => {
+            for c in completions {
+                text_arg("alarm name", &c.lease.name)?;
+                text_arg("lease id", &c.lease.lease_id)?;
+            }
+            Ok(())
         }
         _ => Ok(()),
     }

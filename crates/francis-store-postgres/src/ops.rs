@@ -25,8 +25,8 @@ use francis_store::codec::{
 };
 use francis_store::policy::{self, CandidateView, add_millis, live_cutoff, millis};
 use francis_store::{
-    AlarmLease, AlarmOutcome, ClaimRefusal, Fence, HostRecord, HostRegistration, LeaseRequest,
-    LeasedAlarm, Placement, StateListPage, StateRecord,
+    AlarmCompletion, AlarmLease, AlarmOutcome, ClaimRefusal, Fence, HostRecord, HostRegistration,
+    LeaseRequest, LeasedAlarm, Placement, StateListPage, StateRecord,
 };
 
 /// The pool the provider takes its connections from, and the table prefix every statement
@@ -869,6 +869,60 @@ pub(crate) async fn complete_alarm(
         }
     };
     Ok(done.rows_affected() > 0)
+}
+
+/// One statement for every deletion (the common outcome), one per reschedule.
+pub(crate) async fn complete_alarms(
+    db: &Db,
+    c: &mut PgConnection,
+    completions: &[AlarmCompletion],
+) -> Result<Vec<AlarmLease>> {
+    let deletes: Vec<&AlarmLease> = completions
+        .iter()
+        .filter(|c| c.outcome == AlarmOutcome::Delete)
+        .map(|c| &c.lease)
+        .collect();
+    let mut done: HashSet<(String, String, String, String)> = HashSet::new();
+    if !deletes.is_empty() {
+        let column = |f: fn(&AlarmLease) -> &str| -> Vec<String> {
+            deletes.iter().map(|l| f(l).to_owned()).collect()
+        };
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(db.sql(
+            "DELETE FROM {p}alarms a
+             USING UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
+                   AS l(actor_type, actor_id, name, lease_id)
+             WHERE a.actor_type = l.actor_type AND a.actor_id = l.actor_id AND a.name = l.name
+               AND a.lease_id = l.lease_id
+             RETURNING a.actor_type, a.actor_id, a.name, a.lease_id",
+        ))
+        .bind(column(|l| l.actor.actor_type()))
+        .bind(column(|l| l.actor.actor_id()))
+        .bind(column(|l| &l.name))
+        .bind(column(|l| &l.lease_id))
+        .fetch_all(&mut *c)
+        .await?;
+        done.extend(rows);
+    }
+    let key = |l: &AlarmLease| {
+        (
+            l.actor.actor_type().to_owned(),
+            l.actor.actor_id().to_owned(),
+            l.name.clone(),
+            l.lease_id.clone(),
+        )
+    };
+    for completion in completions {
+        if completion.outcome != AlarmOutcome::Delete
+            && complete_alarm(db, c, &completion.lease, completion.outcome).await?
+        {
+            done.insert(key(&completion.lease));
+        }
+    }
+    Ok(completions
+        .iter()
+        .filter(|c| done.contains(&key(&c.lease)))
+        .map(|c| c.lease.clone())
+        .collect())
 }
 
 pub(crate) async fn release_alarm(

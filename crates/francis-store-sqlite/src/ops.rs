@@ -2,6 +2,7 @@
 //! Writes run on the writer's connection (inside its batch transaction and a savepoint);
 //! reads on any connection.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use francis_core::{ActorRef, AlarmProperties};
@@ -17,8 +18,8 @@ use francis_store::codec::{
 };
 use francis_store::policy::{self, add_millis, duration_millis, live_cutoff, millis};
 use francis_store::{
-    AlarmLease, AlarmOutcome, Fence, HostRecord, HostRegistration, LeaseRequest, LeasedAlarm,
-    Placement, StateListPage, StateRecord,
+    AlarmCompletion, AlarmLease, AlarmOutcome, Fence, HostRecord, HostRegistration, LeaseRequest,
+    LeasedAlarm, Placement, StateListPage, StateRecord,
 };
 use francis_store::{Op, Reply};
 
@@ -431,6 +432,7 @@ pub(crate) async fn delete_alarm(
     Ok(done.rows_affected() > 0)
 }
 
+/// Two statements whatever the number of alarms: the pick, then one update of every picked row.
 pub(crate) async fn lease_alarms(
     c: &mut SqliteConnection,
     request: LeaseRequest,
@@ -441,6 +443,9 @@ pub(crate) async fn lease_alarms(
     }
     let types = serde_json::to_string(&request.actor_types)
         .map_err(|e| StoreError::InvalidArgument(format!("actor types: {e}")))?;
+    let expires_ms = add_millis(now_ms, request.lease_duration);
+    // `policy::check_op` refused a lease that would expire past representable time.
+    let lease_expires_at = time_from_ms("lease expiry", expires_ms)?;
     let rows = sqlx::query(
         "SELECT a.actor_type, a.actor_id, a.name, a.attempts,
                 a.due_ms, a.interval_ns, a.ttl_ms, a.data
@@ -460,9 +465,6 @@ pub(crate) async fn lease_alarms(
     .bind(i64::from(request.limit))
     .fetch_all(&mut *c)
     .await?;
-    let expires_ms = add_millis(now_ms, request.lease_duration);
-    // `policy::check_op` refused a lease that would expire past representable time.
-    let lease_expires_at = time_from_ms("lease expiry", expires_ms)?;
     let mut leased = Vec::with_capacity(rows.len());
     for row in rows {
         let actor_type: String = row.try_get(0)?;
@@ -470,18 +472,6 @@ pub(crate) async fn lease_alarms(
         let name: String = row.try_get(2)?;
         let attempts: i64 = row.try_get(3)?;
         let properties = alarm_row(&row, 4)?.into_properties()?;
-        sqlx::query(
-            "UPDATE alarms SET lease_id = ?4, lease_host = ?5, lease_expires_ms = ?6
-             WHERE actor_type = ?1 AND actor_id = ?2 AND name = ?3",
-        )
-        .bind(&actor_type)
-        .bind(&actor_id)
-        .bind(&name)
-        .bind(&request.lease_id)
-        .bind(&request.host_id)
-        .bind(expires_ms)
-        .execute(&mut *c)
-        .await?;
         leased.push(LeasedAlarm {
             lease: AlarmLease {
                 actor: actor_from_row(actor_type, actor_id)?,
@@ -493,9 +483,39 @@ pub(crate) async fn lease_alarms(
             lease_expires_at,
         });
     }
+    if leased.is_empty() {
+        return Ok(leased);
+    }
+    let keys: Vec<[&str; 3]> = leased
+        .iter()
+        .map(|a| {
+            let actor = &a.lease.actor;
+            [actor.actor_type(), actor.actor_id(), a.lease.name.as_str()]
+        })
+        .collect();
+    sqlx::query(
+        // `IN (SELECT ..)`, not `UPDATE .. FROM`: SQLite evaluates the list once and looks
+        // each key up by the primary key, where a join may rescan the JSON per row.
+        "UPDATE alarms SET lease_id = ?2, lease_host = ?3, lease_expires_ms = ?4
+         WHERE (actor_type, actor_id, name) IN
+               (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1))",
+    )
+    .bind(json_keys(&keys)?)
+    .bind(&request.lease_id)
+    .bind(&request.host_id)
+    .bind(expires_ms)
+    .execute(&mut *c)
+    .await?;
     Ok(leased)
 }
 
+/// The rows' keys as the JSON array of arrays the statements read with `json_each`.
+fn json_keys(keys: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(keys)
+        .map_err(|e| StoreError::Corrupt(format!("alarm keys as JSON: {e}")).into())
+}
+
+/// One statement over all the leases.
 pub(crate) async fn renew_alarm_leases(
     c: &mut SqliteConnection,
     host_id: String,
@@ -503,27 +523,46 @@ pub(crate) async fn renew_alarm_leases(
     now_ms: i64,
     lease_duration: Duration,
 ) -> Result<Vec<AlarmLease>> {
-    let expires_ms = add_millis(now_ms, lease_duration);
-    let mut held = Vec::with_capacity(leases.len());
-    for lease in leases {
-        let done = sqlx::query(
-            "UPDATE alarms SET lease_expires_ms = ?6
-             WHERE actor_type = ?1 AND actor_id = ?2 AND name = ?3
-               AND lease_id = ?4 AND lease_host = ?5",
-        )
-        .bind(lease.actor.actor_type())
-        .bind(lease.actor.actor_id())
-        .bind(&lease.name)
-        .bind(&lease.lease_id)
-        .bind(&host_id)
-        .bind(expires_ms)
-        .execute(&mut *c)
-        .await?;
-        if done.rows_affected() > 0 {
-            held.push(lease);
-        }
+    if leases.is_empty() {
+        return Ok(leases);
     }
-    Ok(held)
+    let expires_ms = add_millis(now_ms, lease_duration);
+    let keys: Vec<[&str; 4]> = leases
+        .iter()
+        .map(|l| {
+            [
+                l.actor.actor_type(),
+                l.actor.actor_id(),
+                l.name.as_str(),
+                l.lease_id.as_str(),
+            ]
+        })
+        .collect();
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        // See `lease_alarms` for why `IN (SELECT ..)`.
+        "UPDATE alarms SET lease_expires_ms = ?3
+         WHERE lease_host = ?2
+           AND (actor_type, actor_id, name, lease_id) IN
+               (SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?1))
+         RETURNING actor_type, actor_id, name, lease_id",
+    )
+    .bind(json_keys(&keys)?)
+    .bind(&host_id)
+    .bind(expires_ms)
+    .fetch_all(&mut *c)
+    .await?;
+    let held: HashSet<(String, String, String, String)> = rows.into_iter().collect();
+    Ok(leases
+        .into_iter()
+        .filter(|l| {
+            held.contains(&(
+                l.actor.actor_type().to_owned(),
+                l.actor.actor_id().to_owned(),
+                l.name.clone(),
+                l.lease_id.clone(),
+            ))
+        })
+        .collect())
 }
 
 pub(crate) async fn complete_alarm(
@@ -561,6 +600,59 @@ pub(crate) async fn complete_alarm(
         }
     };
     Ok(done.rows_affected() > 0)
+}
+
+/// One statement for every deletion (the common outcome), one per reschedule.
+pub(crate) async fn complete_alarms(
+    c: &mut SqliteConnection,
+    completions: Vec<AlarmCompletion>,
+) -> Result<Vec<AlarmLease>> {
+    let deletes: Vec<[&str; 4]> = completions
+        .iter()
+        .filter(|c| c.outcome == AlarmOutcome::Delete)
+        .map(|c| {
+            let l = &c.lease;
+            [
+                l.actor.actor_type(),
+                l.actor.actor_id(),
+                l.name.as_str(),
+                l.lease_id.as_str(),
+            ]
+        })
+        .collect();
+    let mut done: HashSet<AlarmLease> = HashSet::new();
+    if !deletes.is_empty() {
+        // See `lease_alarms` for why `IN (SELECT ..)`.
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+            "DELETE FROM alarms
+             WHERE (actor_type, actor_id, name, lease_id) IN
+                   (SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3
+                    FROM json_each(?1))
+             RETURNING actor_type, actor_id, name, lease_id",
+        )
+        .bind(json_keys(&deletes)?)
+        .fetch_all(&mut *c)
+        .await?;
+        for (actor_type, actor_id, name, lease_id) in rows {
+            done.insert(AlarmLease {
+                actor: actor_from_row(actor_type, actor_id)?,
+                name,
+                lease_id,
+            });
+        }
+    }
+    for completion in &completions {
+        if completion.outcome != AlarmOutcome::Delete
+            && complete_alarm(c, completion.lease.clone(), completion.outcome).await?
+        {
+            done.insert(completion.lease.clone());
+        }
+    }
+    Ok(completions
+        .into_iter()
+        .map(|c| c.lease)
+        .filter(|l| done.contains(l))
+        .collect())
 }
 
 pub(crate) async fn release_alarm(c: &mut SqliteConnection, lease: AlarmLease) -> Result<bool> {
@@ -681,12 +773,14 @@ pub(crate) async fn run(c: &mut SqliteConnection, op: Op) -> Result<Reply> {
             Reply::Bool(complete_alarm(c, lease, outcome).await?)
         }
         Op::ReleaseAlarm { lease } => Reply::Bool(release_alarm(c, lease).await?),
+        Op::CompleteAlarms { completions } => Reply::Leases(complete_alarms(c, completions).await?),
     })
 }
 
 /// Whether `op` needs a savepoint of its own inside a batch transaction, so that failing
 /// partway leaves nothing of it. The others write nothing before any check that can refuse
-/// them, then make at most one write statement: a refusal has written nothing, and any other
+/// them (most then make one write statement; `complete_alarms` makes several that cannot
+/// refuse): a refusal has written nothing, and any other
 /// failure ends the whole batch (SQLite may have rolled the transaction back with it), so
 /// they need no savepoint, which saves two round trips on the commonest writes. (Claims never
 /// come here: consecutive claims run together, see `claim`.)
@@ -698,6 +792,11 @@ pub(crate) fn needs_savepoint(op: &Op) -> bool {
             | Op::SetAlarm { .. }
             | Op::DeleteAlarm { .. }
             | Op::Heartbeat { .. }
+            | Op::LeaseAlarms { .. }
+            | Op::RenewAlarmLeases { .. }
+            | Op::CompleteAlarm { .. }
+            | Op::ReleaseAlarm { .. }
+            | Op::CompleteAlarms { .. }
     )
 }
 

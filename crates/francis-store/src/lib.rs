@@ -53,7 +53,7 @@ pub use error::StoreError;
 pub use memory::MemoryProvider;
 pub use op::{Op, Reply};
 pub use provider::{
-    ActorTypeSpec, AlarmLease, AlarmOutcome, ClaimRefusal, Fence, HostRecord, HostRegistration,
-    LeaseRequest, LeasedAlarm, Placement, Provider, StateListItem, StateListPage, StateRecord,
-    StoreResult,
+    ActorTypeSpec, AlarmCompletion, AlarmLease, AlarmOutcome, ClaimRefusal, Fence, HostRecord,
+    HostRegistration, LeaseRequest, LeasedAlarm, Placement, Provider, StateListItem, StateListPage,
+    StateRecord, StoreResult,
 };

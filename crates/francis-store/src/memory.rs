@@ -202,6 +202,15 @@ impl Mem {
                 Reply::Bool(self.complete_alarm(&lease, outcome)?)
             }
             Op::ReleaseAlarm { lease } => Reply::Bool(self.release_alarm(&lease)?),
+            Op::CompleteAlarms { completions } => {
+                let mut done = Vec::with_capacity(completions.len());
+                for c in completions {
+                    if self.complete_alarm(&c.lease, c.outcome)? {
+                        done.push(c.lease);
+                    }
+                }
+                Reply::Leases(done)
+            }
         })
     }
 

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 use crate::provider::{
-    AlarmLease, AlarmOutcome, Fence, HostRecord, HostRegistration, LeaseRequest, LeasedAlarm,
-    Placement, StateListPage, StateRecord, StoreResult,
+    AlarmCompletion, AlarmLease, AlarmOutcome, Fence, HostRecord, HostRegistration, LeaseRequest,
+    LeasedAlarm, Placement, StateListPage, StateRecord, StoreResult,
 };
 
 /// One store operation with all its arguments. Each variant documents its semantics at the
@@ -204,6 +204,11 @@ pub enum Op {
         /// The lease.
         lease: AlarmLease,
     },
+    /// [`crate::Provider::complete_alarms`].
+    CompleteAlarms {
+        /// The leases and their outcomes, each lease at most once.
+        completions: Vec<AlarmCompletion>,
+    },
 }
 
 impl Op {
@@ -245,6 +250,7 @@ impl Op {
             Op::RenewAlarmLeases { .. } => "renew_alarm_leases",
             Op::CompleteAlarm { .. } => "complete_alarm",
             Op::ReleaseAlarm { .. } => "release_alarm",
+            Op::CompleteAlarms { .. } => "complete_alarms",
         }
     }
 }
@@ -276,7 +282,7 @@ pub enum Reply {
     Alarm(#[serde(with = "crate::wire::alarm_option")] Option<AlarmProperties>),
     /// Leased alarms (`lease_alarms`).
     Leased(#[serde(with = "crate::wire::leased")] Vec<LeasedAlarm>),
-    /// Leases (`renew_alarm_leases`).
+    /// Leases (`renew_alarm_leases`, `complete_alarms`).
     Leases(Vec<AlarmLease>),
 }
 

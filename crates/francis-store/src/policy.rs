@@ -30,6 +30,16 @@ pub fn check_op(op: &Op) -> StoreResult<()> {
                 )),
             }
         }
+        Op::CompleteAlarms { completions } => {
+            let mut seen = HashSet::with_capacity(completions.len());
+            match completions.iter().find(|c| !seen.insert(&c.lease)) {
+                Some(c) => Err(StoreError::InvalidArgument(format!(
+                    "alarm {} of {} is listed twice in one completion",
+                    c.lease.name, c.lease.actor
+                ))),
+                None => Ok(()),
+            }
+        }
         _ => Ok(()),
     }
 }

@@ -173,6 +173,15 @@ pub enum AlarmOutcome {
     },
 }
 
+/// One alarm's outcome, for [`Provider::complete_alarms`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmCompletion {
+    /// The lease the alarm ran under.
+    pub lease: AlarmLease,
+    /// What to do with the alarm.
+    pub outcome: AlarmOutcome,
+}
+
 /// The store every consistent decision of the cluster goes through.
 ///
 /// A backend implements one method, [`Provider::execute_batch`]; the typed methods (`claim`,
@@ -475,6 +484,21 @@ pub trait Provider: Send + Sync + 'static {
         })
         .await?
         .into_bool()
+    }
+
+    /// Applies the outcomes of many runs in one operation, each as [`Provider::complete_alarm`]
+    /// applies one; answers the leases whose outcome was recorded, in the order given (the
+    /// others were no longer held, and nothing changed for them). A lease listed twice is
+    /// refused with [`StoreError::InvalidArgument`] and nothing changes.
+    async fn complete_alarms(
+        &self,
+        completions: &[AlarmCompletion],
+    ) -> StoreResult<Vec<AlarmLease>> {
+        self.execute(Op::CompleteAlarms {
+            completions: completions.to_vec(),
+        })
+        .await?
+        .into_leases()
     }
 
     /// Ends a lease without changing the alarm; `false` if it was no longer held.

@@ -8,7 +8,7 @@ use francis_core::{ActorRef, AlarmProperties, Envelope, Interval};
 
 use super::{ProviderHarness, TTL, actor, at, register};
 use crate::error::StoreError;
-use crate::provider::{AlarmOutcome, Fence, LeaseRequest, LeasedAlarm, Provider};
+use crate::provider::{AlarmCompletion, AlarmOutcome, Fence, LeaseRequest, LeasedAlarm, Provider};
 
 const LEASE: Duration = Duration::from_secs(20);
 
@@ -501,6 +501,92 @@ pub async fn alarm_complete_after_replace_or_delete<H: ProviderHarness>(mut h: H
         p.get_alarm(&a, "y").await.unwrap().is_none(),
         "completing a deleted alarm does not resurrect it"
     );
+}
+
+/// Completing many alarms in one operation applies each outcome as completing it alone
+/// would: deletions and reschedules land, a lease that ended (its alarm replaced or deleted)
+/// is skipped and changes nothing, and the answer lists the recorded leases in order. A lease
+/// listed twice is refused and nothing changes.
+pub async fn alarm_complete_many<H: ProviderHarness>(mut h: H) {
+    let p = h.fresh().await;
+    let a = actor("t", "a");
+    for name in ["d1", "d2", "gone", "replaced"] {
+        set_once(&p, &a, name, 0).await;
+    }
+    p.set_alarm(&a, "rep", &repeating(0), Fence::Unfenced)
+        .await
+        .unwrap();
+    let leased = p
+        .lease_alarms(&request("h1", &["t"], 0, 10, "l1"), at(0))
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 5);
+    let lease = |name: &str| {
+        leased
+            .iter()
+            .find(|l| l.lease.name == name)
+            .expect("leased")
+            .lease
+            .clone()
+    };
+    assert!(p.delete_alarm(&a, "gone", Fence::Unfenced).await.unwrap());
+    let replacement = AlarmProperties::once(at(10));
+    p.set_alarm(&a, "replaced", &replacement, Fence::Unfenced)
+        .await
+        .unwrap();
+    let done = |name: &str, outcome| AlarmCompletion {
+        lease: lease(name),
+        outcome,
+    };
+    let resched = AlarmOutcome::Reschedule {
+        due: at(60_000),
+        attempts: 1,
+    };
+    let twice = vec![done("d1", AlarmOutcome::Delete), done("d1", resched)];
+    assert!(matches!(
+        p.complete_alarms(&twice).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert!(
+        p.get_alarm(&a, "d1").await.unwrap().is_some(),
+        "a refused completion changes nothing"
+    );
+    let recorded = p
+        .complete_alarms(&[
+            done("d2", AlarmOutcome::Delete),
+            done("gone", AlarmOutcome::Delete),
+            done("rep", resched),
+            done("replaced", AlarmOutcome::Delete),
+            done("d1", AlarmOutcome::Delete),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(recorded, vec![lease("d2"), lease("rep"), lease("d1")]);
+    assert!(p.get_alarm(&a, "d1").await.unwrap().is_none());
+    assert!(p.get_alarm(&a, "d2").await.unwrap().is_none());
+    assert!(
+        p.get_alarm(&a, "gone").await.unwrap().is_none(),
+        "completing a deleted alarm does not resurrect it"
+    );
+    assert_eq!(
+        p.get_alarm(&a, "replaced").await.unwrap(),
+        Some(replacement)
+    );
+    let kept = p.get_alarm(&a, "rep").await.unwrap().expect("rescheduled");
+    assert_eq!(kept.due_time, at(60_000));
+    assert_eq!(kept.data, repeating(0).data);
+    // The rescheduled alarm's lease ended: another host leases it at its new time, with the
+    // attempt recorded; the replacement is unleased.
+    let again = p
+        .lease_alarms(&request("h2", &["t"], 60_000, 10, "l2"), at(1))
+        .await
+        .unwrap();
+    let mut names: Vec<_> = again.iter().map(|l| l.lease.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["rep", "replaced"]);
+    let rep = again.iter().find(|l| l.lease.name == "rep").unwrap();
+    assert_eq!(rep.attempts, 1);
+    assert!(p.complete_alarms(&[]).await.unwrap().is_empty());
 }
 
 /// Releasing ends a lease without changing the alarm.

@@ -122,6 +122,7 @@ macro_rules! provider_conformance_tests {
             alarm_renew,
             alarm_complete_delete_and_reschedule,
             alarm_complete_after_replace_or_delete,
+            alarm_complete_many,
             alarm_release,
             alarm_lease_prefers_local_actors,
             alarm_lease_limit_and_horizon,

@@ -491,7 +491,8 @@ mod tests {
     /// One operation of every kind, as the log holds them.
     fn one_of_each() -> Vec<Op> {
         use crate::provider::{
-            ActorTypeSpec, AlarmLease, AlarmOutcome, HostRegistration, LeaseRequest,
+            ActorTypeSpec, AlarmCompletion, AlarmLease, AlarmOutcome, HostRegistration,
+            LeaseRequest,
         };
         let actor = ActorRef::new("counter", "c1").unwrap();
         let lease = AlarmLease {
@@ -602,13 +603,33 @@ mod tests {
                     attempts: 2,
                 },
             },
-            Op::ReleaseAlarm { lease },
+            Op::ReleaseAlarm {
+                lease: lease.clone(),
+            },
+            Op::CompleteAlarms {
+                completions: vec![
+                    AlarmCompletion {
+                        lease: lease.clone(),
+                        outcome: AlarmOutcome::Delete,
+                    },
+                    AlarmCompletion {
+                        lease: AlarmLease {
+                            name: "tock".into(),
+                            ..lease
+                        },
+                        outcome: AlarmOutcome::Reschedule {
+                            due: t(12),
+                            attempts: 0,
+                        },
+                    },
+                ],
+            },
         ]
     }
 
     /// The log's format, pinned for every operation (`v1.jsonl`, one line per operation): a
     /// change to `Op` or to a type inside it that changes these lines needs a new wire version
-    /// (and a reader for the old one), not an edit of the file.
+    /// (and a reader for the old one), not an edit of the file. A new operation adds its line.
     #[test]
     fn every_operation_keeps_its_version_1_form() {
         let expected: Vec<&str> = include_str!("v1.jsonl").lines().collect();
