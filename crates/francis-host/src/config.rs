@@ -49,7 +49,8 @@ pub struct HostTimings {
     /// Alarms due within this window are leased ahead of time; at least `alarm_poll_interval`.
     /// Default 2.5 s.
     pub alarm_fetch_ahead: Duration,
-    /// At most this many alarms per poll. Default 25.
+    /// Alarms per lease while few are due; leases grow past it when a backlog is due (see
+    /// the alarm engine in `docs/host.md`). Default 25.
     pub alarm_batch_size: u32,
     /// Alarm lease length (renewed while a run takes longer). Default 20 s.
     pub alarm_lease: Duration,
