@@ -518,15 +518,41 @@ pub async fn activate(sz: Sizes) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-/// `alarms`: N one-shot alarms due at the same instant (10 per actor), default host timings.
+/// `alarms`: N one-shot alarms due at the same instant (10 per actor), default host timings,
+/// on one SQLite host and on the two-worker shape (two replicated hosts).
 pub async fn alarms(sz: Sizes) -> anyhow::Result<Vec<Row>> {
-    let n: u64 = sz.pick(20_000, 300);
+    let dir = tempfile::tempdir()?;
+    let single = vec![sqlite_host(&dir.path().join("alarms.db")).await?];
+    let mut rows = vec![
+        alarm_burst(
+            single,
+            sz.pick(20_000, 300),
+            sz,
+            "",
+            Target::AllWithinSecs(5.0),
+        )
+        .await?,
+    ];
+    let two = replicated_hosts(dir.path(), 2, "alarms").await?;
+    let case = ", 2 nodes replicated";
+    rows.push(alarm_burst(two, sz.pick(2_000, 200), sz, case, Target::None).await?);
+    Ok(rows)
+}
+
+/// Sets `n` alarms due together through the first of `hosts`, waits until all fired (on
+/// whichever host owns each actor) or a limit after the due time, and stops the hosts.
+/// With a target, a burst that did not all fire misses it.
+async fn alarm_burst(
+    hosts: Vec<Running>,
+    n: u64,
+    sz: Sizes,
+    shape: &str,
+    target: Target,
+) -> anyhow::Result<Row> {
     let per_actor = 10u64;
     let actors = n.div_ceil(per_actor);
     let wait_limit = Duration::from_secs(sz.pick(90, 20));
-    let dir = tempfile::tempdir()?;
-    let host = sqlite_host(&dir.path().join("alarms.db")).await?;
-    let svc = host.host.service();
+    let svc = hosts[0].host.service();
     let lead = Duration::from_millis(2_000 + n / 4);
     let due = chrono::Utc::now() + chrono::Duration::from_std(lead)?;
     let due_ms = due.timestamp_millis();
@@ -547,14 +573,21 @@ pub async fn alarms(sz: Sizes) -> anyhow::Result<Vec<Row>> {
     .await;
     let set_took = set_started.elapsed();
     let set_late = chrono::Utc::now() > due;
+    let fired_so_far = |hosts: &[Running]| -> Vec<(i64, i64)> {
+        hosts
+            .iter()
+            .flat_map(|h| h.alarms.lock().expect("alarm log").clone())
+            .collect()
+    };
     // Wait until every alarm that was set fired, or the limit after the due time.
     let until = Instant::now() + lead.saturating_sub(set_took) + wait_limit;
-    while (host.alarms.lock().expect("alarm log").len() as u64) < set.ops && Instant::now() < until
-    {
+    while (fired_so_far(&hosts).len() as u64) < set.ops && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let log = host.alarms.lock().expect("alarm log").clone();
-    host.stop(Duration::from_secs(30)).await;
+    let log = fired_so_far(&hosts);
+    for h in hosts {
+        h.stop(Duration::from_secs(30)).await;
+    }
     let lateness: Vec<Duration> = log
         .iter()
         .map(|(d, f)| Duration::from_millis((f - d).max(0) as u64))
@@ -565,22 +598,48 @@ pub async fn alarms(sz: Sizes) -> anyhow::Result<Vec<Row>> {
     sorted.sort_unstable();
     let worst = sorted.last().copied().unwrap_or_default();
     let m = Measure::new(lateness, n - fired.min(n), None, worst);
+    let mut row = Row::new(
+        "alarms",
+        &format!("{n} due together{shape}"),
+        &m,
+        None,
+        Target::None,
+    )
+    .note(format!(
+        "p50/p99 columns are lateness; fired {fired} of {n} ({}); last fired {:.1} s after due; set {} in {:.1} s{}; {} alarms per actor; default timings (poll 1.5 s, batch 25)",
+        if all { "all".to_owned() } else { format!("gave up {wait_limit:?} after due") },
+        worst.as_secs_f64(),
+        set.ops,
+        set_took.as_secs_f64(),
+        if set_late { " (setting ended after the due time)" } else { "" },
+        per_actor,
+    ));
     let judged = if all { Some(worst.as_secs_f64()) } else { None };
-    let mut row = Row::new("alarms", &format!("{n} due together"), &m, None, Target::None)
-        .judge(Target::AllWithinSecs(5.0), judged)
-        .note(format!(
-            "p50/p99 columns are lateness; fired {fired} of {n} ({}); last fired {:.1} s after due; set {} in {:.1} s{}; {} alarms per actor; default timings (poll 1.5 s, batch 25)",
-            if all { "all".to_owned() } else { format!("gave up {wait_limit:?} after due") },
-            worst.as_secs_f64(),
-            set.ops,
-            set_took.as_secs_f64(),
-            if set_late { " (setting ended after the due time)" } else { "" },
-            per_actor,
-        ));
-    if !all {
+    let has_target = !matches!(target, Target::None);
+    row = row.judge(target, judged);
+    if !all && has_target {
         row.target_met = Some(false);
     }
-    Ok(vec![row])
+    Ok(row)
+}
+
+/// Starts `nodes` hosts replicating one store over loopback, each with its own SQLite file
+/// under `dir` (named after `tag`).
+async fn replicated_hosts(dir: &Path, nodes: usize, tag: &str) -> anyhow::Result<Vec<Running>> {
+    let addrs: Vec<String> = (0..nodes).map(|_| free_addr()).collect();
+    let starts = (0..nodes).map(|i| {
+        let (addr, peers, db) = (
+            addrs[i].clone(),
+            addrs.clone(),
+            dir.join(format!("{tag}-node{i}.db")),
+        );
+        start_host(move |b| b.address(addr).sqlite(db).peers(peers), true)
+    });
+    let mut hosts: Vec<Running> = Vec::with_capacity(nodes);
+    for h in futures::future::join_all(starts).await {
+        hosts.push(h?);
+    }
+    Ok(hosts)
 }
 
 /// Drives `callers` 1 KiB writers through a replicated cluster of `nodes` in-process hosts
@@ -591,19 +650,7 @@ async fn replicated_measure(
     callers: usize,
     budget: Budget,
 ) -> anyhow::Result<Measure> {
-    let addrs: Vec<String> = (0..nodes).map(|_| free_addr()).collect();
-    let starts = (0..nodes).map(|i| {
-        let (addr, peers, db) = (
-            addrs[i].clone(),
-            addrs.clone(),
-            dir.join(format!("n{nodes}c{callers}-node{i}.db")),
-        );
-        start_host(move |b| b.address(addr).sqlite(db).peers(peers), true)
-    });
-    let mut hosts: Vec<Running> = Vec::with_capacity(nodes);
-    for h in futures::future::join_all(starts).await {
-        hosts.push(h?);
-    }
+    let hosts = replicated_hosts(dir, nodes, &format!("n{nodes}c{callers}")).await?;
     let services = hosts.iter().map(|h| h.host.service()).collect();
     let m = match write_op(services, callers, &format!("rw{nodes}-{callers}-")).await {
         Ok(write) => Ok(drive_op(callers, budget, write).await),

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use francis_core::{Error, ErrorKind};
 use francis_store::{AlarmCompletion, AlarmLease, AlarmOutcome, LeaseRequest, LeasedAlarm};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -16,8 +16,8 @@ use tracing::{Instrument, debug, error, info, warn};
 
 use crate::events::HostEvent;
 use crate::policy::{
-    ALARM_IN_FLIGHT_BATCHES, ALARM_LEASE_BATCHES, AlarmDecision, EARLY_LEASE_SPACING,
-    alarm_outcome, lease_again_early, next_lease_limit, retry_delay,
+    ALARM_IN_FLIGHT_BATCHES, ALARM_LEASE_BATCHES, ALARM_RUNNING_BATCHES, AlarmDecision,
+    EARLY_LEASE_SPACING, alarm_outcome, lease_again_early, next_lease_limit, retry_delay,
 };
 use crate::runtime::Op;
 use crate::service::HostInner;
@@ -35,6 +35,9 @@ struct Engine {
     /// Signalled when an alarm was rescheduled to before the next poll (it repeats faster than
     /// the poll interval): lease again at once, so it fires at its own cadence.
     rescheduled_soon: Notify,
+    /// Bounds the alarms running at once (their turns, and the calls and store work those
+    /// start), whatever the number held.
+    running: Semaphore,
 }
 
 impl Engine {
@@ -121,6 +124,9 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
         held: Mutex::default(),
         finished: Notify::new(),
         rescheduled_soon: Notify::new(),
+        running: Semaphore::new(
+            (timings.alarm_batch_size as usize).saturating_mul(ALARM_RUNNING_BATCHES as usize),
+        ),
     });
     let inner = &engine.inner;
     let clock = inner.act.store.clock.clone();
@@ -336,7 +342,13 @@ const MAX_OUTCOMES_PER_WRITE: usize = 512;
 /// when it did not run, tells the engine it is done).
 async fn fire(engine: Arc<Engine>, alarm: LeasedAlarm, outcomes: Outcomes) {
     let lease = alarm.lease.clone();
-    match fire_inner(&engine.inner, alarm).await {
+    let ran = {
+        let Ok(_running) = engine.running.acquire().await else {
+            return engine.done(&lease, None);
+        };
+        fire_inner(&engine.inner, alarm).await
+    };
+    match ran {
         Some(ran) => {
             if let Err(mpsc::error::SendError(ran)) = outcomes.send(ran) {
                 // Cannot happen while the engine runs (it outlives every firing task).
@@ -440,6 +452,7 @@ async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm) -> Option<Ran> {
                 | ErrorKind::Transport
                 | ErrorKind::NoHost
                 | ErrorKind::NoQuorum
+                | ErrorKind::Overloaded
         )
     {
         // Not the actor's failure: hand the alarm back for another attempt or host.

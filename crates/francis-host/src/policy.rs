@@ -47,6 +47,10 @@ pub fn lease_again_early(due: DateTime<Utc>, now: DateTime<Utc>, poll_interval: 
 /// recording their outcome), as a multiple of `alarm_batch_size`: 400 x 25 = 10,000 by default.
 pub const ALARM_IN_FLIGHT_BATCHES: u32 = 400;
 
+/// The most alarms running at once (their turns, and the calls and store work those start),
+/// as a multiple of `alarm_batch_size` (500 by default); the others held wait their turn.
+pub const ALARM_RUNNING_BATCHES: u32 = 20;
+
 /// The most alarms one lease asks for, as a multiple of `alarm_batch_size` (1,000 by
 /// default), so one store answer stays bounded however large the backlog.
 pub const ALARM_LEASE_BATCHES: u32 = 40;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use quinn::{ConnectionError, RecvStream, SendStream, VarInt};
+use tokio::sync::Semaphore;
 
 use crate::endpoint::{Inner, Stats, close, stream_code};
 use crate::error::TransportError;
@@ -25,9 +26,42 @@ type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
     slots: Mutex<HashMap<Key, Slot>>,
+    /// Requests in flight per key, bounded by [`sending_limit`].
+    permits: Mutex<HashMap<Key, Arc<Semaphore>>>,
+}
+
+/// How many requests this host keeps in flight on one connection: a little under the
+/// `max_in_flight_per_connection` the peer accepts (assumed to be ours, as a cluster shares
+/// its settings), so a burst waits here, within its request timeout, instead of being
+/// refused as overloaded; the margin covers the moment between a response arriving here and
+/// the peer's handler letting go of its slot.
+pub(crate) fn sending_limit(peer_accepts: u32) -> usize {
+    let limit = peer_accepts as usize;
+    (limit - limit / 8).max(1)
 }
 
 impl Pool {
+    fn permits(&self, key: &Key, limit: usize) -> Arc<Semaphore> {
+        let mut permits = self
+            .permits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = permits.get(key) {
+            return p.clone();
+        }
+        // Forget keys with nothing in flight that have no pooled connection any more.
+        let slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        permits.retain(|k, p| slots.contains_key(k) || p.available_permits() < limit);
+        drop(slots);
+        permits
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+            .clone()
+    }
+
     fn slot(&self, key: &Key) -> Slot {
         let mut slots = self
             .slots
@@ -80,6 +114,14 @@ pub(crate) async fn call(
     frame: Bytes,
 ) -> Result<Response, TransportError> {
     let key = (peer, host_id.to_string());
+    let permits = inner.pool.permits(
+        &key,
+        sending_limit(inner.limits.max_in_flight_per_connection),
+    );
+    let _in_flight = permits
+        .acquire()
+        .await
+        .map_err(|_| TransportError::Closed)?;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -309,5 +351,19 @@ fn connection_error(e: &ConnectionError, peer: SocketAddr) -> TransportError {
             peer,
             reason: e.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sending_limit;
+
+    #[test]
+    fn the_sending_limit_stays_under_what_the_peer_accepts() {
+        assert_eq!(sending_limit(100), 88);
+        assert_eq!(sending_limit(1000), 875);
+        assert_eq!(sending_limit(8), 7);
+        assert_eq!(sending_limit(4), 4);
+        assert_eq!(sending_limit(1), 1);
     }
 }

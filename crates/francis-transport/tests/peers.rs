@@ -80,6 +80,42 @@ async fn a_thousand_concurrent_requests_over_one_connection() {
 }
 
 #[tokio::test]
+async fn a_burst_beyond_the_peers_limit_waits_on_the_callers_side() {
+    // Both sides share the cluster's limits, as hosts of one cluster do: the caller keeps
+    // at most what the peer accepts in flight, and the rest wait rather than being refused.
+    let four = |l: &mut francis_transport::Limits| l.max_in_flight_per_connection = 4;
+    let (server, handler) = start_with(config("server", &[PSK_OLD]).with_limits(limits(four)));
+    let (client, _) = start_with(config("client", &[PSK_OLD]).with_limits(limits(four)));
+    let addr = server.local_addr();
+    let calls: Vec<_> = (0..12)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .invoke(addr, "server", invoke("block", format!("{i}")))
+                    .await
+            })
+        })
+        .collect();
+    eventually("4 requests in the handler", Duration::from_secs(10), || {
+        handler.entered() == 4
+    })
+    .await;
+    assert_eq!(server.stats().requests_overloaded, 0);
+    handler.gate.add_permits(12);
+    for (i, call) in calls.into_iter().enumerate() {
+        assert_eq!(
+            call.await.unwrap().unwrap(),
+            Some(Bytes::from(format!("{i}")))
+        );
+    }
+    assert_eq!(handler.entered(), 12);
+    assert_eq!(server.stats().requests_overloaded, 0);
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn excess_requests_get_a_retryable_overloaded_at_once() {
     let (server, handler) = start_with(
         config("server", &[PSK_OLD]).with_limits(limits(|l| l.max_in_flight_per_connection = 4)),
