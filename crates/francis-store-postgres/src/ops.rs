@@ -21,7 +21,7 @@ use crate::policy::lock_key;
 use francis_store::StoreError;
 use francis_store::codec::{
     AlarmRow, HostRow, actor_from_row, capacity_from_sql, count_from_sql, epoch_from_sql,
-    epoch_to_sql, hosts_from_rows, page_from_rows, time_from_ms,
+    epoch_to_sql, hosts_from_rows, leases_in_rows, page_from_rows, time_from_ms,
 };
 use francis_store::policy::{self, CandidateView, add_millis, live_cutoff, millis};
 use francis_store::{
@@ -818,19 +818,7 @@ pub(crate) async fn renew_alarm_leases(
     .bind(expires_ms)
     .fetch_all(&mut *c)
     .await?;
-    let held: HashSet<(String, String, String, String)> = rows.into_iter().collect();
-    Ok(leases
-        .iter()
-        .filter(|l| {
-            held.contains(&(
-                l.actor.actor_type().to_owned(),
-                l.actor.actor_id().to_owned(),
-                l.name.clone(),
-                l.lease_id.clone(),
-            ))
-        })
-        .cloned()
-        .collect())
+    Ok(leases_in_rows(leases, rows))
 }
 
 pub(crate) async fn complete_alarm(

@@ -14,12 +14,35 @@ use francis_core::{ActorRef, AlarmProperties, Envelope, Interval};
 
 use crate::error::StoreError;
 use crate::policy::millis;
-use crate::provider::{ActorTypeSpec, HostRecord, StateListItem, StateListPage, StoreResult};
+use crate::provider::{
+    ActorTypeSpec, AlarmLease, HostRecord, StateListItem, StateListPage, StoreResult,
+};
 
 /// A stored time (`what` names it in the error).
 pub fn time_from_ms(what: &str, ms: i64) -> StoreResult<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms)
         .ok_or_else(|| StoreError::Corrupt(format!("{what} {ms} ms is not a valid time")))
+}
+
+/// The leases among `leases` (in their order) whose key a statement returned as rows of
+/// `(actor_type, actor_id, name, lease_id)`.
+pub fn leases_in_rows<'a>(
+    leases: impl IntoIterator<Item = &'a AlarmLease>,
+    rows: Vec<(String, String, String, String)>,
+) -> Vec<AlarmLease> {
+    let rows: std::collections::HashSet<_> = rows.into_iter().collect();
+    leases
+        .into_iter()
+        .filter(|l| {
+            rows.contains(&(
+                l.actor.actor_type().to_owned(),
+                l.actor.actor_id().to_owned(),
+                l.name.clone(),
+                l.lease_id.clone(),
+            ))
+        })
+        .cloned()
+        .collect()
 }
 
 /// A stored actor reference.
