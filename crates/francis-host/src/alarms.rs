@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use francis_core::{Error, ErrorKind};
 use francis_store::{AlarmCompletion, AlarmLease, AlarmOutcome, LeaseRequest, LeasedAlarm};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -36,8 +36,10 @@ struct Engine {
     /// the poll interval): lease again at once, so it fires at its own cadence.
     rescheduled_soon: Notify,
     /// Bounds the alarms running at once (their turns, and the calls and store work those
-    /// start), whatever the number held.
-    running: Semaphore,
+    /// start), whatever the number held. Only the engine's loop takes permits, before it
+    /// confirms the leases of the alarms it starts, so an alarm never waits for a permit
+    /// after its lease was checked.
+    running: Arc<Semaphore>,
 }
 
 impl Engine {
@@ -80,15 +82,19 @@ impl Waiting {
         self.by_due.keys().next().map(|(due, _)| *due)
     }
 
-    /// Removes and returns every alarm due at or before `now` (within a millisecond: the
-    /// timer that woke the engine counts in milliseconds, and waking again for the rest would
-    /// only spin).
-    fn take_due(&mut self, now: DateTime<Utc>) -> Vec<LeasedAlarm> {
+    /// Removes and returns the earliest alarms, at most `max`, due at or before `now` (within
+    /// a millisecond: the timer that woke the engine counts in milliseconds, and waking again
+    /// for the rest would only spin).
+    fn take_due(&mut self, now: DateTime<Utc>, max: usize) -> Vec<LeasedAlarm> {
         let now = now + chrono::Duration::milliseconds(1);
-        let later = self.by_due.split_off(&(now, u64::MAX));
-        std::mem::replace(&mut self.by_due, later)
-            .into_values()
-            .collect()
+        let mut due = Vec::new();
+        while due.len() < max {
+            match self.by_due.first_entry() {
+                Some(first) if first.key().0 <= now => due.push(first.remove()),
+                _ => break,
+            }
+        }
+        due
     }
 
     fn take_all(&mut self) -> Vec<LeasedAlarm> {
@@ -124,9 +130,9 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
         held: Mutex::default(),
         finished: Notify::new(),
         rescheduled_soon: Notify::new(),
-        running: Semaphore::new(
+        running: Arc::new(Semaphore::new(
             (timings.alarm_batch_size as usize).saturating_mul(ALARM_RUNNING_BATCHES as usize),
-        ),
+        )),
     });
     let inner = &engine.inner;
     let clock = inner.act.store.clock.clone();
@@ -153,8 +159,12 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
         let wake = if full && !held_back {
             Wake::Lease
         } else {
+            // With every running slot taken, an alarm that came due waits for one to free up
+            // (an alarm finishing signals `finished`), not for its timer.
+            let no_slot = engine.running.available_permits() == 0;
             let wake_at = waiting
                 .next_due()
+                .filter(|_| !no_slot)
                 .map(|due| Instant::now() + (due - clock.now()).to_std().unwrap_or_default());
             tokio::select! {
                 // Stopping wins over a timer that is also ready.
@@ -162,7 +172,9 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
                 _ = stop.cancelled() => break,
                 _ = sleep_until(wake_at) => Wake::Due,
                 _ = poll.tick() => Wake::Lease,
-                _ = engine.finished.notified(), if held_back => Wake::Lease,
+                _ = engine.finished.notified(), if held_back || no_slot => {
+                    if held_back { Wake::Lease } else { Wake::Due }
+                }
                 _ = engine.rescheduled_soon.notified() => {
                     // Early leases are spaced, so a very fast alarm does not lease per firing.
                     tokio::select! {
@@ -178,7 +190,7 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
             break;
         }
         while tasks.try_join_next().is_some() {}
-        let due = waiting.take_due(clock.now());
+        let due = waiting.take_due(clock.now(), engine.running.available_permits());
         if !due.is_empty() {
             fire_due(&engine, due, &mut tasks, &outcomes).await;
         }
@@ -224,11 +236,16 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
         let mut held = engine.held.lock().expect("held leases lock");
         for alarm in leased {
             held.insert(alarm.lease.clone());
-            if alarm.properties.due_time <= now {
-                // Leased when already due: the lease is as fresh as a re-check would make it.
-                tasks.spawn(fire(engine.clone(), alarm, outcomes.clone()));
-            } else {
-                waiting.push(alarm);
+            let slot = (alarm.properties.due_time <= now)
+                .then(|| engine.running.clone().try_acquire_owned().ok())
+                .flatten();
+            match slot {
+                // Leased when already due, and it can start now: the lease is as fresh as a
+                // re-check would make it.
+                Some(slot) => {
+                    tasks.spawn(fire(engine.clone(), alarm, slot, outcomes.clone()));
+                }
+                None => waiting.push(alarm),
             }
         }
     }
@@ -255,8 +272,9 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Fires the alarms that came due: their leases are re-confirmed in one store call first (an
-/// alarm replaced or deleted while it waited is no longer leased to us and never fires).
+/// Fires the alarms that came due (no more than there are free running slots): their leases
+/// are re-confirmed in one store call first (an alarm replaced or deleted while it waited is
+/// no longer leased to us and never fires).
 async fn fire_due(
     engine: &Arc<Engine>,
     due: Vec<LeasedAlarm>,
@@ -284,7 +302,22 @@ async fn fire_due(
     };
     for alarm in due {
         if confirmed.contains(&alarm.lease) {
-            tasks.spawn(fire(engine.clone(), alarm, outcomes.clone()));
+            // Only the engine's loop takes slots, and it took no more alarms than were free,
+            // so a slot is free (the fallback only keeps the engine alive if that ever broke).
+            let (engine, outcomes) = (engine.clone(), outcomes.clone());
+            match engine.running.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    tasks.spawn(fire(engine, alarm, slot, outcomes));
+                }
+                Err(_) => {
+                    tasks.spawn(async move {
+                        match engine.running.clone().acquire_owned().await {
+                            Ok(slot) => fire(engine, alarm, slot, outcomes).await,
+                            Err(_) => engine.done(&alarm.lease, None),
+                        }
+                    });
+                }
+            }
         } else {
             debug!(actor = %alarm.lease.actor, alarm = %alarm.lease.name, host = %inner.act.address,
                    "alarm was replaced or deleted before it fired, or its lease could not be confirmed");
@@ -340,14 +373,15 @@ const MAX_OUTCOMES_PER_WRITE: usize = 512;
 
 /// Runs one due alarm whose lease is current, then hands its outcome to the recorder (or,
 /// when it did not run, tells the engine it is done).
-async fn fire(engine: Arc<Engine>, alarm: LeasedAlarm, outcomes: Outcomes) {
+async fn fire(
+    engine: Arc<Engine>,
+    alarm: LeasedAlarm,
+    slot: OwnedSemaphorePermit,
+    outcomes: Outcomes,
+) {
     let lease = alarm.lease.clone();
-    let ran = {
-        let Ok(_running) = engine.running.acquire().await else {
-            return engine.done(&lease, None);
-        };
-        fire_inner(&engine.inner, alarm).await
-    };
+    let ran = fire_inner(&engine.inner, alarm).await;
+    drop(slot);
     match ran {
         Some(ran) => {
             if let Err(mpsc::error::SendError(ran)) = outcomes.send(ran) {

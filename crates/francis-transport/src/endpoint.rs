@@ -308,8 +308,12 @@ impl Transport {
     /// this host's CAs and name `peer_host_id`, else [`TransportError::AuthenticationFailed`]
     /// or the retryable [`TransportError::HostMismatch`]. A request-level refusal by the peer
     /// (`overloaded`, malformed request...) is [`TransportError::Rejected`] with the peer's
-    /// code. The whole call is bounded by [`Limits::request_timeout`]; dropping the future
-    /// aborts the stream, and the peer drops its handler.
+    /// code. At most seven eighths of [`Limits::max_in_flight_per_connection`] requests are in
+    /// flight on one connection; a request beyond waits for a slot up to
+    /// [`Limits::request_timeout`], then fails unsent with a retryable `overloaded`
+    /// [`TransportError::Rejected`]. Once sent, the call is bounded by
+    /// [`Limits::request_timeout`]; dropping the future aborts the stream, and the peer drops
+    /// its handler.
     ///
     /// A request that certainly never reached the peer's handler (the pooled connection was
     /// already closed, or the peer closed it while shutting down gracefully) is sent once more
@@ -333,6 +337,7 @@ impl Transport {
             });
         }
         let frame = crate::frame::encode_frame(&request);
+        let _slot = crate::pool::sending_slot(&self.inner, peer_addr, peer_host_id).await?;
         let after = self.inner.limits.request_timeout;
         match tokio::time::timeout(
             after,
@@ -375,6 +380,8 @@ impl Transport {
             });
         }
         let frame = crate::frame::encode_frame(&request);
+        let _slot =
+            crate::pool::sending_slot(&self.inner, peer_addr, crate::pool::ANY_HOST).await?;
         let after = self.inner.limits.request_timeout;
         match tokio::time::timeout(
             after,

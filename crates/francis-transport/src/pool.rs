@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use francis_core::ErrorKind;
 use quinn::{ConnectionError, RecvStream, SendStream, VarInt};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::endpoint::{Inner, Stats, close, stream_code};
 use crate::error::TransportError;
-use crate::proto::{Response, response};
-use crate::server::{ReadFailure, read_frame};
+use crate::proto::{Response, WireError, response};
+use crate::server::{OVERLOADED_RETRY_AFTER, ReadFailure, read_frame};
 use crate::tls;
 
 type Key = (SocketAddr, String);
@@ -32,9 +33,8 @@ pub(crate) struct Pool {
 
 /// How many requests this host keeps in flight on one connection: a little under the
 /// `max_in_flight_per_connection` the peer accepts (assumed to be ours, as a cluster shares
-/// its settings), so a burst waits here, within its request timeout, instead of being
-/// refused as overloaded; the margin covers the moment between a response arriving here and
-/// the peer's handler letting go of its slot.
+/// its settings), so a burst waits here instead of being refused as overloaded; the margin
+/// covers requests this side gave up on whose handlers the peer has not yet stopped.
 pub(crate) fn sending_limit(peer_accepts: u32) -> usize {
     let limit = peer_accepts as usize;
     (limit - limit / 8).max(1)
@@ -49,12 +49,15 @@ impl Pool {
         if let Some(p) = permits.get(key) {
             return p.clone();
         }
-        // Forget keys with nothing in flight that have no pooled connection any more.
+        // Forget keys with nothing in flight (and no caller about to use them) that have no
+        // pooled connection any more.
         let slots = self
             .slots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        permits.retain(|k, p| slots.contains_key(k) || p.available_permits() < limit);
+        permits.retain(|k, p| {
+            slots.contains_key(k) || p.available_permits() < limit || Arc::strong_count(p) > 1
+        });
         drop(slots);
         permits
             .entry(key.clone())
@@ -105,6 +108,34 @@ enum Failure {
     Final(TransportError),
 }
 
+/// A slot to send one request to `peer` on the connection for `host_id`, waiting at most the
+/// request timeout for one (see [`sending_limit`]). When none frees up in time the request
+/// was certainly not sent: the answer is the retryable `overloaded` refusal a full peer gives.
+pub(crate) async fn sending_slot(
+    inner: &Inner,
+    peer: SocketAddr,
+    host_id: &str,
+) -> Result<OwnedSemaphorePermit, TransportError> {
+    let key = (peer, host_id.to_string());
+    let limit = sending_limit(inner.limits.max_in_flight_per_connection);
+    let permits = inner.pool.permits(&key, limit);
+    match tokio::time::timeout(inner.limits.request_timeout, permits.acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_)) => Err(TransportError::Closed),
+        Err(_) => Err(TransportError::Rejected {
+            peer,
+            error: Box::new(WireError::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "overloaded: {limit} requests to this host were already in progress for {:?}; not sent",
+                    inner.limits.request_timeout
+                ),
+                Some(OVERLOADED_RETRY_AFTER),
+            )),
+        }),
+    }
+}
+
 /// Sends one request frame and reads its response, retrying once on a fresh connection when
 /// the request was certainly not handled.
 pub(crate) async fn call(
@@ -114,14 +145,6 @@ pub(crate) async fn call(
     frame: Bytes,
 ) -> Result<Response, TransportError> {
     let key = (peer, host_id.to_string());
-    let permits = inner.pool.permits(
-        &key,
-        sending_limit(inner.limits.max_in_flight_per_connection),
-    );
-    let _in_flight = permits
-        .acquire()
-        .await
-        .map_err(|_| TransportError::Closed)?;
     let mut attempt = 0;
     loop {
         attempt += 1;

@@ -15,7 +15,7 @@ use crate::tls;
 use francis_core::ErrorKind;
 
 /// How long an `overloaded` caller is asked to wait before retrying.
-const OVERLOADED_RETRY_AFTER: Duration = Duration::from_millis(100);
+pub(crate) const OVERLOADED_RETRY_AFTER: Duration = Duration::from_millis(100);
 
 pub(crate) async fn accept_loop(inner: Arc<Inner>) {
     loop {
