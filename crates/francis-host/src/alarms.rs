@@ -82,19 +82,12 @@ impl Waiting {
         self.by_due.keys().next().map(|(due, _)| *due)
     }
 
-    /// Removes and returns the earliest alarms, at most `max`, due at or before `now` (within
-    /// a millisecond: the timer that woke the engine counts in milliseconds, and waking again
-    /// for the rest would only spin).
-    fn take_due(&mut self, now: DateTime<Utc>, max: usize) -> Vec<LeasedAlarm> {
-        let now = now + chrono::Duration::milliseconds(1);
-        let mut due = Vec::new();
-        while due.len() < max {
-            match self.by_due.first_entry() {
-                Some(first) if first.key().0 <= now => due.push(first.remove()),
-                _ => break,
-            }
-        }
-        due
+    /// Removes and returns the earliest alarm due at or before `now` (within a millisecond:
+    /// the timer that woke the engine counts in milliseconds, and waking again for the rest
+    /// would only spin).
+    fn pop_due(&mut self, now: DateTime<Utc>) -> Option<LeasedAlarm> {
+        let first = self.by_due.first_entry()?;
+        (first.key().0 <= now + chrono::Duration::milliseconds(1)).then(|| first.remove())
     }
 
     fn take_all(&mut self) -> Vec<LeasedAlarm> {
@@ -190,7 +183,16 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
             break;
         }
         while tasks.try_join_next().is_some() {}
-        let due = waiting.take_due(clock.now(), engine.running.available_permits());
+        // Each alarm that came due takes a running slot before its lease is confirmed, so it
+        // never waits after its check; the rest wait in the queue for a slot.
+        let now = clock.now();
+        let mut due = Vec::new();
+        while let Ok(slot) = engine.running.clone().try_acquire_owned() {
+            match waiting.pop_due(now) {
+                Some(alarm) => due.push((alarm, slot)),
+                None => break,
+            }
+        }
         if !due.is_empty() {
             fire_due(&engine, due, &mut tasks, &outcomes).await;
         }
@@ -272,18 +274,18 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Fires the alarms that came due (no more than there are free running slots): their leases
-/// are re-confirmed in one store call first (an alarm replaced or deleted while it waited is
-/// no longer leased to us and never fires).
+/// Fires the alarms that came due, each with its running slot: their leases are re-confirmed
+/// in one store call first (an alarm replaced or deleted while it waited is no longer leased
+/// to us and never fires).
 async fn fire_due(
     engine: &Arc<Engine>,
-    due: Vec<LeasedAlarm>,
+    due: Vec<(LeasedAlarm, OwnedSemaphorePermit)>,
     tasks: &mut JoinSet<()>,
     outcomes: &Outcomes,
 ) {
     let inner = &engine.inner;
     let store = &inner.act.store;
-    let leases: Vec<AlarmLease> = due.iter().map(|a| a.lease.clone()).collect();
+    let leases: Vec<AlarmLease> = due.iter().map(|(a, _)| a.lease.clone()).collect();
     let confirmed = store
         .call(store.provider.renew_alarm_leases(
             &inner.act.host_id(),
@@ -300,27 +302,13 @@ async fn fire_due(
             HashSet::new()
         }
     };
-    for alarm in due {
+    for (alarm, slot) in due {
         if confirmed.contains(&alarm.lease) {
-            // Only the engine's loop takes slots, and it took no more alarms than were free,
-            // so a slot is free (the fallback only keeps the engine alive if that ever broke).
-            let (engine, outcomes) = (engine.clone(), outcomes.clone());
-            match engine.running.clone().try_acquire_owned() {
-                Ok(slot) => {
-                    tasks.spawn(fire(engine, alarm, slot, outcomes));
-                }
-                Err(_) => {
-                    tasks.spawn(async move {
-                        match engine.running.clone().acquire_owned().await {
-                            Ok(slot) => fire(engine, alarm, slot, outcomes).await,
-                            Err(_) => engine.done(&alarm.lease, None),
-                        }
-                    });
-                }
-            }
+            tasks.spawn(fire(engine.clone(), alarm, slot, outcomes.clone()));
         } else {
             debug!(actor = %alarm.lease.actor, alarm = %alarm.lease.name, host = %inner.act.address,
                    "alarm was replaced or deleted before it fired, or its lease could not be confirmed");
+            drop(slot);
             engine.done(&alarm.lease, None);
         }
     }
