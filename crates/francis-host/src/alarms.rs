@@ -2,11 +2,11 @@
 //! re-confirms the leases of every alarm that came due in one store call, fires each on the
 //! actor's turn, and records the outcome (delete, reschedule, retry, drop).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use francis_core::{Error, ErrorKind};
+use francis_core::Error;
 use francis_store::{AlarmCompletion, AlarmLease, AlarmOutcome, LeaseRequest, LeasedAlarm};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -17,7 +17,8 @@ use tracing::{Instrument, debug, error, info, warn};
 use crate::events::HostEvent;
 use crate::policy::{
     ALARM_IN_FLIGHT_BATCHES, ALARM_LEASE_BATCHES, ALARM_RUNNING_BATCHES, AlarmDecision,
-    EARLY_LEASE_SPACING, alarm_outcome, lease_again_early, next_lease_limit, retry_delay,
+    EARLY_LEASE_SPACING, alarm_lease_needs_renewal, alarm_outcome, alarm_run_handed_back,
+    lease_again_early, next_lease_limit, retry_delay,
 };
 use crate::runtime::Op;
 use crate::service::HostInner;
@@ -26,9 +27,10 @@ use crate::service::HostService;
 /// What the engine's loop and its firing tasks share.
 struct Engine {
     inner: Arc<HostInner>,
-    /// Every lease this host holds: alarms waiting for their time, running, or recording
-    /// their outcome. Renewed together, and counted against the in-flight cap.
-    held: Mutex<HashSet<AlarmLease>>,
+    /// Every lease this host holds (alarms waiting for their time, running, or recording
+    /// their outcome), with when it expires in the store as far as this host knows. Counted
+    /// against the in-flight cap; those near expiry are renewed together.
+    held: Mutex<HashMap<AlarmLease, DateTime<Utc>>>,
     /// Signalled by every alarm that is done, so an engine held back by the in-flight cap
     /// resumes as soon as there is room rather than a poll interval later.
     finished: Notify,
@@ -45,6 +47,19 @@ struct Engine {
 impl Engine {
     fn held(&self) -> usize {
         self.held.lock().expect("held leases lock").len()
+    }
+
+    /// The store extended `leases` by a lease duration from `now`.
+    fn extended(&self, leases: &[AlarmLease], now: DateTime<Utc>) {
+        let expires = now
+            + chrono::Duration::from_std(self.inner.act.timings.alarm_lease)
+                .unwrap_or(chrono::Duration::MAX);
+        let mut held = self.held.lock().expect("held leases lock");
+        for lease in leases {
+            if let Some(at) = held.get_mut(lease) {
+                *at = expires;
+            }
+        }
     }
 
     /// An alarm is done with its lease; `next_due` is when it is due again, if it was
@@ -237,7 +252,7 @@ pub(crate) async fn run(inner: Arc<HostInner>, stop: CancellationToken) {
         full = leased.len() >= limit as usize;
         let mut held = engine.held.lock().expect("held leases lock");
         for alarm in leased {
-            held.insert(alarm.lease.clone());
+            held.insert(alarm.lease.clone(), alarm.lease_expires_at);
             let slot = (alarm.properties.due_time <= now)
                 .then(|| engine.running.clone().try_acquire_owned().ok())
                 .flatten();
@@ -286,16 +301,20 @@ async fn fire_due(
     let inner = &engine.inner;
     let store = &inner.act.store;
     let leases: Vec<AlarmLease> = due.iter().map(|(a, _)| a.lease.clone()).collect();
+    let now = store.clock.now();
     let confirmed = store
         .call(store.provider.renew_alarm_leases(
             &inner.act.host_id(),
             &leases,
-            store.clock.now(),
+            now,
             inner.act.timings.alarm_lease,
         ))
         .await;
     let confirmed: HashSet<AlarmLease> = match confirmed {
-        Ok(confirmed) => confirmed.into_iter().collect(),
+        Ok(confirmed) => {
+            engine.extended(&confirmed, now);
+            confirmed.into_iter().collect()
+        }
         Err(e) => {
             warn!(host = %inner.act.address, alarms = due.len(),
                   "could not confirm alarm leases, leaving them to expire: {e}");
@@ -314,29 +333,35 @@ async fn fire_due(
     }
 }
 
+/// Renews the leases that are near expiry (see [`alarm_lease_needs_renewal`]) in one store
+/// call; a lease taken or confirmed recently is left alone, so a large burst leased ahead of
+/// its due time is not renewed wholesale just as it comes due.
 async fn renew(engine: &Engine) {
+    let inner = &engine.inner;
+    let store = &inner.act.store;
+    let lease = inner.act.timings.alarm_lease;
+    let now = store.clock.now();
     let leases: Vec<AlarmLease> = engine
         .held
         .lock()
         .expect("held leases lock")
         .iter()
-        .cloned()
+        .filter(|(_, expires)| alarm_lease_needs_renewal(**expires, now, lease))
+        .map(|(l, _)| l.clone())
         .collect();
     if leases.is_empty() {
         return;
     }
-    let inner = &engine.inner;
-    let store = &inner.act.store;
     match store
-        .call(store.provider.renew_alarm_leases(
-            &inner.act.host_id(),
-            &leases,
-            store.clock.now(),
-            inner.act.timings.alarm_lease,
-        ))
+        .call(
+            store
+                .provider
+                .renew_alarm_leases(&inner.act.host_id(), &leases, now, lease),
+        )
         .await
     {
         Ok(held) => {
+            engine.extended(&held, now);
             let held: HashSet<_> = held.into_iter().collect();
             let lost = leases.iter().filter(|l| !held.contains(*l)).count();
             if lost > 0 {
@@ -466,16 +491,7 @@ async fn fire_inner(inner: &Arc<HostInner>, alarm: LeasedAlarm) -> Option<Ran> {
         .await;
     span.record("outcome", crate::runtime::outcome_code(&result));
     if let Err(e) = &result
-        && matches!(
-            e.kind(),
-            ErrorKind::ShuttingDown
-                | ErrorKind::HostUnavailable
-                | ErrorKind::ActorNotHosted
-                | ErrorKind::Transport
-                | ErrorKind::NoHost
-                | ErrorKind::NoQuorum
-                | ErrorKind::Overloaded
-        )
+        && alarm_run_handed_back(e.kind())
     {
         // Not the actor's failure: hand the alarm back for another attempt or host.
         let _ = store.call(store.provider.release_alarm(&lease)).await;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use francis_core::{AlarmProperties, next_due_after};
+use francis_core::{AlarmProperties, Error, ErrorKind, next_due_after};
 use francis_store::AlarmOutcome;
 
 /// The delay before retry number `attempt` (1 for the first retry) of a failed alarm:
@@ -43,9 +43,52 @@ pub fn lease_again_early(due: DateTime<Utc>, now: DateTime<Utc>, poll_interval: 
     due - now < poll
 }
 
+/// Whether an alarm run that failed with `kind` is handed back for another lease (or host)
+/// without counting as an attempt: the failure is the cluster's, not the actor's (the host is
+/// stopping, the owner is unreachable or overloaded, no quorum). The runtime reports an error
+/// returned by the actor's own alarm handler as [`ErrorKind::Actor`] whatever its kind (see
+/// [`alarm_handler_error`]), so an actor failing this way is retried with backoff and dropped
+/// after its attempts like any other failure, never handed back forever.
+pub fn alarm_run_handed_back(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::ShuttingDown
+            | ErrorKind::HostUnavailable
+            | ErrorKind::ActorNotHosted
+            | ErrorKind::Transport
+            | ErrorKind::NoHost
+            | ErrorKind::NoQuorum
+            | ErrorKind::Overloaded
+    )
+}
+
+/// The error an alarm run reports when the actor's own alarm handler returned `e`: `e`
+/// itself, unless its kind would read as the cluster's failure (see
+/// [`alarm_run_handed_back`]), in which case an actor error naming it.
+pub fn alarm_handler_error(e: Error) -> Error {
+    if alarm_run_handed_back(e.kind()) {
+        Error::actor(format!("the alarm handler failed: {e}"))
+    } else {
+        e
+    }
+}
+
+/// Whether the alarm engine renews a lease that expires at `expires` when it renews at `now`:
+/// once less than two thirds of a lease duration is left. The engine renews every third of a
+/// lease duration, so a lease is renewed with at least a third of its duration to spare, and a
+/// lease taken or confirmed since the last renewal is not renewed again.
+pub fn alarm_lease_needs_renewal(
+    expires: DateTime<Utc>,
+    now: DateTime<Utc>,
+    lease: Duration,
+) -> bool {
+    let left_ms = i128::from((expires - now).num_milliseconds());
+    left_ms * 3 < (lease.as_millis() as i128) * 2
+}
+
 /// The most alarms the engine holds at once (leased and waiting for their time, running, or
-/// recording their outcome), as a multiple of `alarm_batch_size`: 400 x 25 = 10,000 by default.
-pub const ALARM_IN_FLIGHT_BATCHES: u32 = 400;
+/// recording their outcome), as a multiple of `alarm_batch_size`: 1,000 x 25 = 25,000 by default.
+pub const ALARM_IN_FLIGHT_BATCHES: u32 = 1000;
 
 /// The most alarms running at once (their turns, and the calls and store work those start),
 /// as a multiple of `alarm_batch_size` (500 by default); the others held wait their turn.
@@ -395,6 +438,20 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_lease_is_renewed_once_less_than_two_thirds_of_it_is_left() {
+        let now = DateTime::from_timestamp_millis(1_000_000).unwrap();
+        let lease = Duration::from_secs(30);
+        let left = |ms: i64| now + chrono::Duration::milliseconds(ms);
+        // Just taken or confirmed: left alone.
+        assert!(!alarm_lease_needs_renewal(left(30_000), now, lease));
+        assert!(!alarm_lease_needs_renewal(left(20_000), now, lease));
+        // Past two thirds: renewed, and so is one already expired.
+        assert!(alarm_lease_needs_renewal(left(19_999), now, lease));
+        assert!(alarm_lease_needs_renewal(left(0), now, lease));
+        assert!(alarm_lease_needs_renewal(left(-5_000), now, lease));
+    }
 
     #[test]
     fn a_backlog_is_leased_in_growing_batches_under_the_in_flight_cap() {

@@ -25,7 +25,9 @@ use crate::chain::CallChain;
 use crate::config::{ActorOptions, HostTimings};
 use crate::events::{DeactivationReason, HostEvent};
 use crate::metrics::TurnMetrics;
-use crate::policy::{RequestMemory, fence_after, must_fence, remembers_request};
+use crate::policy::{
+    RequestMemory, alarm_handler_error, fence_after, must_fence, remembers_request,
+};
 use crate::requests::{Begin, RecentRequests, Ticket, outcome_of};
 use crate::state::{ActivationStore, Claim, Durability, StoreAccess};
 use crate::trace::TraceContext;
@@ -1267,7 +1269,8 @@ async fn run_op(instance: Instance<'_>, ctx: &ActorContext, act: &Activation, op
         }
         (Instance::Shared(_), _) => (None, Err(Error::ActorNotActive(act.actor.clone()))),
         (Instance::Exclusive(actor), Op::Alarm { name, data }) => {
-            (None, actor.alarm(ctx, &name, data).await.map(|()| None))
+            let ran = actor.alarm(ctx, &name, data).await;
+            (None, ran.map(|()| None).map_err(alarm_handler_error))
         }
         (Instance::Exclusive(_), Op::SetState { value, options }) => {
             (None, act.store.store(value, options).await.map(|()| None))

@@ -204,6 +204,30 @@ async fn a_failing_alarm_is_retried_with_backoff_then_dropped() {
     h.stop().await;
 }
 
+/// An alarm handler that fails with an error of a kind the engine hands back when the cluster
+/// fails (here `Overloaded`, as passing on a refused call's error would) still counts its
+/// attempts and is dropped after the last, rather than being handed back forever.
+#[tokio::test(start_paused = true)]
+async fn an_alarm_handler_failing_with_a_cluster_error_still_counts_attempts() {
+    let mut h = memory_host(options()).await; // max 3 attempts
+    h.probe.fail_alarms.store(usize::MAX, Ordering::SeqCst);
+    h.probe
+        .fail_alarms_as_overloaded
+        .store(true, Ordering::SeqCst);
+    let svc = h.service();
+    svc.set_alarm(&actor("a"), "x", alarm_in(1)).await.unwrap();
+    for _ in 0..3 {
+        h.event(Duration::from_secs(60), is_fired).await;
+    }
+    run_for(Duration::from_secs(120)).await;
+    assert_eq!(fired(&h).len(), 3, "three attempts, then dropped");
+    assert_eq!(
+        svc.get_alarm(&actor("a"), "x").await.unwrap_err().kind(),
+        ErrorKind::AlarmNotFound
+    );
+    h.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failed_alarm_that_succeeds_on_retry_is_done() {
     let mut h = memory_host(options()).await;

@@ -714,10 +714,12 @@ pub(crate) async fn delete_alarm(
     Ok(deleted > 0)
 }
 
-/// One statement. The candidates are locked `FOR UPDATE SKIP LOCKED`: concurrent leasers from
-/// any number of hosts pass over each other's rows instead of waiting on them, and a row whose
-/// lease another leaser committed meanwhile is re-checked and skipped, so no alarm is leased
-/// twice. The rows come back unordered, so they are sorted here as the query chose them.
+/// One statement. It considers the earliest [`policy::lease_candidates`] leasable alarms only
+/// (no sort of the whole backlog with the placements joined in). The picked rows are locked
+/// `FOR UPDATE SKIP LOCKED`: concurrent leasers from any number of hosts pass over each
+/// other's rows instead of waiting on them, and a row whose lease another leaser committed
+/// meanwhile is re-checked (the conditions are repeated on the locked row) and skipped, so no
+/// alarm is leased twice. The rows come back unordered, so they are sorted here as the query chose them.
 pub(crate) async fn lease_alarms(
     db: &Db,
     c: &mut PgConnection,
@@ -731,12 +733,20 @@ pub(crate) async fn lease_alarms(
     // `policy::check_op` refused a lease that would expire past representable time.
     let lease_expires_at = time_from_ms("lease expiry", expires_ms)?;
     let rows = sqlx::query(db.sql(
-        "WITH picked AS (
+        "WITH candidates AS (
+             SELECT actor_type, actor_id, name FROM {p}alarms
+             WHERE actor_type = ANY($1)
+               AND due_ms <= $2
+               AND (lease_id IS NULL OR lease_expires_ms <= $3)
+             ORDER BY due_ms, actor_type, actor_id, name
+             LIMIT $8
+         ), picked AS (
              SELECT a.actor_type, a.actor_id, a.name, COALESCE(p.host_id = $4, FALSE) AS local
-             FROM {p}alarms a
+             FROM candidates c
+             JOIN {p}alarms a
+               ON a.actor_type = c.actor_type AND a.actor_id = c.actor_id AND a.name = c.name
              LEFT JOIN {p}placements p ON p.actor_type = a.actor_type AND p.actor_id = a.actor_id
-             WHERE a.actor_type = ANY($1)
-               AND a.due_ms <= $2
+             WHERE a.due_ms <= $2
                AND (a.lease_id IS NULL OR a.lease_expires_ms <= $3)
              ORDER BY CASE WHEN p.host_id = $4 THEN 0 ELSE 1 END,
                       a.due_ms, a.actor_type, a.actor_id, a.name
@@ -757,6 +767,7 @@ pub(crate) async fn lease_alarms(
     .bind(i64::from(request.limit))
     .bind(&request.lease_id)
     .bind(expires_ms)
+    .bind(i64::from(policy::lease_candidates(request.limit)))
     .fetch_all(&mut *c)
     .await?;
     let mut picked = Vec::with_capacity(rows.len());

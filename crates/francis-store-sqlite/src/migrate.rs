@@ -29,6 +29,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "placement epoch trigger",
         sql: include_str!("../migrations/0002_placement_epoch_trigger.sql"),
     },
+    Migration {
+        version: 3,
+        name: "alarm lease index",
+        sql: include_str!("../migrations/0003_alarm_lease_index.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

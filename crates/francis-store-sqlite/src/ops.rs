@@ -432,7 +432,20 @@ pub(crate) async fn delete_alarm(
     Ok(done.rows_affected() > 0)
 }
 
-/// Two statements whatever the number of alarms: the pick, then one update of every picked row.
+/// One candidate of a lease: its key, due time, and whether its actor is placed on the
+/// leasing host.
+struct Candidate {
+    actor_type: String,
+    actor_id: String,
+    name: String,
+    due_ms: i64,
+    here: bool,
+}
+
+/// One pick per actor type and one update of every picked row, whatever the backlog: each
+/// pick reads at most [`policy::lease_candidates`] keys in due order from the
+/// `alarms_by_type_due_key` index (which also holds the lease expiry, so alarms leased
+/// elsewhere are passed over inside the index), and never sorts the backlog.
 pub(crate) async fn lease_alarms(
     c: &mut SqliteConnection,
     request: LeaseRequest,
@@ -441,72 +454,102 @@ pub(crate) async fn lease_alarms(
     if request.actor_types.is_empty() || request.limit == 0 {
         return Ok(Vec::new());
     }
-    let types = serde_json::to_string(&request.actor_types)
-        .map_err(|e| StoreError::InvalidArgument(format!("actor types: {e}")))?;
     let expires_ms = add_millis(now_ms, request.lease_duration);
     // `policy::check_op` refused a lease that would expire past representable time.
     let lease_expires_at = time_from_ms("lease expiry", expires_ms)?;
+    let window = policy::lease_candidates(request.limit);
+    let mut candidates = Vec::new();
+    for actor_type in &request.actor_types {
+        let rows: Vec<(String, String, i64, bool)> = sqlx::query_as(
+            // A lease id is only ever set together with its expiry, so an unleased alarm has
+            // no expiry.
+            "SELECT w.actor_id, w.name, w.due_ms, COALESCE(p.host_id = ?4, 0)
+             FROM (SELECT actor_id, name, due_ms FROM alarms
+                   WHERE actor_type = ?1 AND due_ms <= ?2
+                     AND (lease_expires_ms IS NULL OR lease_expires_ms <= ?3)
+                   ORDER BY due_ms, actor_id, name
+                   LIMIT ?5) w
+             LEFT JOIN placements p ON p.actor_type = ?1 AND p.actor_id = w.actor_id",
+        )
+        .bind(actor_type)
+        .bind(millis(request.horizon))
+        .bind(now_ms)
+        .bind(&request.host_id)
+        .bind(i64::from(window))
+        .fetch_all(&mut *c)
+        .await?;
+        candidates.extend(
+            rows.into_iter()
+                .map(|(actor_id, name, due_ms, here)| Candidate {
+                    actor_type: actor_type.clone(),
+                    actor_id,
+                    name,
+                    due_ms,
+                    here,
+                }),
+        );
+    }
+    // The earliest of every type's earliest, then those of actors placed here first.
+    let key = |c: &Candidate| {
+        (
+            c.due_ms,
+            c.actor_type.clone(),
+            c.actor_id.clone(),
+            c.name.clone(),
+        )
+    };
+    candidates.sort_by_cached_key(key);
+    candidates.truncate(window as usize);
+    candidates.sort_by_key(|c| !c.here);
+    candidates.truncate(request.limit as usize);
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<[&str; 3]> = candidates
+        .iter()
+        .map(|c| [c.actor_type.as_str(), c.actor_id.as_str(), c.name.as_str()])
+        .collect();
     let rows = sqlx::query(
-        "SELECT a.actor_type, a.actor_id, a.name, a.attempts,
-                a.due_ms, a.interval_ns, a.ttl_ms, a.data
-         FROM alarms a
-         LEFT JOIN placements p ON p.actor_type = a.actor_type AND p.actor_id = a.actor_id
-         WHERE a.actor_type IN (SELECT value FROM json_each(?1))
-           AND a.due_ms <= ?2
-           AND (a.lease_id IS NULL OR a.lease_expires_ms <= ?3)
-         ORDER BY CASE WHEN p.host_id = ?4 THEN 0 ELSE 1 END,
-                  a.due_ms, a.actor_type, a.actor_id, a.name
-         LIMIT ?5",
+        // `IN (SELECT ..)`, not `UPDATE .. FROM`: SQLite evaluates the list once and looks
+        // each key up by the primary key, where a join may rescan the JSON per row.
+        "UPDATE alarms SET lease_id = ?2, lease_host = ?3, lease_expires_ms = ?4
+         WHERE (actor_type, actor_id, name) IN
+               (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1))
+         RETURNING actor_type, actor_id, name, attempts, due_ms, interval_ns, ttl_ms, data",
     )
-    .bind(types)
-    .bind(millis(request.horizon))
-    .bind(now_ms)
+    .bind(json_keys(&keys)?)
+    .bind(&request.lease_id)
     .bind(&request.host_id)
-    .bind(i64::from(request.limit))
+    .bind(expires_ms)
     .fetch_all(&mut *c)
     .await?;
-    let mut leased = Vec::with_capacity(rows.len());
+    let mut leased = std::collections::HashMap::with_capacity(rows.len());
     for row in rows {
         let actor_type: String = row.try_get(0)?;
         let actor_id: String = row.try_get(1)?;
         let name: String = row.try_get(2)?;
         let attempts: i64 = row.try_get(3)?;
         let properties = alarm_row(&row, 4)?.into_properties()?;
-        leased.push(LeasedAlarm {
-            lease: AlarmLease {
-                actor: actor_from_row(actor_type, actor_id)?,
-                name,
-                lease_id: request.lease_id.clone(),
+        leased.insert(
+            (actor_type.clone(), actor_id.clone(), name.clone()),
+            LeasedAlarm {
+                lease: AlarmLease {
+                    actor: actor_from_row(actor_type, actor_id)?,
+                    name,
+                    lease_id: request.lease_id.clone(),
+                },
+                properties,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                lease_expires_at,
             },
-            properties,
-            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-            lease_expires_at,
-        });
+        );
     }
-    if leased.is_empty() {
-        return Ok(leased);
-    }
-    let keys: Vec<[&str; 3]> = leased
-        .iter()
-        .map(|a| {
-            let actor = &a.lease.actor;
-            [actor.actor_type(), actor.actor_id(), a.lease.name.as_str()]
-        })
-        .collect();
-    sqlx::query(
-        // `IN (SELECT ..)`, not `UPDATE .. FROM`: SQLite evaluates the list once and looks
-        // each key up by the primary key, where a join may rescan the JSON per row.
-        "UPDATE alarms SET lease_id = ?2, lease_host = ?3, lease_expires_ms = ?4
-         WHERE (actor_type, actor_id, name) IN
-               (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1))",
-    )
-    .bind(json_keys(&keys)?)
-    .bind(&request.lease_id)
-    .bind(&request.host_id)
-    .bind(expires_ms)
-    .execute(&mut *c)
-    .await?;
-    Ok(leased)
+    // In the order chosen (the update returns rows in no particular order). The picks and the
+    // update run in one transaction, so every candidate is there.
+    Ok(candidates
+        .into_iter()
+        .filter_map(|c| leased.remove(&(c.actor_type, c.actor_id, c.name)))
+        .collect())
 }
 
 /// The rows' keys as the JSON array of arrays the statements read with `json_each`.

@@ -486,6 +486,9 @@ impl Mem {
                 (elsewhere, millis(a.properties.due_time), key.clone())
             })
             .collect();
+        // The earliest candidates (by due time, then key), then those of actors placed here.
+        candidates.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
+        candidates.truncate(crate::policy::lease_candidates(request.limit) as usize);
         candidates.sort();
         candidates.truncate(request.limit as usize);
         let expires = add_millis(now, request.lease_duration);

@@ -12,6 +12,18 @@ use crate::error::StoreError;
 use crate::op::Op;
 use crate::provider::{ClaimRefusal, HostRegistration, StoreResult};
 
+/// How many of the earliest leasable alarms a lease considers, per alarm it may grant: the
+/// lease prefers actors placed on the leasing host among these, and never looks further.
+/// Bounding the candidates keeps a lease's cost proportional to its limit, not to the whole
+/// backlog of due alarms (a burst of 20,000 would otherwise be sorted on every lease).
+pub const LEASE_CANDIDATES_PER_ALARM: u32 = 2;
+
+/// The candidates a lease of up to `limit` alarms considers (see
+/// [`LEASE_CANDIDATES_PER_ALARM`]).
+pub fn lease_candidates(limit: u32) -> u32 {
+    limit.saturating_mul(LEASE_CANDIDATES_PER_ALARM)
+}
+
 /// The input checks every backend applies before running an operation, so every backend
 /// refuses the same bad input with the same [`StoreError::InvalidArgument`] (and changes
 /// nothing). A backend may refuse more (what its own storage cannot represent).

@@ -439,8 +439,12 @@ pub trait Provider: Send + Sync + 'static {
         .into_bool()
     }
 
-    /// Leases unleased (or lease-expired) alarms due by `request.horizon` for the given types,
-    /// earliest due first, preferring actors placed on the requesting host.
+    /// Leases unleased (or lease-expired) alarms due by `request.horizon` for the given types:
+    /// of the earliest [`policy::lease_candidates`]`(limit)` of them (by due time, then actor
+    /// and name), those of actors placed on the requesting host first, then the rest, each
+    /// part earliest due first.
+    ///
+    /// [`policy::lease_candidates`]: crate::policy::lease_candidates
     async fn lease_alarms(
         &self,
         request: &LeaseRequest,

@@ -41,6 +41,9 @@ pub struct Probe {
     pub log: Mutex<Vec<String>>,
     pub alarms: Mutex<Vec<(String, Option<String>, Duration)>>,
     pub fail_alarms: AtomicUsize,
+    /// While set, a failing alarm fails with an error that reads as the cluster's
+    /// (`Overloaded`), as an actor passing on a failed call's error would.
+    pub fail_alarms_as_overloaded: AtomicBool,
     /// Activations alive per actor id (across every host sharing this probe).
     pub alive: Mutex<std::collections::HashMap<String, usize>>,
     /// Times an actor was activated while another activation of it was alive.
@@ -63,6 +66,7 @@ impl Default for Probe {
             log: Mutex::default(),
             alarms: Mutex::default(),
             fail_alarms: AtomicUsize::new(0),
+            fail_alarms_as_overloaded: AtomicBool::new(false),
             alive: Mutex::default(),
             double_activations: AtomicUsize::new(0),
             release: Notify::new(),
@@ -244,6 +248,11 @@ impl Actor for ProbeActor {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if fail {
+            if self.probe.fail_alarms_as_overloaded.load(Ordering::SeqCst) {
+                return Err(Error::Overloaded(
+                    "a call the alarm made was refused".into(),
+                ));
+            }
             return Err(Error::actor("alarm failed on purpose"));
         }
         Ok(())

@@ -641,6 +641,49 @@ pub async fn alarm_lease_prefers_local_actors<H: ProviderHarness>(mut h: H) {
     );
 }
 
+/// The preference for local actors applies among the earliest
+/// [`lease_candidates`](crate::policy::lease_candidates) alarms only: a local alarm due later
+/// than those waits, so a lease never sorts the whole backlog.
+pub async fn alarm_lease_prefers_local_actors_among_the_earliest_only<H: ProviderHarness>(
+    mut h: H,
+) {
+    let p = h.fresh().await;
+    register(&p, "h1", &["t", "u"], at(0)).await;
+    register(&p, "h2", &["t", "u"], at(0)).await;
+    // Earliest first: b1 (u, elsewhere), a2 (t, elsewhere), then a3 and a4 (t, local).
+    set_once(&p, &actor("u", "b1"), "x", -40).await;
+    set_once(&p, &actor("t", "a2"), "x", -30).await;
+    set_once(&p, &actor("t", "a3"), "x", -20).await;
+    set_once(&p, &actor("t", "a4"), "x", -10).await;
+    p.claim(&actor("u", "b1"), "h2", at(0), TTL).await.unwrap();
+    p.claim(&actor("t", "a3"), "h1", at(0), TTL).await.unwrap();
+    p.claim(&actor("t", "a4"), "h1", at(0), TTL).await.unwrap();
+    let window = crate::policy::lease_candidates(1) as usize;
+    assert_eq!(
+        window, 2,
+        "this case is written for two candidates per alarm"
+    );
+    let one = p
+        .lease_alarms(&request("h1", &["t", "u"], 0, 1, "l1"), at(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&one),
+        [("b1".to_string(), "x".to_string())],
+        "the two earliest (of either type) are not local: the earliest of them"
+    );
+    let two = p
+        .lease_alarms(&request("h1", &["t", "u"], 0, 2, "l2"), at(0))
+        .await
+        .unwrap();
+    let ids: Vec<String> = keys(&two).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        ids,
+        ["a3", "a4"],
+        "of the four earliest left (a2, a3, a4), the local ones first"
+    );
+}
+
 /// Leasing honours the limit (earliest first) and the horizon (inclusive).
 pub async fn alarm_lease_limit_and_horizon<H: ProviderHarness>(mut h: H) {
     let p = h.fresh().await;

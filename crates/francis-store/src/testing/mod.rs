@@ -125,6 +125,7 @@ macro_rules! provider_conformance_tests {
             alarm_complete_many,
             alarm_release,
             alarm_lease_prefers_local_actors,
+            alarm_lease_prefers_local_actors_among_the_earliest_only,
             alarm_lease_limit_and_horizon,
             concurrent_writers_all_land,
         );
