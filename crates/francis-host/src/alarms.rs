@@ -17,8 +17,8 @@ use tracing::{Instrument, debug, error, info, warn};
 use crate::events::HostEvent;
 use crate::policy::{
     ALARM_IN_FLIGHT_BATCHES, ALARM_LEASE_BATCHES, ALARM_RUNNING_BATCHES, AlarmDecision,
-    EARLY_LEASE_SPACING, alarm_lease_needs_renewal, alarm_outcome, alarm_run_handed_back,
-    lease_again_early, next_lease_limit, retry_delay,
+    EARLY_LEASE_SPACING, alarm_lease_needs_renewal, alarm_outcome, alarm_outcome_retry_delay,
+    alarm_run_handed_back, lease_again_early, next_lease_limit, retry_delay,
 };
 use crate::runtime::Op;
 use crate::service::HostInner;
@@ -414,10 +414,22 @@ async fn record_outcomes(engine: Arc<Engine>, mut rx: mpsc::UnboundedReceiver<Ra
     while rx.recv_many(&mut batch, MAX_OUTCOMES_PER_WRITE).await > 0 {
         let completions: Vec<AlarmCompletion> =
             batch.iter().map(|ran| ran.completion.clone()).collect();
-        match store
-            .call(store.provider.complete_alarms(&completions))
-            .await
-        {
+        let mut attempt = 0;
+        let written = loop {
+            let written = store
+                .call(store.provider.complete_alarms(&completions))
+                .await;
+            attempt += 1;
+            match (&written, alarm_outcome_retry_delay(attempt)) {
+                (Err(e), Some(delay)) if e.is_retryable() => {
+                    debug!(host = %inner.act.address, alarms = batch.len(), attempt,
+                           "could not record alarm outcomes, trying again: {e}");
+                    tokio::time::sleep(delay).await;
+                }
+                _ => break written,
+            }
+        };
+        match written {
             Ok(recorded) => {
                 let recorded: HashSet<AlarmLease> = recorded.into_iter().collect();
                 for ran in batch.drain(..) {

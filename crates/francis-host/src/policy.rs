@@ -73,6 +73,16 @@ pub fn alarm_handler_error(e: Error) -> Error {
     }
 }
 
+/// How long the alarm engine waits before writing a batch of outcomes again after the
+/// `attempt`th write failed with an error a retry can help: 100 ms, 400 ms, then 1.6 s; `None`
+/// after the third, when the batch is left to its leases' expiry (the alarms fire again).
+/// Writing an outcome twice is harmless: each is recorded only while its lease is current.
+pub fn alarm_outcome_retry_delay(attempt: u32) -> Option<Duration> {
+    (1..=3)
+        .contains(&attempt)
+        .then(|| Duration::from_millis(100) * 4u32.pow(attempt - 1))
+}
+
 /// Whether the alarm engine renews a lease that expires at `expires` when it renews at `now`:
 /// once less than two thirds of a lease duration is left. The engine renews every third of a
 /// lease duration, so a lease is renewed with at least a third of its duration to spare, and a
@@ -438,6 +448,21 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_failed_outcome_write_is_tried_three_more_times_with_growing_delays() {
+        let delays: Vec<Option<Duration>> = (1..=4).map(alarm_outcome_retry_delay).collect();
+        assert_eq!(
+            delays,
+            [
+                Some(Duration::from_millis(100)),
+                Some(Duration::from_millis(400)),
+                Some(Duration::from_millis(1_600)),
+                None
+            ]
+        );
+        assert_eq!(alarm_outcome_retry_delay(0), None);
+    }
 
     #[test]
     fn a_lease_is_renewed_once_less_than_two_thirds_of_it_is_left() {

@@ -319,6 +319,33 @@ async fn an_alarm_that_came_due_while_down_fires_after_a_restart() {
     h2.stop().await;
 }
 
+/// An outcome write that fails with an error a retry can help is written again at once (a
+/// few times), so a brief store outage does not leave a one-shot alarm to fire again when its
+/// lease expires.
+#[tokio::test(start_paused = true)]
+async fn a_failed_outcome_write_is_retried_so_the_alarm_fires_once() {
+    let store = Arc::new(StallingProvider::new(MemoryProvider::new()));
+    store.fail_alarm_outcomes.store(2, Ordering::SeqCst);
+    let h = start(store.clone(), options()).await;
+    let svc = h.service();
+    svc.set_alarm(&actor("a"), "x", alarm_in(1)).await.unwrap();
+    // Well within the 20 s lease: recorded by a retry, not by the lease running out.
+    run_for(Duration::from_secs(8)).await;
+    assert_eq!(fired(&h).len(), 1);
+    assert_eq!(
+        svc.get_alarm(&actor("a"), "x").await.unwrap_err().kind(),
+        ErrorKind::AlarmNotFound
+    );
+    assert_eq!(
+        store.count("complete_alarms"),
+        3,
+        "two failures, then written"
+    );
+    run_for(Duration::from_secs(60)).await;
+    assert_eq!(fired(&h).len(), 1, "fired once");
+    h.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_burst_of_due_alarms_drains_at_once_in_batched_store_operations() {
     // 300 alarms due together, default timings (poll 1.5 s, batch 25): one batch per poll

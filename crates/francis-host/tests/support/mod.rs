@@ -519,6 +519,8 @@ pub struct StallingProvider {
     pub writes_released: Notify,
     /// While set, state writes fail as fenced (the placement moved on).
     pub fence_writes: AtomicBool,
+    /// The next this many `complete_alarms` fail as a store that is briefly unavailable.
+    pub fail_alarm_outcomes: AtomicUsize,
     /// The name of every operation passed on, in order.
     pub seen: Mutex<Vec<&'static str>>,
 }
@@ -540,6 +542,7 @@ impl StallingProvider {
             hold_writes: AtomicBool::new(false),
             writes_released: Notify::new(),
             fence_writes: AtomicBool::new(false),
+            fail_alarm_outcomes: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
         }
     }
@@ -625,6 +628,17 @@ impl StallingProvider {
                     }));
                 }
                 None
+            }
+            Op::CompleteAlarms { .. } => {
+                let fail = self
+                    .fail_alarm_outcomes
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                fail.then(|| {
+                    Err(francis_store::StoreError::Unavailable(
+                        "the store is briefly unavailable".into(),
+                    ))
+                })
             }
             _ => None,
         }
