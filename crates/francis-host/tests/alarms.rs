@@ -382,7 +382,7 @@ async fn a_burst_of_due_alarms_drains_at_once_in_batched_store_operations() {
     // together, not one write per alarm.
     let (leases, checks, outcomes) = (
         store.count("lease_alarms"),
-        store.count("renew_alarm_leases"),
+        store.count("held_alarm_leases"),
         store.count("complete_alarms"),
     );
     assert!(leases <= 8, "{leases} leases for 300 alarms");

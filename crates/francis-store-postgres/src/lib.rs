@@ -502,6 +502,11 @@ async fn apply(db: &Db, c: &mut PgConnection, op: &Op) -> Result<Reply> {
         } => Reply::Leases(
             ops::renew_alarm_leases(db, c, host_id, leases, millis(*now), *lease_duration).await?,
         ),
+        Op::HeldAlarmLeases {
+            host_id,
+            leases,
+            now,
+        } => Reply::Leases(ops::held_alarm_leases(db, c, host_id, leases, millis(*now)).await?),
         Op::CompleteAlarm { lease, outcome } => {
             Reply::Bool(ops::complete_alarm(db, c, lease, *outcome).await?)
         }
@@ -552,6 +557,9 @@ fn check_text(op: &Op) -> Result<()> {
             Ok(())
         }
         Op::RenewAlarmLeases {
+            host_id, leases, ..
+        }
+        | Op::HeldAlarmLeases {
             host_id, leases, ..
         } => {
             text_arg("host id", host_id)?;

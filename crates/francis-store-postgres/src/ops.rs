@@ -714,12 +714,14 @@ pub(crate) async fn delete_alarm(
     Ok(deleted > 0)
 }
 
-/// One statement. It considers the earliest [`policy::lease_candidates`] leasable alarms only
-/// (no sort of the whole backlog with the placements joined in). The picked rows are locked
-/// `FOR UPDATE SKIP LOCKED`: concurrent leasers from any number of hosts pass over each
-/// other's rows instead of waiting on them, and a row whose lease another leaser committed
-/// meanwhile is re-checked (the conditions are repeated on the locked row) and skipped, so no
-/// alarm is leased twice. The rows come back unordered, so they are sorted here as the query chose them.
+/// One statement. Actors placed on the leasing host come first only among the earliest
+/// [`policy::lease_candidates`] leasable alarms (found without locks); otherwise by due time
+/// over every leasable alarm, so a leaser whose candidates another leaser holds locked still
+/// finds the next ones (with one leaser, the first `limit` rows of that order are always
+/// candidates, as the contract says). The picked rows are locked `FOR UPDATE SKIP LOCKED`:
+/// concurrent leasers from any number of hosts pass over each other's rows instead of waiting
+/// on them, and a row whose lease another leaser committed meanwhile is re-checked and
+/// skipped, so no alarm is leased twice. The rows come back unordered, so they are sorted here as the query chose them.
 pub(crate) async fn lease_alarms(
     db: &Db,
     c: &mut PgConnection,
@@ -741,14 +743,16 @@ pub(crate) async fn lease_alarms(
              ORDER BY due_ms, actor_type, actor_id, name
              LIMIT $8
          ), picked AS (
-             SELECT a.actor_type, a.actor_id, a.name, COALESCE(p.host_id = $4, FALSE) AS local
-             FROM candidates c
-             JOIN {p}alarms a
-               ON a.actor_type = c.actor_type AND a.actor_id = c.actor_id AND a.name = c.name
+             SELECT a.actor_type, a.actor_id, a.name,
+                    (c.name IS NOT NULL AND COALESCE(p.host_id = $4, FALSE)) AS local
+             FROM {p}alarms a
+             LEFT JOIN candidates c
+               ON c.actor_type = a.actor_type AND c.actor_id = a.actor_id AND c.name = a.name
              LEFT JOIN {p}placements p ON p.actor_type = a.actor_type AND p.actor_id = a.actor_id
-             WHERE a.due_ms <= $2
+             WHERE a.actor_type = ANY($1)
+               AND a.due_ms <= $2
                AND (a.lease_id IS NULL OR a.lease_expires_ms <= $3)
-             ORDER BY CASE WHEN p.host_id = $4 THEN 0 ELSE 1 END,
+             ORDER BY CASE WHEN c.name IS NOT NULL AND p.host_id = $4 THEN 0 ELSE 1 END,
                       a.due_ms, a.actor_type, a.actor_id, a.name
              LIMIT $5
              FOR UPDATE OF a SKIP LOCKED
@@ -827,6 +831,37 @@ pub(crate) async fn renew_alarm_leases(
     .bind(column(|l| &l.lease_id))
     .bind(host_id)
     .bind(expires_ms)
+    .fetch_all(&mut *c)
+    .await?;
+    Ok(leases_in_rows(leases, rows))
+}
+
+/// One read over all the leases.
+pub(crate) async fn held_alarm_leases(
+    db: &Db,
+    c: &mut PgConnection,
+    host_id: &str,
+    leases: &[AlarmLease],
+    now_ms: i64,
+) -> Result<Vec<AlarmLease>> {
+    let column = |f: fn(&AlarmLease) -> &str| -> Vec<String> {
+        leases.iter().map(|l| f(l).to_owned()).collect()
+    };
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(db.sql(
+        "SELECT a.actor_type, a.actor_id, a.name, a.lease_id
+         FROM {p}alarms a
+         JOIN UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
+              AS l(actor_type, actor_id, name, lease_id)
+           ON a.actor_type = l.actor_type AND a.actor_id = l.actor_id AND a.name = l.name
+          AND a.lease_id = l.lease_id
+         WHERE a.lease_host = $5 AND a.lease_expires_ms > $6",
+    ))
+    .bind(column(|l| l.actor.actor_type()))
+    .bind(column(|l| l.actor.actor_id()))
+    .bind(column(|l| &l.name))
+    .bind(column(|l| &l.lease_id))
+    .bind(host_id)
+    .bind(now_ms)
     .fetch_all(&mut *c)
     .await?;
     Ok(leases_in_rows(leases, rows))

@@ -597,6 +597,42 @@ pub(crate) async fn renew_alarm_leases(
     Ok(leases_in_rows(&leases, rows))
 }
 
+/// One read over all the leases, on a read connection (off the writer).
+pub(crate) async fn held_alarm_leases(
+    c: &mut SqliteConnection,
+    host_id: String,
+    leases: Vec<AlarmLease>,
+    now_ms: i64,
+) -> Result<Vec<AlarmLease>> {
+    if leases.is_empty() {
+        return Ok(leases);
+    }
+    let keys: Vec<[&str; 4]> = leases
+        .iter()
+        .map(|l| {
+            [
+                l.actor.actor_type(),
+                l.actor.actor_id(),
+                l.name.as_str(),
+                l.lease_id.as_str(),
+            ]
+        })
+        .collect();
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        // See `lease_alarms` for why `IN (SELECT ..)`.
+        "SELECT actor_type, actor_id, name, lease_id FROM alarms
+         WHERE (actor_type, actor_id, name, lease_id) IN
+               (SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?1))
+           AND lease_host = ?2 AND lease_expires_ms > ?3",
+    )
+    .bind(json_keys(&keys)?)
+    .bind(&host_id)
+    .bind(now_ms)
+    .fetch_all(&mut *c)
+    .await?;
+    Ok(leases_in_rows(&leases, rows))
+}
+
 pub(crate) async fn complete_alarm(
     c: &mut SqliteConnection,
     lease: AlarmLease,
@@ -801,6 +837,11 @@ pub(crate) async fn run(c: &mut SqliteConnection, op: Op) -> Result<Reply> {
         } => Reply::Leases(
             renew_alarm_leases(c, host_id, leases, millis(now), lease_duration).await?,
         ),
+        Op::HeldAlarmLeases {
+            host_id,
+            leases,
+            now,
+        } => Reply::Leases(held_alarm_leases(c, host_id, leases, millis(now)).await?),
         Op::CompleteAlarm { lease, outcome } => {
             Reply::Bool(complete_alarm(c, lease, outcome).await?)
         }

@@ -198,6 +198,11 @@ impl Mem {
                 now,
                 lease_duration,
             } => Reply::Leases(self.renew_alarm_leases(&host_id, &leases, now, lease_duration)?),
+            Op::HeldAlarmLeases {
+                host_id,
+                leases,
+                now,
+            } => Reply::Leases(self.held_alarm_leases(&host_id, &leases, now)),
             Op::CompleteAlarm { lease, outcome } => {
                 Reply::Bool(self.complete_alarm(&lease, outcome)?)
             }
@@ -531,6 +536,27 @@ impl Mem {
             }
         }
         Ok(held)
+    }
+
+    fn held_alarm_leases(
+        &mut self,
+        host_id: &str,
+        leases: &[AlarmLease],
+        now: DateTime<Utc>,
+    ) -> Vec<AlarmLease> {
+        let now = millis(now);
+        leases
+            .iter()
+            .filter(|lease| {
+                self.lease_held(lease).is_some_and(|alarm| {
+                    alarm
+                        .lease
+                        .as_ref()
+                        .is_some_and(|(_, holder, exp)| holder == host_id && *exp > now)
+                })
+            })
+            .cloned()
+            .collect()
     }
 
     fn complete_alarm(&mut self, lease: &AlarmLease, outcome: AlarmOutcome) -> StoreResult<bool> {

@@ -192,6 +192,15 @@ pub enum Op {
         /// The new lease duration.
         lease_duration: Duration,
     },
+    /// [`crate::Provider::held_alarm_leases`].
+    HeldAlarmLeases {
+        /// The host.
+        host_id: String,
+        /// The leases.
+        leases: Vec<AlarmLease>,
+        /// The caller's time.
+        now: DateTime<Utc>,
+    },
     /// [`crate::Provider::complete_alarm`].
     CompleteAlarm {
         /// The lease.
@@ -223,6 +232,7 @@ impl Op {
                 | Op::GetState { .. }
                 | Op::ListStates { .. }
                 | Op::GetAlarm { .. }
+                | Op::HeldAlarmLeases { .. }
         )
     }
 
@@ -248,6 +258,7 @@ impl Op {
             Op::DeleteAlarm { .. } => "delete_alarm",
             Op::LeaseAlarms { .. } => "lease_alarms",
             Op::RenewAlarmLeases { .. } => "renew_alarm_leases",
+            Op::HeldAlarmLeases { .. } => "held_alarm_leases",
             Op::CompleteAlarm { .. } => "complete_alarm",
             Op::ReleaseAlarm { .. } => "release_alarm",
             Op::CompleteAlarms { .. } => "complete_alarms",

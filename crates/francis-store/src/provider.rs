@@ -479,6 +479,27 @@ pub trait Provider: Send + Sync + 'static {
         .into_leases()
     }
 
+    /// Which of `leases` `host_id` still holds at `now` (neither the alarm was replaced or
+    /// deleted, nor the lease expired). A read: it changes nothing and extends nothing, so a
+    /// backend serves it off its write path (a replicated store as a linearizable read).
+    async fn held_alarm_leases(
+        &self,
+        host_id: &str,
+        leases: &[AlarmLease],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<AlarmLease>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.execute(Op::HeldAlarmLeases {
+            host_id: host_id.to_owned(),
+            leases: leases.to_vec(),
+            now,
+        })
+        .await?
+        .into_leases()
+    }
+
     /// Applies the outcome of a run and ends the lease; `false` (and no change) if the lease is
     /// no longer held (the alarm was replaced, deleted, or re-leased after expiry).
     async fn complete_alarm(&self, lease: &AlarmLease, outcome: AlarmOutcome) -> StoreResult<bool> {

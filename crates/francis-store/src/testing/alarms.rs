@@ -313,6 +313,64 @@ pub async fn alarm_lease_expiry_then_relase<H: ProviderHarness>(mut h: H) {
 }
 
 /// Renewing extends only the leases the host still holds.
+/// `held_alarm_leases` answers which leases the host still holds, in the order asked, and
+/// changes nothing: another host, an unknown lease, a deleted alarm and an expired lease are
+/// not held, and a lease that was checked expires when it would have.
+pub async fn alarm_held_leases_are_read_without_change<H: ProviderHarness>(mut h: H) {
+    let p = h.fresh().await;
+    for id in ["a", "b", "c"] {
+        set_once(&p, &actor("t", id), "x", 0).await;
+    }
+    let mut req = request("h1", &["t"], 0, 10, "l1");
+    req.lease_duration = Duration::from_millis(1_000);
+    let leased = p.lease_alarms(&req, at(0)).await.unwrap();
+    let leases: Vec<_> = leased.iter().map(|l| l.lease.clone()).collect();
+    assert_eq!(leases.len(), 3);
+    assert!(
+        p.delete_alarm(&actor("t", "b"), "x", Fence::Unfenced)
+            .await
+            .unwrap()
+    );
+    let mut unknown = leases[2].clone();
+    unknown.lease_id = "not-mine".into();
+    let asked = [
+        leases[2].clone(),
+        leases[1].clone(),
+        unknown,
+        leases[0].clone(),
+    ];
+    assert_eq!(
+        p.held_alarm_leases("h1", &asked, at(500)).await.unwrap(),
+        [leases[2].clone(), leases[0].clone()],
+        "held, in the order asked; not the deleted alarm's nor an unknown lease"
+    );
+    assert!(
+        p.held_alarm_leases("h2", &leases, at(500))
+            .await
+            .unwrap()
+            .is_empty(),
+        "another host holds none of them"
+    );
+    assert!(
+        p.held_alarm_leases("h1", &leases, at(1_000))
+            .await
+            .unwrap()
+            .is_empty(),
+        "expired at 1000: the checks did not extend them"
+    );
+    let again = p
+        .lease_alarms(&request("h2", &["t"], 0, 10, "l2"), at(1_000))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 2, "leasable by another host once expired");
+    assert!(
+        p.held_alarm_leases("h1", &[], at(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 pub async fn alarm_renew<H: ProviderHarness>(mut h: H) {
     let p = h.fresh().await;
     set_once(&p, &actor("t", "a"), "x", 0).await;

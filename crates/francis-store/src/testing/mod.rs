@@ -120,6 +120,7 @@ macro_rules! provider_conformance_tests {
             alarm_lease_concurrent_exclusive,
             alarm_lease_expiry_then_relase,
             alarm_renew,
+            alarm_held_leases_are_read_without_change,
             alarm_complete_delete_and_reschedule,
             alarm_complete_after_replace_or_delete,
             alarm_complete_many,

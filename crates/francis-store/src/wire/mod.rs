@@ -615,7 +615,7 @@ mod tests {
                     AlarmCompletion {
                         lease: AlarmLease {
                             name: "tock".into(),
-                            ..lease
+                            ..lease.clone()
                         },
                         outcome: AlarmOutcome::Reschedule {
                             due: t(12),
@@ -623,6 +623,11 @@ mod tests {
                         },
                     },
                 ],
+            },
+            Op::HeldAlarmLeases {
+                host_id: "h1".into(),
+                leases: vec![lease],
+                now: t(13),
             },
         ]
     }
