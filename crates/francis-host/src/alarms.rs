@@ -18,7 +18,7 @@ use crate::events::HostEvent;
 use crate::policy::{
     ALARM_IN_FLIGHT_BATCHES, ALARM_LEASE_BATCHES, ALARM_RUNNING_BATCHES, AlarmDecision,
     EARLY_LEASE_SPACING, alarm_lease_needs_renewal, alarm_outcome, alarm_outcome_retry_delay,
-    alarm_run_handed_back, lease_again_early, next_lease_limit, retry_delay,
+    alarm_run_handed_back, alarm_start_margin, lease_again_early, next_lease_limit, retry_delay,
 };
 use crate::runtime::Op;
 use crate::service::HostInner;
@@ -51,9 +51,10 @@ impl Engine {
 
     /// The store renewed `leases` for a lease duration from `now`.
     fn extended(&self, leases: &[AlarmLease], now: DateTime<Utc>) {
-        let expires = now
-            + chrono::Duration::from_std(self.inner.act.timings.alarm_lease)
-                .unwrap_or(chrono::Duration::MAX);
+        let expires = chrono::Duration::from_std(self.inner.act.timings.alarm_lease)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let mut held = self.held.lock().expect("held leases lock");
         for lease in leases {
             if let Some(at) = held.get_mut(lease) {
@@ -289,9 +290,11 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Fires the alarms that came due, each with its running slot: their leases are re-confirmed
-/// in one store call first (an alarm replaced or deleted while it waited is no longer leased
-/// to us and never fires).
+/// Fires the alarms that came due, each with its running slot: their leases are re-checked
+/// first (an alarm replaced or deleted while it waited is no longer leased to us and never
+/// fires). Leases with at least [`alarm_start_margin`] left are checked by one store read
+/// that also requires that margin; the others (the renewal fell behind) are renewed instead,
+/// in one write, so no alarm starts on a lease about to expire.
 async fn fire_due(
     engine: &Arc<Engine>,
     due: Vec<(LeasedAlarm, OwnedSemaphorePermit)>,
@@ -300,24 +303,53 @@ async fn fire_due(
 ) {
     let inner = &engine.inner;
     let store = &inner.act.store;
-    let leases: Vec<AlarmLease> = due.iter().map(|(a, _)| a.lease.clone()).collect();
-    // A read (off the store's write path): the leases need no extending here, the renewal
-    // keeps every held lease at least a third of its duration from expiry.
-    let confirmed = store
-        .call(
-            store
-                .provider
-                .held_alarm_leases(&inner.act.host_id(), &leases, store.clock.now()),
-        )
-        .await;
-    let confirmed: HashSet<AlarmLease> = match confirmed {
-        Ok(confirmed) => confirmed.into_iter().collect(),
-        Err(e) => {
-            warn!(host = %inner.act.address, alarms = due.len(),
-                  "could not confirm alarm leases, leaving them to expire: {e}");
-            HashSet::new()
-        }
+    let lease = inner.act.timings.alarm_lease;
+    let margin = chrono::Duration::from_std(alarm_start_margin(lease)).unwrap_or_default();
+    let now = store.clock.now();
+    let (fresh, stale): (Vec<AlarmLease>, Vec<AlarmLease>) = {
+        let held = engine.held.lock().expect("held leases lock");
+        due.iter()
+            .map(|(a, _)| a.lease.clone())
+            // A second of slack for the store's expiry, kept in whole milliseconds.
+            .partition(|l| {
+                held.get(l)
+                    .is_some_and(|expires| *expires - now >= margin + chrono::Duration::seconds(1))
+            })
     };
+    let host_id = inner.act.host_id();
+    let mut confirmed = HashSet::new();
+    if !fresh.is_empty() {
+        // A read, off the store's write path: the leases need no extending here.
+        match store
+            .call(
+                store
+                    .provider
+                    .held_alarm_leases(&host_id, &fresh, now + margin),
+            )
+            .await
+        {
+            Ok(held) => confirmed.extend(held),
+            Err(e) => warn!(host = %inner.act.address, alarms = fresh.len(),
+                            "could not check alarm leases, leaving them to expire: {e}"),
+        }
+    }
+    if !stale.is_empty() {
+        match store
+            .call(
+                store
+                    .provider
+                    .renew_alarm_leases(&host_id, &stale, now, lease),
+            )
+            .await
+        {
+            Ok(renewed) => {
+                engine.extended(&renewed, now);
+                confirmed.extend(renewed);
+            }
+            Err(e) => warn!(host = %inner.act.address, alarms = stale.len(),
+                            "could not renew alarm leases, leaving them to expire: {e}"),
+        }
+    }
     for (alarm, slot) in due {
         if confirmed.contains(&alarm.lease) {
             tasks.spawn(fire(engine.clone(), alarm, slot, outcomes.clone()));
@@ -331,7 +363,7 @@ async fn fire_due(
 }
 
 /// Renews the leases that are near expiry (see [`alarm_lease_needs_renewal`]) in one store
-/// call; a lease taken or confirmed recently is left alone, so a large burst leased ahead of
+/// call; a lease taken or renewed recently is left alone, so a large burst leased ahead of
 /// its due time is not renewed wholesale just as it comes due.
 async fn renew(engine: &Engine) {
     let inner = &engine.inner;

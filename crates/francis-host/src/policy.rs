@@ -84,16 +84,25 @@ pub fn alarm_outcome_retry_delay(attempt: u32) -> Option<Duration> {
 }
 
 /// Whether the alarm engine renews a lease that expires at `expires` when it renews at `now`:
-/// once less than two thirds of a lease duration is left. The engine renews every third of a
-/// lease duration, so a lease is renewed with at least a third of its duration to spare, and a
-/// lease taken or confirmed since the last renewal is not renewed again.
+/// once less than five sixths of a lease duration is left (it was taken or renewed more than
+/// a sixth of a lease ago). The engine renews every third of a lease duration, so every held
+/// lease has at least half its duration left after a renewal round and survives one failed
+/// round; a burst leased just before its due time is not renewed as it comes due.
 pub fn alarm_lease_needs_renewal(
     expires: DateTime<Utc>,
     now: DateTime<Utc>,
     lease: Duration,
 ) -> bool {
     let left_ms = i128::from((expires - now).num_milliseconds());
-    left_ms * 3 < (lease.as_millis() as i128) * 2
+    left_ms * 6 < (lease.as_millis() as i128) * 5
+}
+
+/// How much of its lease an alarm must have left to start on a read-only re-check: a third
+/// of a lease duration. One with less is renewed (a write) before it starts instead, so an
+/// alarm never starts on a lease about to expire (whose expiry would let another host fire it
+/// again while it runs).
+pub fn alarm_start_margin(lease: Duration) -> Duration {
+    lease / 3
 }
 
 /// The most alarms the engine holds at once (leased and waiting for their time, running, or
@@ -465,15 +474,15 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_is_renewed_once_less_than_two_thirds_of_it_is_left() {
+    fn a_lease_is_renewed_once_less_than_five_sixths_of_it_is_left() {
         let now = DateTime::from_timestamp_millis(1_000_000).unwrap();
         let lease = Duration::from_secs(30);
         let left = |ms: i64| now + chrono::Duration::milliseconds(ms);
-        // Just taken or confirmed: left alone.
+        // Just taken or renewed: left alone.
         assert!(!alarm_lease_needs_renewal(left(30_000), now, lease));
-        assert!(!alarm_lease_needs_renewal(left(20_000), now, lease));
-        // Past two thirds: renewed, and so is one already expired.
-        assert!(alarm_lease_needs_renewal(left(19_999), now, lease));
+        assert!(!alarm_lease_needs_renewal(left(25_000), now, lease));
+        // Past five sixths: renewed, and so is one already expired.
+        assert!(alarm_lease_needs_renewal(left(24_999), now, lease));
         assert!(alarm_lease_needs_renewal(left(0), now, lease));
         assert!(alarm_lease_needs_renewal(left(-5_000), now, lease));
     }

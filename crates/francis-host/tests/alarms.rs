@@ -387,6 +387,12 @@ async fn a_burst_of_due_alarms_drains_at_once_in_batched_store_operations() {
     );
     assert!(leases <= 8, "{leases} leases for 300 alarms");
     assert!(checks <= 3, "{checks} lease checks for 300 alarms");
+    assert!(
+        checks >= 1,
+        "the alarms leased ahead were checked before they fired"
+    );
+    // Fresh leases are checked by a read and left alone by the renewal.
+    assert_eq!(store.count("renew_alarm_leases"), 0);
     assert!(outcomes <= 30, "{outcomes} outcome writes for 300 alarms");
     assert_eq!(store.count("complete_alarm"), 0);
 }

@@ -459,7 +459,9 @@ pub(crate) async fn lease_alarms(
     let lease_expires_at = time_from_ms("lease expiry", expires_ms)?;
     let window = policy::lease_candidates(request.limit);
     let mut candidates = Vec::new();
-    for actor_type in &request.actor_types {
+    // Each type once: a type listed twice must not take two shares of the candidates.
+    let types: std::collections::BTreeSet<&String> = request.actor_types.iter().collect();
+    for actor_type in types {
         let rows: Vec<(String, String, i64, bool)> = sqlx::query_as(
             // A lease id is only ever set together with its expiry, so an unleased alarm has
             // no expiry.
@@ -481,7 +483,7 @@ pub(crate) async fn lease_alarms(
         candidates.extend(
             rows.into_iter()
                 .map(|(actor_id, name, due_ms, here)| Candidate {
-                    actor_type: actor_type.clone(),
+                    actor_type: (*actor_type).clone(),
                     actor_id,
                     name,
                     due_ms,
@@ -552,6 +554,22 @@ pub(crate) async fn lease_alarms(
         .collect())
 }
 
+/// The leases' keys `[type, id, name, lease id]`, as `json_keys` writes them.
+fn lease_keys<'a>(leases: impl IntoIterator<Item = &'a AlarmLease>) -> Result<String> {
+    let keys: Vec<[&str; 4]> = leases
+        .into_iter()
+        .map(|l| {
+            [
+                l.actor.actor_type(),
+                l.actor.actor_id(),
+                l.name.as_str(),
+                l.lease_id.as_str(),
+            ]
+        })
+        .collect();
+    json_keys(&keys)
+}
+
 /// The rows' keys as the JSON array of arrays the statements read with `json_each`.
 fn json_keys(keys: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string(keys)
@@ -570,17 +588,6 @@ pub(crate) async fn renew_alarm_leases(
         return Ok(leases);
     }
     let expires_ms = add_millis(now_ms, lease_duration);
-    let keys: Vec<[&str; 4]> = leases
-        .iter()
-        .map(|l| {
-            [
-                l.actor.actor_type(),
-                l.actor.actor_id(),
-                l.name.as_str(),
-                l.lease_id.as_str(),
-            ]
-        })
-        .collect();
     let rows: Vec<(String, String, String, String)> = sqlx::query_as(
         // See `lease_alarms` for why `IN (SELECT ..)`.
         "UPDATE alarms SET lease_expires_ms = ?3
@@ -589,7 +596,7 @@ pub(crate) async fn renew_alarm_leases(
                (SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?1))
          RETURNING actor_type, actor_id, name, lease_id",
     )
-    .bind(json_keys(&keys)?)
+    .bind(lease_keys(&leases)?)
     .bind(&host_id)
     .bind(expires_ms)
     .fetch_all(&mut *c)
@@ -607,17 +614,6 @@ pub(crate) async fn held_alarm_leases(
     if leases.is_empty() {
         return Ok(leases);
     }
-    let keys: Vec<[&str; 4]> = leases
-        .iter()
-        .map(|l| {
-            [
-                l.actor.actor_type(),
-                l.actor.actor_id(),
-                l.name.as_str(),
-                l.lease_id.as_str(),
-            ]
-        })
-        .collect();
     let rows: Vec<(String, String, String, String)> = sqlx::query_as(
         // See `lease_alarms` for why `IN (SELECT ..)`.
         "SELECT actor_type, actor_id, name, lease_id FROM alarms
@@ -625,7 +621,7 @@ pub(crate) async fn held_alarm_leases(
                (SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?1))
            AND lease_host = ?2 AND lease_expires_ms > ?3",
     )
-    .bind(json_keys(&keys)?)
+    .bind(lease_keys(&leases)?)
     .bind(&host_id)
     .bind(now_ms)
     .fetch_all(&mut *c)
@@ -675,18 +671,10 @@ pub(crate) async fn complete_alarms(
     c: &mut SqliteConnection,
     completions: Vec<AlarmCompletion>,
 ) -> Result<Vec<AlarmLease>> {
-    let deletes: Vec<[&str; 4]> = completions
+    let deletes: Vec<&AlarmLease> = completions
         .iter()
         .filter(|c| c.outcome == AlarmOutcome::Delete)
-        .map(|c| {
-            let l = &c.lease;
-            [
-                l.actor.actor_type(),
-                l.actor.actor_id(),
-                l.name.as_str(),
-                l.lease_id.as_str(),
-            ]
-        })
+        .map(|c| &c.lease)
         .collect();
     let mut done: HashSet<AlarmLease> = HashSet::new();
     if !deletes.is_empty() {
@@ -698,7 +686,7 @@ pub(crate) async fn complete_alarms(
                     FROM json_each(?1))
              RETURNING actor_type, actor_id, name, lease_id",
         )
-        .bind(json_keys(&deletes)?)
+        .bind(lease_keys(deletes.iter().copied())?)
         .fetch_all(&mut *c)
         .await?;
         for (actor_type, actor_id, name, lease_id) in rows {

@@ -312,7 +312,6 @@ pub async fn alarm_lease_expiry_then_relase<H: ProviderHarness>(mut h: H) {
     );
 }
 
-/// Renewing extends only the leases the host still holds.
 /// `held_alarm_leases` answers which leases the host still holds, in the order asked, and
 /// changes nothing: another host, an unknown lease, a deleted alarm and an expired lease are
 /// not held, and a lease that was checked expires when it would have.
@@ -371,6 +370,7 @@ pub async fn alarm_held_leases_are_read_without_change<H: ProviderHarness>(mut h
     );
 }
 
+/// Renewing extends only the leases the host still holds.
 pub async fn alarm_renew<H: ProviderHarness>(mut h: H) {
     let p = h.fresh().await;
     set_once(&p, &actor("t", "a"), "x", 0).await;
